@@ -1,0 +1,862 @@
+/*
+ * config.c - the router configuration, parsed from JSON (docs/CONFIG.md).
+ *
+ * DESIGN: table-driven, in the manner of nginx's ngx_command_t and redis's
+ * standardConfig. Each object kind (top level, retry, provider, model, route,
+ * target) has a static table of keys giving type, bounds, default and the
+ * offset of the field it fills. One walker applies the defaults, visits the
+ * members of a JSON object in document order, rejects unknown and repeated
+ * keys, checks types and bounds, and then checks for missing required keys.
+ * It keeps the JSON path of the member it is on, so every message reads
+ * "<json path>: <reason>" ("providers[1].models[0].name: expected a string").
+ * Checks that span objects (unique names, route targets naming a configured
+ * provider) run after the walk of the array or of the whole document.
+ *
+ * Thread safety: no global state. The syntax error position comes from
+ * cJSON_ParseWithLengthOpts's return_parse_end, never from
+ * cJSON_GetErrorPtr, which is process-global.
+ *
+ * Secrets: api_key_env names an environment variable; its value goes into
+ * provider->api_key and into nothing else. Messages name the variable, never
+ * a value, and a string that does not look like a variable name (likely a
+ * pasted key) is rejected without being echoed. The key is zeroed before its
+ * memory is freed.
+ */
+#include "config.h"
+#include "alloc.h"
+#include "builtin.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ context */
+
+struct pctx {
+    char *err;
+    size_t errlen;
+    char path[256]; /* JSON path of the member being parsed, e.g. "providers[0].name" */
+    size_t plen;
+};
+
+static air_status_t fail(struct pctx *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Write "<path>: <reason>" to the caller's buffer; AIR_E_CONFIG. */
+static air_status_t
+fail(struct pctx *x, const char *fmt, ...)
+{
+    if (x->err != NULL && x->errlen > 0) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        snprintf(x->err, x->errlen, "%s: %s", x->plen ? x->path : "(top level)", msg);
+    }
+    return AIR_E_CONFIG;
+}
+
+static air_status_t
+nomem(struct pctx *x)
+{
+    if (x->err != NULL && x->errlen > 0)
+        snprintf(x->err, x->errlen, "out of memory");
+    return AIR_E_NOMEM;
+}
+
+/* Append ".key" (or "key" at the top) to the path; returns the old length
+ * for path_pop. Control bytes are shown as '?'; an overlong path is cut. */
+static size_t
+path_key(struct pctx *x, const char *k)
+{
+    size_t mark = x->plen;
+    size_t room = sizeof x->path - 1;
+    if (x->plen > 0 && x->plen < room)
+        x->path[x->plen++] = '.';
+    for (; *k != '\0' && x->plen < room; k++) {
+        unsigned char c = (unsigned char)*k;
+        x->path[x->plen++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    x->path[x->plen] = '\0';
+    return mark;
+}
+
+static size_t
+path_idx(struct pctx *x, size_t i)
+{
+    size_t mark = x->plen;
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "[%zu]", i);
+    for (int j = 0; j < n && x->plen < sizeof x->path - 1; j++)
+        x->path[x->plen++] = tmp[j];
+    x->path[x->plen] = '\0';
+    return mark;
+}
+
+static void
+path_pop(struct pctx *x, size_t mark)
+{
+    x->plen = mark;
+    x->path[mark] = '\0';
+}
+
+/* ------------------------------------------------------------------ tables */
+
+enum ktype {
+    K_U32,  /* integral JSON number in [min, max], stored as uint32_t */
+    K_POW2, /* as K_U32, and a power of two */
+    K_F64,  /* finite JSON number >= min, stored as double */
+    K_STR,  /* JSON string, stored as an air__malloc'd char *; then `check` */
+    K_SUB,  /* nested object whose keys (table `sub`) fill the same struct */
+    K_FN,   /* anything else: `fn` parses the value */
+};
+
+#define KF_REQUIRED 1u
+#define MAX_KEYS    32 /* upper bound on the entries of one table */
+
+typedef air_status_t (*key_fn)(struct pctx *x, const cJSON *item, void *obj);
+typedef air_status_t (*str_check_fn)(struct pctx *x, void *obj, char *s);
+
+struct key {
+    const char *name; /* NULL ends a table */
+    enum ktype type;
+    unsigned flags;
+    double min, max, def;
+    size_t off;
+    const struct key *sub;
+    key_fn fn;
+    str_check_fn check;
+};
+
+#define U32(n, lo, hi, d, st, f) {n, K_U32, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
+#define POW2(n, lo, hi, d, st, f) {n, K_POW2, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
+#define F64(n, lo, d, st, f)      {n, K_F64, 0, lo, 0, d, offsetof(st, f), NULL, NULL, NULL}
+#define STR(n, fl, st, f, chk)    {n, K_STR, fl, 0, 0, 0, offsetof(st, f), NULL, NULL, chk}
+#define SUB(n, tab)               {n, K_SUB, 0, 0, 0, 0, 0, tab, NULL, NULL}
+#define FN(n, fl, fnc)            {n, K_FN, fl, 0, 0, 0, 0, NULL, fnc, NULL}
+#define END                       {NULL, K_FN, 0, 0, 0, 0, 0, NULL, NULL, NULL}
+
+/* Sentinel default of cached_input_price_per_mtok: "same as the input
+ * price". Never a valid value (the minimum is 0). */
+#define PRICE_UNSET (-1.0)
+
+static air_status_t parse_providers(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_routes(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_models(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_targets(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t check_name(struct pctx *x, void *obj, char *s);
+static air_status_t check_kind(struct pctx *x, void *obj, char *s);
+static air_status_t check_url(struct pctx *x, void *obj, char *s);
+static air_status_t check_env(struct pctx *x, void *obj, char *s);
+static air_status_t check_nonempty(struct pctx *x, void *obj, char *s);
+static air_status_t check_strategy(struct pctx *x, void *obj, char *s);
+
+#define CFG struct air__config
+static const struct key retry_keys[] = {
+    U32("max_attempts", 1, 10, 3, CFG, max_attempts),
+    U32("backoff_base_ms", 0, 60000, 100, CFG, backoff_base_ms),
+    U32("backoff_cap_ms", 0, 600000, 2000, CFG, backoff_cap_ms),
+    U32("max_retry_after_ms", 0, 3600000, 60000, CFG, max_retry_after_ms),
+    END,
+};
+
+static const struct key top_keys[] = {
+    U32("workers", 1, 256, 2, CFG, workers),
+    POW2("queue_capacity", 2, 16777216, 4096, CFG, queue_capacity),
+    U32("max_inflight", 1, 4194304, 65536, CFG, max_inflight),
+    U32("request_timeout_ms", 1, 86400000, 120000, CFG, request_timeout_ms),
+    U32("max_event_bytes", 1024, 1073741824, 8388608, CFG, max_event_bytes),
+    SUB("retry", retry_keys),
+    FN("providers", KF_REQUIRED, parse_providers),
+    FN("routes", 0, parse_routes),
+    END,
+};
+#undef CFG
+
+#define PRV struct air__provider_cfg
+static const struct key provider_keys[] = {
+    STR("name", KF_REQUIRED, PRV, name, check_name),
+    STR("kind", KF_REQUIRED, PRV, kind, check_kind),
+    STR("base_url", 0, PRV, base_url, check_url),
+    STR("api_key_env", 0, PRV, api_key_env, check_env),
+    U32("timeout_ms", 1, 86400000, 60000, PRV, timeout_ms),
+    U32("connect_timeout_ms", 1, 86400000, 5000, PRV, connect_timeout_ms),
+    U32("first_byte_timeout_ms", 1, 86400000, 30000, PRV, first_byte_timeout_ms),
+    U32("idle_timeout_ms", 1, 86400000, 30000, PRV, idle_timeout_ms),
+    U32("max_inflight", 0, 1000000, 0, PRV, max_inflight),
+    FN("models", 0, parse_models),
+    END,
+};
+#undef PRV
+
+#define MDL struct air__model_cfg
+static const struct key model_keys[] = {
+    STR("name", KF_REQUIRED, MDL, name, check_nonempty),
+    F64("input_price_per_mtok", 0, 0, MDL, input_price_per_mtok),
+    F64("output_price_per_mtok", 0, 0, MDL, output_price_per_mtok),
+    F64("cached_input_price_per_mtok", 0, PRICE_UNSET, MDL, cached_input_price_per_mtok),
+    U32("context_tokens", 0, 4294967295.0, 0, MDL, context_tokens),
+    END,
+};
+#undef MDL
+
+#define RTE struct air__route_cfg
+static const struct key route_keys[] = {
+    STR("model", KF_REQUIRED, RTE, model, check_nonempty),
+    STR("strategy", 0, RTE, strategy, check_strategy),
+    FN("targets", KF_REQUIRED, parse_targets),
+    U32("max_attempts", 0, 10, 0, RTE, max_attempts),
+    END,
+};
+#undef RTE
+
+#define TGT struct air__target_cfg
+static const struct key target_keys[] = {
+    STR("provider", KF_REQUIRED, TGT, provider, check_nonempty),
+    STR("model", 0, TGT, model, check_nonempty),
+    END,
+};
+#undef TGT
+
+/* ------------------------------------------------------------------ walker */
+
+static uint32_t *
+u32_at(void *obj, size_t off)
+{
+    return (uint32_t *)(void *)((char *)obj + off);
+}
+
+static double *
+f64_at(void *obj, size_t off)
+{
+    return (double *)(void *)((char *)obj + off);
+}
+
+static char **
+str_at(void *obj, size_t off)
+{
+    return (char **)(void *)((char *)obj + off);
+}
+
+static void
+apply_defaults(const struct key *tab, void *obj)
+{
+    for (const struct key *k = tab; k->name != NULL; k++) {
+        switch (k->type) {
+        case K_U32:
+        case K_POW2: *u32_at(obj, k->off) = (uint32_t)k->def; break;
+        case K_F64: *f64_at(obj, k->off) = k->def; break;
+        case K_SUB: apply_defaults(k->sub, obj); break;
+        case K_STR:
+        case K_FN: break; /* zeroed by calloc: NULL / none */
+        }
+    }
+}
+
+/* Levenshtein distance for "did you mean" hints; large for long names. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[64];
+    if (la >= 64 || lb >= 64)
+        return 64;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static air_status_t
+unknown_key(struct pctx *x, const char *name, const struct key *tab, const char *const *extra)
+{
+    const char *best = NULL;
+    size_t bestd = 3; /* suggest only for 1 or 2 edits */
+    for (const struct key *k = tab; k->name != NULL; k++) {
+        size_t d = edit_distance(name, k->name);
+        if (d < bestd && strlen(k->name) > 3) {
+            bestd = d;
+            best = k->name;
+        }
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        size_t d = edit_distance(name, extra[i]);
+        if (d < bestd && strlen(extra[i]) > 3) {
+            bestd = d;
+            best = extra[i];
+        }
+    }
+    if (best != NULL)
+        return fail(x, "unknown key (did you mean '%s'?)", best);
+    return fail(x, "unknown key");
+}
+
+static int
+in_list(const char *name, const char *const *list)
+{
+    for (size_t i = 0; list != NULL && list[i] != NULL; i++)
+        if (strcmp(list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static air_status_t walk(struct pctx *x, const cJSON *item, const struct key *tab, void *obj,
+                         const char *const *extra);
+
+/* One member whose key is in the table. The path names the member. */
+static air_status_t
+set_value(struct pctx *x, const struct key *k, const cJSON *m, void *obj)
+{
+    switch (k->type) {
+    case K_U32:
+    case K_POW2: {
+        if (!cJSON_IsNumber(m))
+            return fail(x, "expected an integer");
+        double v = m->valuedouble;
+        if (!isfinite(v) || v != floor(v))
+            return fail(x, "expected an integer");
+        if (k->type == K_POW2) {
+            uint32_t u = v >= k->min && v <= k->max ? (uint32_t)v : 0;
+            if (u == 0 || (u & (u - 1)) != 0)
+                return fail(x, "must be a power of two between %.0f and %.0f", k->min, k->max);
+        } else if (v < k->min || v > k->max) {
+            return fail(x, "must be between %.0f and %.0f", k->min, k->max);
+        }
+        *u32_at(obj, k->off) = (uint32_t)v;
+        return AIR_OK;
+    }
+    case K_F64: {
+        if (!cJSON_IsNumber(m))
+            return fail(x, "expected a number");
+        double v = m->valuedouble;
+        if (!isfinite(v))
+            return fail(x, "expected a finite number");
+        if (v < k->min)
+            return fail(x, "must be >= %g", k->min);
+        *f64_at(obj, k->off) = v;
+        return AIR_OK;
+    }
+    case K_STR: {
+        if (!cJSON_IsString(m) || m->valuestring == NULL)
+            return fail(x, "expected a string");
+        char *s = air__strdup(m->valuestring);
+        if (s == NULL)
+            return nomem(x);
+        *str_at(obj, k->off) = s;
+        return k->check != NULL ? k->check(x, obj, s) : AIR_OK;
+    }
+    case K_SUB: return walk(x, m, k->sub, obj, NULL);
+    case K_FN: return k->fn(x, m, obj);
+    }
+    return fail(x, "internal error: bad key type");
+}
+
+/*
+ * Fill obj from a JSON object using tab: defaults first, then each member in
+ * document order, then the required-key check. `extra` lists further keys
+ * that are accepted as they are (a provider kind's own keys). Every object
+ * may also carry a "comment" string, which is ignored.
+ */
+static air_status_t
+walk(struct pctx *x, const cJSON *item, const struct key *tab, void *obj, const char *const *extra)
+{
+    if (!cJSON_IsObject(item))
+        return fail(x, "expected an object");
+    apply_defaults(tab, obj);
+
+    unsigned char seen[MAX_KEYS] = {0};
+    for (const cJSON *m = item->child; m != NULL; m = m->next) {
+        const char *name = m->string ? m->string : "";
+        size_t mark = path_key(x, name);
+        air_status_t st = AIR_OK;
+        size_t i = 0;
+        while (tab[i].name != NULL && strcmp(tab[i].name, name) != 0)
+            i++;
+        if (tab[i].name != NULL) {
+            if (seen[i])
+                st = fail(x, "duplicate key");
+            else {
+                seen[i] = 1;
+                st = set_value(x, &tab[i], m, obj);
+            }
+        } else if (strcmp(name, "comment") == 0) {
+            if (!cJSON_IsString(m))
+                st = fail(x, "expected a string");
+        } else if (!in_list(name, extra)) {
+            st = unknown_key(x, name, tab, extra);
+        }
+        if (st != AIR_OK)
+            return st;
+        path_pop(x, mark);
+    }
+    for (size_t i = 0; tab[i].name != NULL; i++) {
+        if ((tab[i].flags & KF_REQUIRED) && !seen[i]) {
+            path_key(x, tab[i].name);
+            return fail(x, "required key is missing");
+        }
+    }
+    return AIR_OK;
+}
+
+/* Common start of an array of objects: type, size, element storage. */
+static air_status_t
+alloc_array(struct pctx *x, const cJSON *item, int allow_empty, size_t elsize, void **arr,
+            size_t *n)
+{
+    if (!cJSON_IsArray(item))
+        return fail(x, "expected an array");
+    int size = cJSON_GetArraySize(item);
+    if (size <= 0) {
+        if (!allow_empty)
+            return fail(x, "must not be empty");
+        return AIR_OK;
+    }
+    *arr = air__calloc((size_t)size, elsize);
+    if (*arr == NULL)
+        return nomem(x);
+    *n = (size_t)size;
+    return AIR_OK;
+}
+
+/* ------------------------------------------------------------------ checks */
+
+static air_status_t
+check_nonempty(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (s[0] == '\0')
+        return fail(x, "must not be empty");
+    return AIR_OK;
+}
+
+static air_status_t
+check_name(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (s[0] == '\0')
+        return fail(x, "must not be empty");
+    for (const char *p = s; *p != '\0'; p++) {
+        char c = *p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return fail(x, "may only contain letters, digits, '.', '_' and '-'");
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+unknown_kind(struct pctx *x, const char *kind)
+{
+    char known[256];
+    size_t kl = 0;
+    known[0] = '\0';
+    for (size_t i = 0; air__provider_at(i) != NULL; i++) {
+        int n = snprintf(known + kl, sizeof known - kl, "%s%s", i ? ", " : "",
+                         air__provider_at(i)->name);
+        if (n < 0 || (size_t)n >= sizeof known - kl)
+            break;
+        kl += (size_t)n;
+    }
+    return fail(x, "unknown kind '%s' (known: %s)", kind, known);
+}
+
+static air_status_t
+check_kind(struct pctx *x, void *obj, char *s)
+{
+    struct air__provider_cfg *pc = obj;
+    pc->ops = air__provider_find(s);
+    if (pc->ops == NULL)
+        return unknown_kind(x, s);
+    return AIR_OK;
+}
+
+static air_status_t
+check_url(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    size_t skip;
+    if (strncmp(s, "http://", 7) == 0)
+        skip = 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        skip = 8;
+    else
+        return fail(x, "must start with http:// or https://");
+    size_t n = strlen(s);
+    while (n > skip && s[n - 1] == '/')
+        s[--n] = '\0';
+    if (n == skip)
+        return fail(x, "must name a host after the scheme");
+    return AIR_OK;
+}
+
+static air_status_t
+check_env(struct pctx *x, void *obj, char *s)
+{
+    struct air__provider_cfg *pc = obj;
+    /* A variable name: [A-Za-z_][A-Za-z0-9_]*, at most 128 bytes. Anything
+     * else is probably the key itself pasted in: say so without echoing it. */
+    size_t n = strlen(s);
+    int ok = n > 0 && n <= 128 && !(s[0] >= '0' && s[0] <= '9');
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = s[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_';
+    }
+    if (!ok)
+        return fail(x, "must be the name of an environment variable (letters, digits and '_'), "
+                       "not the key itself");
+    const char *v = getenv(s);
+    if (v == NULL)
+        return fail(x, "environment variable %s is not set", s);
+    if (v[0] == '\0')
+        return fail(x, "environment variable %s is set but empty", s);
+    pc->api_key = air__strdup(v);
+    if (pc->api_key == NULL)
+        return nomem(x);
+    return AIR_OK;
+}
+
+static air_status_t
+check_strategy(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (strcmp(s, "priority") != 0)
+        return fail(x, "unknown strategy '%s' (supported: priority)", s);
+    return AIR_OK;
+}
+
+/* ------------------------------------------------------------------ arrays */
+
+static air_status_t
+parse_models(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__provider_cfg *pc = obj;
+    void *arr = NULL;
+    air_status_t st = alloc_array(x, item, 1, sizeof *pc->models, &arr, &pc->nmodels);
+    pc->models = arr;
+    if (st != AIR_OK)
+        return st;
+    size_t i = 0;
+    for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
+        struct air__model_cfg *mc = &pc->models[i];
+        size_t mark = path_idx(x, i);
+        st = walk(x, m, model_keys, mc, NULL);
+        if (st != AIR_OK)
+            return st;
+        if (mc->cached_input_price_per_mtok == PRICE_UNSET)
+            mc->cached_input_price_per_mtok = mc->input_price_per_mtok;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(pc->models[j].name, mc->name) == 0) {
+                path_key(x, "name");
+                return fail(x, "duplicate model name '%s'", mc->name);
+            }
+        }
+        path_pop(x, mark);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+parse_provider(struct pctx *x, const cJSON *item, struct air__provider_cfg *prov, size_t i)
+{
+    struct air__provider_cfg *pc = &prov[i];
+    if (!cJSON_IsObject(item))
+        return fail(x, "expected an object");
+    /* The kind decides which extra keys are accepted, so resolve it before
+     * the walk; an unknown kind is reported before any key it would allow. */
+    const char *const *extra = NULL;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(item, "kind");
+    if (cJSON_IsString(kind) && kind->valuestring != NULL) {
+        const air_provider_ops_t *ops = air__provider_find(kind->valuestring);
+        if (ops == NULL) {
+            path_key(x, "kind");
+            return unknown_kind(x, kind->valuestring);
+        }
+        extra = ops->config_keys;
+    }
+    air_status_t st = walk(x, item, provider_keys, pc, extra);
+    if (st != AIR_OK)
+        return st;
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(prov[j].name, pc->name) == 0) {
+            path_key(x, "name");
+            return fail(x, "duplicate provider name '%s'", pc->name);
+        }
+    }
+    pc->json = cJSON_Duplicate(item, 1);
+    if (pc->json == NULL)
+        return nomem(x);
+    return AIR_OK;
+}
+
+static air_status_t
+parse_providers(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__config *c = obj;
+    void *arr = NULL;
+    air_status_t st = alloc_array(x, item, 0, sizeof *c->providers, &arr, &c->nproviders);
+    c->providers = arr;
+    if (st != AIR_OK)
+        return st;
+    size_t i = 0;
+    for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
+        size_t mark = path_idx(x, i);
+        st = parse_provider(x, m, c->providers, i);
+        if (st != AIR_OK)
+            return st;
+        path_pop(x, mark);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+parse_targets(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__route_cfg *rc = obj;
+    void *arr = NULL;
+    air_status_t st = alloc_array(x, item, 0, sizeof *rc->targets, &arr, &rc->ntargets);
+    rc->targets = arr;
+    if (st != AIR_OK)
+        return st;
+    size_t i = 0;
+    for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
+        size_t mark = path_idx(x, i);
+        st = walk(x, m, target_keys, &rc->targets[i], NULL);
+        if (st != AIR_OK)
+            return st;
+        path_pop(x, mark);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+parse_routes(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__config *c = obj;
+    void *arr = NULL;
+    air_status_t st = alloc_array(x, item, 1, sizeof *c->routes, &arr, &c->nroutes);
+    c->routes = arr;
+    if (st != AIR_OK)
+        return st;
+    size_t i = 0;
+    for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
+        struct air__route_cfg *rc = &c->routes[i];
+        size_t mark = path_idx(x, i);
+        st = walk(x, m, route_keys, rc, NULL);
+        if (st != AIR_OK)
+            return st;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c->routes[j].model, rc->model) == 0) {
+                path_key(x, "model");
+                return fail(x, "duplicate route for model '%s'", rc->model);
+            }
+        }
+        if (rc->strategy == NULL && (rc->strategy = air__strdup("priority")) == NULL)
+            return nomem(x);
+        /* A target without a model sends the route's model upstream. */
+        for (size_t t = 0; t < rc->ntargets; t++)
+            if (rc->targets[t].model == NULL &&
+                (rc->targets[t].model = air__strdup(rc->model)) == NULL)
+                return nomem(x);
+        path_pop(x, mark);
+    }
+    return AIR_OK;
+}
+
+/* ------------------------------------------------------------------ whole */
+
+/* Checks that need the whole document: route targets name providers. */
+static air_status_t
+cross_check(struct pctx *x, struct air__config *c)
+{
+    if (c->backoff_cap_ms < c->backoff_base_ms) {
+        path_key(x, "retry");
+        path_key(x, "backoff_cap_ms");
+        return fail(x, "must be >= retry.backoff_base_ms (%u)", (unsigned)c->backoff_base_ms);
+    }
+    for (size_t r = 0; r < c->nroutes; r++) {
+        struct air__route_cfg *rc = &c->routes[r];
+        for (size_t t = 0; t < rc->ntargets; t++) {
+            long idx = air__config_provider_idx(c, rc->targets[t].provider);
+            if (idx < 0) {
+                path_pop(x, 0);
+                path_key(x, "routes");
+                path_idx(x, r);
+                path_key(x, "targets");
+                path_idx(x, t);
+                path_key(x, "provider");
+                return fail(x, "unknown provider '%s'", rc->targets[t].provider);
+            }
+            rc->targets[t].provider_idx = (size_t)idx;
+        }
+    }
+    return AIR_OK;
+}
+
+/* "line L, column C" of byte offset pos (columns count UTF-8 characters). */
+static void
+position(const char *s, size_t pos, size_t *line, size_t *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < pos; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') {
+            (*line)++;
+            *col = 1;
+        } else if ((c & 0xC0) != 0x80) {
+            (*col)++;
+        }
+    }
+}
+
+air_status_t
+air__config_parse(const char *json, size_t len, struct air__config **out, char *err,
+                  size_t errlen)
+{
+    struct pctx x;
+    memset(&x, 0, sizeof x);
+    x.err = err;
+    x.errlen = errlen;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out != NULL)
+        *out = NULL;
+    if (json == NULL || out == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "invalid argument");
+        return AIR_E_INVAL;
+    }
+
+    size_t skip = 0; /* a UTF-8 byte order mark is allowed */
+    if (len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0)
+        skip = 3;
+    const char *end = json + skip;
+    cJSON *root = cJSON_ParseWithLengthOpts(json + skip, len - skip, &end, 0);
+    size_t pos = (size_t)(end - json);
+    if (root != NULL) {
+        /* Only whitespace (or NULs) may follow the value. */
+        while (pos < len && strchr(" \t\r\n", json[pos]) != NULL && json[pos] != '\0')
+            pos++;
+        while (pos < len && json[pos] == '\0')
+            pos++;
+        if (pos < len) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    if (root == NULL) {
+        size_t line, col;
+        if (pos > len)
+            pos = len;
+        position(json, pos, &line, &col);
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "line %zu, column %zu: invalid JSON", line, col);
+        return AIR_E_CONFIG;
+    }
+
+    air_status_t st;
+    struct air__config *c = air__calloc(1, sizeof *c);
+    if (c == NULL) {
+        st = nomem(&x);
+    } else {
+        st = walk(&x, root, top_keys, c, NULL);
+        if (st == AIR_OK)
+            st = cross_check(&x, c);
+    }
+    cJSON_Delete(root);
+    if (st != AIR_OK) {
+        air__config_free(c);
+        return st;
+    }
+    *out = c;
+    return AIR_OK;
+}
+
+/* ------------------------------------------------------------------ free */
+
+/* Overwrite a secret before its memory goes back to the allocator; the
+ * volatile stores are not optimised away. */
+static void
+wipe(char *s)
+{
+    if (s == NULL)
+        return;
+    volatile char *p = s;
+    while (*p != '\0')
+        *p++ = '\0';
+}
+
+void
+air__config_free(struct air__config *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->nproviders && c->providers != NULL; i++) {
+        struct air__provider_cfg *pc = &c->providers[i];
+        air__free(pc->name);
+        air__free(pc->kind);
+        air__free(pc->base_url);
+        air__free(pc->api_key_env);
+        wipe(pc->api_key);
+        air__free(pc->api_key);
+        for (size_t m = 0; m < pc->nmodels && pc->models != NULL; m++)
+            air__free(pc->models[m].name);
+        air__free(pc->models);
+        cJSON_Delete(pc->json);
+    }
+    air__free(c->providers);
+    for (size_t r = 0; r < c->nroutes && c->routes != NULL; r++) {
+        struct air__route_cfg *rc = &c->routes[r];
+        air__free(rc->model);
+        air__free(rc->strategy);
+        for (size_t t = 0; t < rc->ntargets && rc->targets != NULL; t++) {
+            air__free(rc->targets[t].provider);
+            air__free(rc->targets[t].model);
+        }
+        air__free(rc->targets);
+    }
+    air__free(c->routes);
+    air__free(c);
+}
+
+/* ------------------------------------------------------------------ lookup */
+
+const struct air__route_cfg *
+air__config_route(const struct air__config *c, const char *model)
+{
+    if (c == NULL || model == NULL)
+        return NULL;
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (c->routes[i].model != NULL && strcmp(c->routes[i].model, model) == 0)
+            return &c->routes[i];
+    return NULL;
+}
+
+long
+air__config_provider_idx(const struct air__config *c, const char *name)
+{
+    if (c == NULL || name == NULL)
+        return -1;
+    for (size_t i = 0; i < c->nproviders; i++)
+        if (c->providers[i].name != NULL && strcmp(c->providers[i].name, name) == 0)
+            return (long)i;
+    return -1;
+}

@@ -1,0 +1,87 @@
+/*
+ * config.h - the router configuration, parsed from JSON (docs/CONFIG.md).
+ *
+ * The parser is table-driven: each object kind has a table of keys with
+ * type, bounds and default, so unknown keys and wrong types are reported with
+ * their JSON path ("providers[1].models[0].name: expected a string").
+ * API keys are read from the environment variables the config names; a
+ * missing variable is an error naming the variable, never a value.
+ */
+#ifndef AIR_CORE_CONFIG_H
+#define AIR_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "airouter.h"
+#include "airouter/provider.h"
+
+struct air__model_cfg {
+    char *name;
+    double input_price_per_mtok;        /* USD per million input tokens, default 0 */
+    double output_price_per_mtok;       /* default 0 */
+    double cached_input_price_per_mtok; /* default: input price */
+    uint32_t context_tokens;            /* 0 = unknown */
+};
+
+struct air__provider_cfg {
+    char *name;                     /* unique */
+    char *kind;                     /* "openai", ... */
+    const air_provider_ops_t *ops;  /* resolved from kind */
+    char *base_url;                 /* NULL: the kind's default; trailing '/' stripped */
+    char *api_key_env;              /* NULL when not configured */
+    char *api_key;                  /* the secret read from api_key_env, or NULL */
+    uint32_t timeout_ms;            /* total per attempt, default 60000 */
+    uint32_t connect_timeout_ms;    /* default 5000 */
+    uint32_t first_byte_timeout_ms; /* default 30000 */
+    uint32_t idle_timeout_ms;       /* between stream chunks, default 30000 */
+    uint32_t max_inflight;          /* 0 = unlimited */
+    struct air__model_cfg *models;
+    size_t nmodels;
+    cJSON *json; /* deep copy of the provider object (for ops->init) */
+};
+
+struct air__target_cfg {
+    char *provider;      /* provider name */
+    char *model;         /* upstream model name */
+    size_t provider_idx; /* index into config->providers */
+};
+
+struct air__route_cfg {
+    char *model;    /* public model name (unique across routes) */
+    char *strategy; /* "priority" (default); others arrive with the policy issue */
+    struct air__target_cfg *targets;
+    size_t ntargets;
+    uint32_t max_attempts; /* 0 = config retry.max_attempts */
+};
+
+struct air__config {
+    uint32_t workers;            /* default 2; 1..256 */
+    uint32_t queue_capacity;     /* ingress ring slots, power of two, default 4096 */
+    uint32_t max_inflight;       /* requests admitted at once, default 65536 */
+    uint32_t request_timeout_ms; /* default deadline per request, default 120000 */
+    uint32_t max_event_bytes;    /* largest SSE event / response body, default 8 MiB */
+    /* retry: {max_attempts, backoff_base_ms, backoff_cap_ms, max_retry_after_ms} */
+    uint32_t max_attempts;       /* default 3 */
+    uint32_t backoff_base_ms;    /* default 100 */
+    uint32_t backoff_cap_ms;     /* default 2000 */
+    uint32_t max_retry_after_ms; /* longest server delay honoured, default 60000 */
+    struct air__provider_cfg *providers;
+    size_t nproviders;
+    struct air__route_cfg *routes;
+    size_t nroutes;
+};
+
+/* Parse and validate. On failure returns AIR_E_CONFIG (or AIR_E_NOMEM) and
+ * writes "<json path>: <reason>" to err. */
+air_status_t air__config_parse(const char *json, size_t len, struct air__config **out, char *err,
+                               size_t errlen);
+void air__config_free(struct air__config *c);
+
+/* Lookups; NULL / -1 when absent. */
+const struct air__route_cfg *air__config_route(const struct air__config *c, const char *model);
+long air__config_provider_idx(const struct air__config *c, const char *name);
+
+#endif

@@ -1,0 +1,351 @@
+/*
+ * airouter.h - the public API of libairouter, an embeddable multithreaded
+ * router for LLM chat-completion requests.
+ *
+ * This header is the whole contract. If it is not declared here, it is not
+ * API. Every declaration carries three tag lines:
+ *
+ *   Thread:     which threads may call it ("any", "worker" = inside a
+ *               callback on a worker thread, "control" = serialise with other
+ *               control calls on the same router, "owner" = the one thread
+ *               that currently owns the object).
+ *   Ownership:  who owns what after the call.
+ *   Errors:     the status codes it can return.
+ *
+ * Objects and their lifetimes
+ * ---------------------------
+ *
+ * | object       | created by            | released by                       | thread rule              |
+ * |--------------|-----------------------|-----------------------------------|--------------------------|
+ * | air_t        | air_new, air_new_file | air_free (drain deadline)         | submit/cancel: any       |
+ * | air_req_t    | air_req_new           | air_submit/air_call (always       | one thread until submit  |
+ * |              |                       | consume it) or air_req_free       |                          |
+ * | air_resp_t   | the router            | after the callback returns;       | read-only; any thread    |
+ * |              |                       | air_resp_dup + air_resp_free keep |                          |
+ * | strings in   | the caller            | copied on set                     | -                        |
+ *
+ * Callback rule: when air_submit returns AIR_OK, exactly one completion is
+ * delivered for that request (success, error, cancel, deadline or shutdown):
+ * through the done callback if one was set, otherwise through the completion
+ * queue (air_completions_fd / air_completions_poll). When air_submit returns
+ * anything else, nothing is ever delivered for it.
+ *
+ * Callbacks run on a worker thread. They must be quick and must not block;
+ * they may call air_submit and air_cancel but never air_free.
+ *
+ * libcurl: the router calls curl_global_init once (under pthread_once) the
+ * first time a router is created. A host that uses libcurl itself should call
+ * curl_global_init before creating threads, as libcurl documents.
+ */
+#ifndef AIROUTER_H
+#define AIROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "airouter/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AIR_VERSION_MAJOR 0
+#define AIR_VERSION_MINOR 1
+#define AIR_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH; compare with air_version_num(). */
+#define AIR_VERSION_NUM   (AIR_VERSION_MAJOR * 10000 + AIR_VERSION_MINOR * 100 + AIR_VERSION_PATCH)
+#define AIR_VERSION_STR   "0.1.0"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define AIR_NODISCARD __attribute__((warn_unused_result))
+#else
+#define AIR_NODISCARD
+#endif
+
+/*
+ * Status codes. Values are append-only and never renumbered; a retired code
+ * keeps its slot. air_strerror and air_status_name come from the same list.
+ */
+#define AIR_STATUS_MAP(X)                                                                          \
+    X(OK, 0, "ok")                                                                                 \
+    X(E_INVAL, 1, "invalid argument")                                                              \
+    X(E_NOMEM, 2, "out of memory")                                                                 \
+    X(E_BUSY, 3, "queue full")                                                                     \
+    X(E_SHUTDOWN, 4, "router stopping")                                                            \
+    X(E_CANCELLED, 5, "cancelled")                                                                 \
+    X(E_TIMEOUT, 6, "deadline exceeded")                                                           \
+    X(E_NOPROVIDER, 7, "no eligible provider")                                                     \
+    X(E_TRANSPORT, 8, "transport error")                                                           \
+    X(E_UPSTREAM, 9, "provider returned error")                                                    \
+    X(E_RATELIMITED, 10, "rate limited")                                                           \
+    X(E_AUTH, 11, "auth rejected")                                                                 \
+    X(E_PROTOCOL, 12, "unparseable provider reply")                                                \
+    X(E_NONAME, 13, "unknown name")                                                                \
+    X(E_READONLY, 14, "read-only")                                                                 \
+    X(E_RANGE, 15, "value out of range")                                                           \
+    X(E_ABI, 16, "provider ABI mismatch")                                                          \
+    X(E_EXISTS, 17, "already exists")                                                              \
+    X(E_CONFIG, 18, "invalid configuration")                                                       \
+    X(E_NOTFOUND, 19, "not found")                                                                 \
+    X(E_BADREQ, 20, "invalid request")
+
+typedef enum air_status {
+#define AIR__STATUS_ENUM(name, num, str) AIR_##name = num,
+    AIR_STATUS_MAP(AIR__STATUS_ENUM)
+#undef AIR__STATUS_ENUM
+    AIR__STATUS_LAST
+} air_status_t;
+
+/*
+ * Error classes: why a request failed, in the vocabulary of the router's
+ * policy and of the gateway's OpenAI-shaped error bodies ("type"). Append-only.
+ */
+#define AIR_ERRCLASS_MAP(X)                                                                        \
+    X(NONE, 0, "none")                                                                             \
+    X(INVALID_REQUEST, 1, "invalid_request")                                                       \
+    X(AUTH, 2, "auth")                                                                             \
+    X(NOT_FOUND, 3, "not_found")                                                                   \
+    X(RATE_LIMITED, 4, "rate_limited")                                                             \
+    X(OVERLOADED, 5, "overloaded")                                                                 \
+    X(UPSTREAM, 6, "upstream")                                                                     \
+    X(TIMEOUT, 7, "timeout")                                                                       \
+    X(CONNECT, 8, "connect")                                                                       \
+    X(BUDGET_EXCEEDED, 9, "budget_exceeded")                                                       \
+    X(CANCELLED, 10, "cancelled")                                                                  \
+    X(SHUTDOWN, 11, "shutdown")                                                                    \
+    X(BUSY, 12, "busy")
+
+typedef enum air_errclass {
+#define AIR__ERRCLASS_ENUM(name, num, str) AIR_ERR_##name = num,
+    AIR_ERRCLASS_MAP(AIR__ERRCLASS_ENUM)
+#undef AIR__ERRCLASS_ENUM
+    AIR__ERR_LAST
+} air_errclass_t;
+
+typedef struct air air_t;
+typedef struct air_req air_req_t;
+typedef struct air_resp air_resp_t;
+
+/*
+ * Done callback. `resp` is borrowed: it is valid until the callback returns
+ * (keep it longer with air_resp_dup). `ud` is the pointer given to
+ * air_req_set_done.
+ * Thread: worker (or the host thread inside air_completions_poll).
+ */
+typedef void (*air_done_fn)(const air_resp_t *resp, void *ud);
+
+/*
+ * Stream chunk callback. `json` is one OpenAI `chat.completion.chunk` object
+ * (not NUL-terminated beyond `len`, but always followed by a NUL byte), valid
+ * only during the call. Chunks of one request arrive in order, on one thread
+ * at a time, and always before that request's done callback.
+ * Thread: worker.
+ */
+typedef void (*air_chunk_fn)(const char *json, size_t len, void *ud);
+
+/* ------------------------------------------------------------------------ */
+/* Library                                                                   */
+
+/* Version of the library actually linked, as AIR_VERSION_NUM / _STR.
+ * Thread: any. */
+AIR_API int air_version_num(void);
+AIR_API const char *air_version(void);
+
+/* Static description of a status, never NULL ("unknown status" for values
+ * outside the enum). Thread: any. */
+AIR_API const char *air_strerror(air_status_t st);
+/* "AIR_E_BUSY" style name of a status. Thread: any. */
+AIR_API const char *air_status_name(air_status_t st);
+/* "rate_limited" style name of an error class. Thread: any. */
+AIR_API const char *air_errclass_name(air_errclass_t c);
+
+/* ------------------------------------------------------------------------ */
+/* Router                                                                    */
+
+/*
+ * Create a router from a JSON configuration text (see docs/CONFIG.md) and
+ * start its worker threads.
+ * Thread: any. Ownership: *out is owned by the caller; free with air_free.
+ * Errors: AIR_E_INVAL (NULL arguments), AIR_E_CONFIG (bad configuration; the
+ * message written to err names the JSON path and the reason, e.g.
+ * "providers[1].timeout_ms: expected an integer"), AIR_E_NOMEM, AIR_E_TRANSPORT
+ * (libcurl could not be initialised).
+ * `err` may be NULL; otherwise up to errlen bytes, NUL-terminated.
+ */
+AIR_API AIR_NODISCARD air_status_t air_new(const char *config_json, air_t **out, char *err,
+                                           size_t errlen);
+
+/* As air_new, reading the configuration from a file. Errors as air_new, plus
+ * AIR_E_CONFIG when the file cannot be read (the message names the file).
+ * Thread: any. */
+AIR_API AIR_NODISCARD air_status_t air_new_file(const char *path, air_t **out, char *err,
+                                                size_t errlen);
+
+/*
+ * Stop a router: refuse new submissions (AIR_E_SHUTDOWN), let requests in
+ * flight finish for up to drain_ms milliseconds, then complete every request
+ * still pending with AIR_E_SHUTDOWN (error class "shutdown"), join the
+ * workers and free everything. Every accepted request has been completed when
+ * it returns. air_free(NULL, ...) is a no-op.
+ * Thread: control; never from a callback. Ownership: consumes r.
+ */
+AIR_API void air_free(air_t *r, uint32_t drain_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+
+/*
+ * Build a request from an OpenAI Chat Completions body. The body must be a
+ * JSON object with a string "model" and an array "messages"; it is copied.
+ * Thread: any. Ownership: *out is owned by the caller until air_submit or
+ * air_call consumes it, or air_req_free releases it.
+ * Errors: AIR_E_INVAL (NULL arguments), AIR_E_BADREQ (body is not valid
+ * JSON, or a field has the wrong type; err names the position or the field),
+ * AIR_E_NOMEM.
+ */
+AIR_API AIR_NODISCARD air_status_t air_req_new(air_t *r, const char *body, size_t len,
+                                               air_req_t **out, char *err, size_t errlen);
+
+/* Release a request that was never submitted. NULL is a no-op.
+ * Thread: owner. Ownership: consumes req. */
+AIR_API void air_req_free(air_req_t *req);
+
+/* Router options; none of them is ever sent upstream. Each copies its string
+ * argument. Thread: owner. Errors: AIR_E_INVAL, AIR_E_NOMEM. */
+
+/* Pin the request to one provider, by its configured name (the gateway maps
+ * the x-ai-provider header here). */
+AIR_API AIR_NODISCARD air_status_t air_req_set_provider(air_req_t *req, const char *provider);
+/* Relative deadline for the whole request, all attempts included. 0 = the
+ * router's default (config "request_timeout_ms"). */
+AIR_API AIR_NODISCARD air_status_t air_req_set_deadline_ms(air_req_t *req, uint32_t ms);
+/* Identity of the calling client, for limits and budgets. */
+AIR_API AIR_NODISCARD air_status_t air_req_set_client_key(air_req_t *req, const char *key);
+/* Attach a free-form tag ("team=search"); at most 16 per request. */
+AIR_API AIR_NODISCARD air_status_t air_req_add_tag(air_req_t *req, const char *tag);
+/* Upper bound on attempts for this request (1 = no retry or failover). 0 =
+ * the route's default. */
+AIR_API AIR_NODISCARD air_status_t air_req_set_max_attempts(air_req_t *req, uint32_t n);
+/* Done callback; without one the result goes to the completion queue. */
+AIR_API AIR_NODISCARD air_status_t air_req_set_done(air_req_t *req, air_done_fn fn, void *ud);
+/* Chunk callback; only used when the body asks for "stream": true. Without
+ * one, a streamed request is still served and its chunks are dropped. */
+AIR_API AIR_NODISCARD air_status_t air_req_set_chunk(air_req_t *req, air_chunk_fn fn, void *ud);
+
+/*
+ * Submit a request asynchronously. Never blocks and never waits on a lock.
+ * On AIR_OK, *id (when id is not NULL) receives the request's router-unique
+ * nonzero id, for air_cancel; air_resp_id returns the same value.
+ * Thread: any (calls racing with air_free are not allowed, except from
+ * callbacks, which get AIR_E_SHUTDOWN once air_free has begun).
+ * Ownership: always consumes req, also on failure.
+ * Errors: AIR_E_INVAL (NULL), AIR_E_BUSY (ingress queue full or too many
+ * requests in flight; retry later), AIR_E_SHUTDOWN (router is stopping).
+ * On AIR_OK the completion is delivered exactly once; on any error never.
+ */
+AIR_API AIR_NODISCARD air_status_t air_submit(air_t *r, air_req_t *req, uint64_t *id);
+
+/*
+ * Cancel a submitted request by id. The request completes (once) with
+ * AIR_E_CANCELLED unless it already finished; cancel is asynchronous and
+ * returns before that completion.
+ * Thread: any. Errors: AIR_E_NOTFOUND (no such request in flight, e.g. it
+ * already completed).
+ */
+AIR_API AIR_NODISCARD air_status_t air_cancel(air_t *r, uint64_t id);
+
+/*
+ * Synchronous helper: submit and wait for the result. Any callbacks set on
+ * req are replaced (chunk callbacks are kept).
+ * Thread: any thread except a worker (never from a callback).
+ * Ownership: consumes req; *out is owned by the caller (air_resp_free).
+ * Returns the submit status (AIR_OK when a response was produced; then look at
+ * air_resp_status for the outcome).
+ */
+AIR_API AIR_NODISCARD air_status_t air_call(air_t *r, air_req_t *req, air_resp_t **out);
+
+/* ------------------------------------------------------------------------ */
+/* Completion queue (hosts with their own event loop)                        */
+
+/*
+ * A file descriptor (eventfd) that becomes readable when completions of
+ * requests without a done callback are waiting. Poll it for POLLIN, then call
+ * air_completions_poll. Do not read or close it.
+ * Thread: any.
+ */
+AIR_API int air_completions_fd(air_t *r);
+
+/*
+ * Deliver up to `max` queued completions by calling fn(resp, ud) on this
+ * thread, where ud is the one given to air_req_set_done (NULL when unset).
+ * `fn` overrides nothing: requests with a done callback never enter the
+ * queue. Returns the number delivered. Clears the fd's readiness when the
+ * queue is empty.
+ * Thread: any, but one thread at a time.
+ */
+AIR_API size_t air_completions_poll(air_t *r, air_done_fn fn, size_t max);
+
+/* ------------------------------------------------------------------------ */
+/* Responses                                                                 */
+
+/* Outcome: AIR_OK, or the error (AIR_E_UPSTREAM, AIR_E_TIMEOUT, ...). */
+AIR_API air_status_t air_resp_status(const air_resp_t *resp);
+/* Error class (AIR_ERR_NONE on success). */
+AIR_API air_errclass_t air_resp_error_class(const air_resp_t *resp);
+/* Human-readable error message (never contains secrets), "" on success.
+ * Borrowed; lives as long as resp. */
+AIR_API const char *air_resp_error_message(const air_resp_t *resp);
+/* Vendor error code ("context_length_exceeded") or NULL. Borrowed. */
+AIR_API const char *air_resp_error_code(const air_resp_t *resp);
+/* HTTP status: the upstream's on success or upstream error; otherwise the
+ * status the gateway maps the error class to (504 for timeout, ...). */
+AIR_API int air_resp_http_status(const air_resp_t *resp);
+/* Suggested wait before retrying (from Retry-After), in ms; -1 if none. */
+AIR_API int64_t air_resp_retry_after_ms(const air_resp_t *resp);
+/* Unified OpenAI chat.completion JSON body (NUL-terminated) or NULL (errors
+ * and streamed requests). *len gets its length when len is not NULL.
+ * Borrowed. */
+AIR_API const char *air_resp_body(const air_resp_t *resp, size_t *len);
+/* Provider (configured name) and upstream model of the last attempt, or NULL
+ * when no attempt was made. Borrowed. */
+AIR_API const char *air_resp_provider(const air_resp_t *resp);
+AIR_API const char *air_resp_model(const air_resp_t *resp);
+/* Attempts made (0 when none was possible). */
+AIR_API uint32_t air_resp_attempts(const air_resp_t *resp);
+/* Request id (as returned by air_submit). */
+AIR_API uint64_t air_resp_id(const air_resp_t *resp);
+/* Microseconds from submit to completion. */
+AIR_API uint64_t air_resp_latency_us(const air_resp_t *resp);
+/* Microseconds from submit to the first byte of the winning attempt's
+ * response body; 0 if none arrived. */
+AIR_API uint64_t air_resp_ttft_us(const air_resp_t *resp);
+/* Token usage as reported by the provider (0 when unknown). */
+AIR_API uint64_t air_resp_prompt_tokens(const air_resp_t *resp);
+AIR_API uint64_t air_resp_completion_tokens(const air_resp_t *resp);
+AIR_API uint64_t air_resp_cached_tokens(const air_resp_t *resp);
+/* Whether the request was streamed, and whether any chunk reached the
+ * chunk callback. */
+AIR_API int air_resp_streamed(const air_resp_t *resp);
+AIR_API int air_resp_chunks_delivered(const air_resp_t *resp);
+
+/* Keep a response beyond its callback (reference count).
+ * Thread: any. Ownership: returns a reference the caller must air_resp_free. */
+AIR_API air_resp_t *air_resp_dup(const air_resp_t *resp);
+/* Drop a reference from air_resp_dup or air_call. NULL is a no-op. */
+AIR_API void air_resp_free(air_resp_t *resp);
+
+/* ------------------------------------------------------------------------ */
+/* Introspection                                                             */
+
+/*
+ * JSON snapshot of the router's counters: submitted, completed, in flight,
+ * per-provider requests and errors. Ownership: returns a malloc'd string the
+ * caller frees with free(). NULL on out of memory. Thread: any.
+ */
+AIR_API char *air_stats_json(air_t *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AIROUTER_H */

@@ -1,0 +1,34 @@
+/*
+ * buf.h - a growable byte buffer, always NUL-terminated, with helpers for
+ * building JSON text. Errors are sticky: after an allocation failure every
+ * append is a no-op and `oom` stays set, so builders check once at the end.
+ */
+#ifndef AIR_UTIL_BUF_H
+#define AIR_UTIL_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct air_buf {
+    char *data; /* NUL-terminated when non-NULL */
+    size_t len;
+    size_t cap;
+    int oom;
+} air_buf_t;
+
+#define AIR_BUF_INIT {NULL, 0, 0, 0}
+
+int air__buf_reserve(air_buf_t *b, size_t extra);
+void air__buf_append(air_buf_t *b, const void *p, size_t n);
+void air__buf_puts(air_buf_t *b, const char *s);
+void air__buf_putc(air_buf_t *b, char c);
+void air__buf_printf(air_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append s (n bytes) as a JSON string literal, quotes included. */
+void air__buf_json_str(air_buf_t *b, const char *s, size_t n);
+void air__buf_reset(air_buf_t *b); /* len = 0, keeps memory */
+void air__buf_free(air_buf_t *b);
+/* Hand the bytes over (caller frees with air__free); b is emptied. Returns
+ * NULL on a sticky OOM (and frees). */
+char *air__buf_steal(air_buf_t *b, size_t *len);
+
+#endif
