@@ -131,13 +131,15 @@ struct key {
     str_check_fn check;
 };
 
-#define U32(n, lo, hi, d, st, f) {n, K_U32, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
+/* clang-format off */
+#define U32(n, lo, hi, d, st, f)  {n, K_U32, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
 #define POW2(n, lo, hi, d, st, f) {n, K_POW2, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
 #define F64(n, lo, d, st, f)      {n, K_F64, 0, lo, 0, d, offsetof(st, f), NULL, NULL, NULL}
 #define STR(n, fl, st, f, chk)    {n, K_STR, fl, 0, 0, 0, offsetof(st, f), NULL, NULL, chk}
 #define SUB(n, tab)               {n, K_SUB, 0, 0, 0, 0, 0, tab, NULL, NULL}
 #define FN(n, fl, fnc)            {n, K_FN, fl, 0, 0, 0, 0, NULL, fnc, NULL}
 #define END                       {NULL, K_FN, 0, 0, 0, 0, 0, NULL, NULL, NULL}
+/* clang-format on */
 
 /* Sentinel default of cached_input_price_per_mtok: "same as the input
  * price". Never a valid value (the minimum is 0). */
@@ -247,11 +249,18 @@ apply_defaults(const struct key *tab, void *obj)
     for (const struct key *k = tab; k->name != NULL; k++) {
         switch (k->type) {
         case K_U32:
-        case K_POW2: *u32_at(obj, k->off) = (uint32_t)k->def; break;
-        case K_F64: *f64_at(obj, k->off) = k->def; break;
-        case K_SUB: apply_defaults(k->sub, obj); break;
+        case K_POW2:
+            *u32_at(obj, k->off) = (uint32_t)k->def;
+            break;
+        case K_F64:
+            *f64_at(obj, k->off) = k->def;
+            break;
+        case K_SUB:
+            apply_defaults(k->sub, obj);
+            break;
         case K_STR:
-        case K_FN: break; /* zeroed by calloc: NULL / none */
+        case K_FN:
+            break; /* zeroed by calloc: NULL / none */
         }
     }
 }
@@ -361,8 +370,10 @@ set_value(struct pctx *x, const struct key *k, const cJSON *m, void *obj)
         *str_at(obj, k->off) = s;
         return k->check != NULL ? k->check(x, obj, s) : AIR_OK;
     }
-    case K_SUB: return walk(x, m, k->sub, obj, NULL);
-    case K_FN: return k->fn(x, m, obj);
+    case K_SUB:
+        return walk(x, m, k->sub, obj, NULL);
+    case K_FN:
+        return k->fn(x, m, obj);
     }
     return fail(x, "internal error: bad key type");
 }
@@ -516,8 +527,7 @@ check_env(struct pctx *x, void *obj, char *s)
     int ok = n > 0 && n <= 128 && !(s[0] >= '0' && s[0] <= '9');
     for (size_t i = 0; ok && i < n; i++) {
         char c = s[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '_';
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
     }
     if (!ok)
         return fail(x, "must be the name of an environment variable (letters, digits and '_'), "
@@ -728,8 +738,7 @@ position(const char *s, size_t pos, size_t *line, size_t *col)
 }
 
 air_status_t
-air__config_parse(const char *json, size_t len, struct air__config **out, char *err,
-                  size_t errlen)
+air__config_parse(const char *json, size_t len, struct air__config **out, char *err, size_t errlen)
 {
     struct pctx x;
     memset(&x, 0, sizeof x);

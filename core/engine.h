@@ -10,7 +10,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <ck_ring.h>
+#include "ring.h"
 #include <curl/curl.h>
 #include <cjson/cJSON.h>
 

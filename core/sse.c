@@ -97,8 +97,7 @@ dispatch(struct air__sse *p, air__sse_event_fn fn, void *ud, air_status_t *st)
 
 /* One complete line (terminator removed). */
 static int
-line(struct air__sse *p, const char *s, size_t n, air__sse_event_fn fn, void *ud,
-     air_status_t *st)
+line(struct air__sse *p, const char *s, size_t n, air__sse_event_fn fn, void *ud, air_status_t *st)
 {
     if (n == 0)
         return dispatch(p, fn, ud, st);

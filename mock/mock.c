@@ -120,6 +120,7 @@ struct loop {
     int epfd, lfd, evfd, spare_fd;
     pthread_t thr;
     int started;
+    int pwait2; /* epoll_pwait2 works here (cleared on ENOSYS) */
     struct tag ltag, etag;
     uint64_t rng;
     struct conn **heap;
@@ -358,17 +359,33 @@ timer_set(struct conn *c, uint64_t ms)
     return 0;
 }
 
-/* epoll_wait timeout: rounded up, so a timer never fires early. */
+/* Wait for events until the earliest timer. epoll_pwait2 (Linux 5.11) takes
+ * a nanosecond timeout, so delays are not rounded up to whole milliseconds;
+ * older kernels fall back to epoll_wait with the timeout rounded up, so a
+ * timer never fires early either way. */
 static int
-timers_timeout(struct loop *lp)
+loop_wait(struct loop *lp, struct epoll_event *evs, int max)
 {
-    if (lp->nheap == 0)
-        return -1;
-    uint64_t now = now_ns(), d = lp->heap[0]->deadline;
-    if (d <= now)
-        return 0;
-    uint64_t ms = (d - now + NS_PER_MS - 1) / NS_PER_MS;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
+    uint64_t wait_ns = UINT64_MAX;
+    if (lp->nheap) {
+        uint64_t now = now_ns(), d = lp->heap[0]->deadline;
+        wait_ns = d > now ? d - now : 0;
+    }
+    if (lp->pwait2) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)(wait_ns / 1000000000ull);
+        ts.tv_nsec = (long)(wait_ns % 1000000000ull);
+        int n = epoll_pwait2(lp->epfd, evs, max, wait_ns == UINT64_MAX ? NULL : &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        lp->pwait2 = 0;
+    }
+    int ms = -1;
+    if (wait_ns != UINT64_MAX) {
+        uint64_t r = (wait_ns + NS_PER_MS - 1) / NS_PER_MS;
+        ms = r > INT_MAX ? INT_MAX : (int)r;
+    }
+    return epoll_wait(lp->epfd, evs, max, ms);
 }
 
 /* ------------------------------------------------------------------ connections */
@@ -1594,7 +1611,7 @@ loop_main(void *arg)
     struct epoll_event evs[MAX_EVENTS];
     /* acquire: pairs with the release store in air_mock_stop */
     while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
-        int n = epoll_wait(lp->epfd, evs, MAX_EVENTS, timers_timeout(lp));
+        int n = loop_wait(lp, evs, MAX_EVENTS);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1725,6 +1742,7 @@ loop_init(struct air_mock *m, struct loop *lp, unsigned idx, const struct sockad
     lp->m = m;
     lp->idx = idx;
     lp->epfd = lp->lfd = lp->evfd = lp->spare_fd = -1;
+    lp->pwait2 = 1;
     lp->ltag.kind = K_LISTEN;
     lp->etag.kind = K_WAKE;
     lp->rng = splitmix64((m->o.seed ? m->o.seed : 0x5EEDull) + idx);

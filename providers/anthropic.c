@@ -656,7 +656,8 @@ strip_prefill(cJSON *messages)
     if (n == 0)
         return;
     cJSON *last = cJSON_GetArrayItem(messages, n - 1);
-    if (strcmp(json_str(last, "role"), "assistant") != 0)
+    const char *role = json_str(last, "role");
+    if (role == NULL || strcmp(role, "assistant") != 0)
         return;
     cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
     int nb = cJSON_GetArraySize(content);

@@ -7,9 +7,11 @@
 #include <string.h>
 
 extern const air_provider_ops_t air_provider_openai;
+extern const air_provider_ops_t air_provider_anthropic;
 
 static const air_provider_ops_t *const builtins[] = {
     &air_provider_openai,
+    &air_provider_anthropic,
     NULL,
 };
 

@@ -1410,6 +1410,8 @@ gem_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     air_status_t rc = build_body(st, req->body, f, root);
     if (rc != AIR_OK) {
         cJSON_Delete(root);
+        if (rc == AIR_E_BADREQ && f != NULL)
+            fault_scrub(st, f); /* messages quote caller text */
         return rc;
     }
     char *txt = cJSON_PrintUnformatted(root);

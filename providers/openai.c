@@ -4,12 +4,14 @@
  * DESIGN: the unified schema *is* OpenAI's, so this adapter's job is mostly
  * to stay out of the way cheaply:
  *
- *  - encode: when nothing must change, the request goes out as the caller's
- *    own bytes (body_ref, no copy). When only the model name differs, the new
- *    name is spliced into the raw bytes at the span a small validating JSON
- *    scanner found; anything odd (escaped or duplicated top-level keys, text
- *    our strict scanner rejects) falls back to a cJSON rebuild, which is
- *    always correct, only slower.
+ *  - encode: one validating pass of a small JSON scanner over the caller's
+ *    bytes (no allocation) finds the top-level "model" and "stream_options".
+ *    When nothing must change, the request goes out as the caller's own bytes
+ *    (body_ref, no copy). When only the model name differs, the new name is
+ *    spliced in at the span the scanner found. Anything odd (escaped or
+ *    duplicated top-level keys, which make the body mean different things to
+ *    different parsers, or text our strict scanner rejects) falls back to a
+ *    cJSON rebuild, which is always correct, only slower.
  *  - decode: the body is parsed once (for usage, model, finish reason) and
  *    its bytes are returned unchanged.
  *  - stream: each chunk is analysed by a single allocation-free validating
@@ -992,9 +994,15 @@ add_header(air_http_out_t *out, const char *h)
     return AIR_OK;
 }
 
-/* Splice the new model and/or the stream_options member into the raw bytes.
- * Returns AIR_OK, AIR_E_NOMEM, or AIR_E_INVAL when the text is odd (the
- * caller then rebuilds through cJSON). */
+/* The raw-bytes paths. One validating pass over the caller's bytes finds the
+ * top-level "model" and "stream_options" members. With nothing to change the
+ * bytes go out as they are (body_ref); otherwise the new model and/or the
+ * stream_options member are spliced in. The pass also guards the
+ * passthrough: a body with a duplicated or escaped top-level key is
+ * ambiguous (cJSON, which routed the request, reads the first "model"; the
+ * upstream may read the last), so it is never forwarded verbatim. Returns
+ * AIR_OK, AIR_E_NOMEM, or AIR_E_INVAL when the text is odd: the caller then
+ * rebuilds the body through cJSON, which leaves one "model" member. */
 static air_status_t
 splice_body(const air_req_view_t *req, const char *model, int need_usage, air_http_out_t *out)
 {
@@ -1005,6 +1013,11 @@ splice_body(const air_req_view_t *req, const char *model, int need_usage, air_ht
         return AIR_E_INVAL; /* nothing to replace: let cJSON add it */
     if (need_usage && ts.so_v != NULL)
         return AIR_E_INVAL; /* merge into the caller's stream_options: cJSON */
+    if (model == NULL && !need_usage) {
+        out->body_ref = req->raw; /* passthrough: no copy, no re-serialisation */
+        out->body_len = req->raw_len;
+        return AIR_OK;
+    }
     const char *raw = req->raw, *end = raw + req->raw_len, *cur = raw;
     air_buf_t b = AIR_BUF_INIT;
     air__buf_reserve(&b, req->raw_len + (model ? strlen(model) : 0) + 48);
@@ -1024,18 +1037,15 @@ splice_body(const air_req_view_t *req, const char *model, int need_usage, air_ht
     return out->body ? AIR_OK : AIR_E_NOMEM;
 }
 
+/* Set obj[key] = val, dropping every earlier member of that name (cJSON keeps
+ * duplicate keys; the upstream parser would take the last one). Takes val. */
 static int
 set_member(cJSON *obj, const char *key, cJSON *val)
 {
     if (val == NULL)
         return -1;
-    if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
-        if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, key, val)) {
-            cJSON_Delete(val);
-            return -1;
-        }
-        return 0;
-    }
+    while (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
     if (!cJSON_AddItemToObject(obj, key, val)) {
         cJSON_Delete(val);
         return -1;
@@ -1054,19 +1064,17 @@ rebuild_body(const struct air__openai *s, const air_req_view_t *req, const char 
     if (model != NULL && set_member(b, "model", cJSON_CreateString(model)) != 0)
         goto done;
     if (need_usage) {
-        cJSON *so = cJSON_GetObjectItemCaseSensitive(b, "stream_options");
-        if (cJSON_IsObject(so)) {
-            if (set_member(so, "include_usage", cJSON_CreateTrue()) != 0)
-                goto done;
-        } else {
-            cJSON *nso = cJSON_CreateObject();
-            if (nso == NULL || cJSON_AddTrueToObject(nso, "include_usage") == NULL) {
-                cJSON_Delete(nso);
-                goto done;
-            }
-            if (set_member(b, "stream_options", nso) != 0)
-                goto done;
+        /* Keep the caller's other stream_options; force include_usage. */
+        const cJSON *so = cJSON_GetObjectItemCaseSensitive(b, "stream_options");
+        cJSON *nso = cJSON_IsObject(so) ? cJSON_Duplicate(so, 1) : cJSON_CreateObject();
+        if (nso == NULL)
+            goto done;
+        if (set_member(nso, "include_usage", cJSON_CreateTrue()) != 0) {
+            cJSON_Delete(nso);
+            goto done;
         }
+        if (set_member(b, "stream_options", nso) != 0)
+            goto done;
     }
     if (custom) {
         st = s->q->rewrite_request(s, req, b, f);
@@ -1113,23 +1121,20 @@ air__openai_encode(const void *state, const air_req_view_t *req, air_http_out_t 
         if ((st = add_header(out, s->extra[i])) != AIR_OK)
             goto fail;
 
+    /* The model to send: the route's upstream name, else the body's own. */
     const cJSON *bm = cJSON_GetObjectItemCaseSensitive(req->body, "model");
-    const char *model = req->model; /* NULL: the body's own model stays */
-    if (model != NULL && cJSON_IsString(bm) && strcmp(bm->valuestring, model) == 0)
-        model = NULL;
+    const char *want = req->model;
+    if (want == NULL && cJSON_IsString(bm))
+        want = bm->valuestring;
+    int differs = want != NULL && !(cJSON_IsString(bm) && strcmp(bm->valuestring, want) == 0);
     int need_usage = q->stream_usage && req->stream && !req->include_usage;
     int custom = q->needs_rewrite != NULL && q->rewrite_request != NULL && q->needs_rewrite(s, req);
 
-    if (!custom && model == NULL && !need_usage && req->raw != NULL) {
-        out->body_ref = req->raw; /* passthrough: the caller's bytes as they are */
-        out->body_len = req->raw_len;
-        return AIR_OK;
-    }
     st = AIR_E_INVAL;
     if (!custom && req->raw != NULL)
-        st = splice_body(req, model, need_usage, out);
+        st = splice_body(req, differs ? want : NULL, need_usage, out);
     if (st == AIR_E_INVAL)
-        st = rebuild_body(s, req, model, need_usage, custom, out, f);
+        st = rebuild_body(s, req, want, need_usage, custom, out, f);
     if (st == AIR_OK)
         return AIR_OK;
 fail:

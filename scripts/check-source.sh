@@ -137,7 +137,12 @@ my $unsafe_re = qr/(?<![A-Za-z0-9_.>])(sprintf|vsprintf|strcpy|strcat|gets)\s*\(
 
 while (my $file = <STDIN>) {
     chomp $file;
-    open(my $fh, "<", $file) or do { print STDERR "check-source: cannot read $file\n"; $nviol++; next; };
+    my $fh;
+    if (!open($fh, "<", $file)) {
+        print "$file: cannot read: $!\n";
+        $nviol++;
+        next;
+    }
     local $/;
     my $orig = <$fh>;
     close $fh;
@@ -155,7 +160,9 @@ while (my $file = <STDIN>) {
 
         if ($alloc_scope && $o !~ /air-alloc-ok/) {
             while ($s =~ /$alloc_re/g) {
-                report($file, $ln, "alloc", "raw $1() (use air__$1 from util/alloc.h, or mark the line air-alloc-ok)", $o);
+                report($file, $ln, "alloc",
+                       "raw $1() (use air__$1 from util/alloc.h, or mark the line"
+                       . " air-alloc-ok)", $o);
             }
         }
         while ($s =~ /$unsafe_re/g) {
@@ -171,7 +178,8 @@ while (my $file = <STDIN>) {
         my ($kind, $inc) = ($1, $2);
         if ($kind eq "<") {
             if ($dir ne "util" && $inc =~ m{^curl/}) {
-                report($file, $ln, "layer", "$dir/ must not use libcurl (<$inc>): core owns the transport", $o);
+                report($file, $ln, "layer",
+                       "$dir/ must not use libcurl (<$inc>): core owns the transport", $o);
             } elsif ($dir eq "policy" && $inc =~ m{^(pthread|threads)\.h$}) {
                 report($file, $ln, "layer", "policy/ is single-threaded pure code (<$inc>)", $o);
             }
@@ -180,17 +188,20 @@ while (my $file = <STDIN>) {
         my $layer = include_layer($dir, $inc);
         if ($dir eq "providers") {
             if (defined $layer && ($layer eq "core" || $layer eq "policy")) {
-                report($file, $ln, "layer", "providers/ must not include $layer/ header \"$inc\"", $o);
+                report($file, $ln, "layer",
+                       "providers/ must not include $layer/ header \"$inc\"", $o);
             }
         } elsif ($dir eq "policy") {
-            if (!defined $layer || !($layer eq "policy" || $layer eq "util" || $layer eq "public")) {
+            if (!defined $layer || $layer !~ /^(policy|util|public)$/) {
                 my $what = defined $layer ? "$layer/ header" : "unknown header";
-                report($file, $ln, "layer", "policy/ may include only policy/, util/ and public headers, not $what \"$inc\"", $o);
+                report($file, $ln, "layer", "policy/ may include only policy/, util/ and"
+                       . " public headers, not $what \"$inc\"", $o);
             }
         } elsif ($dir eq "util") {
-            if (!defined $layer || !($layer eq "util" || $layer eq "public")) {
+            if (!defined $layer || $layer !~ /^(util|public)$/) {
                 my $what = defined $layer ? "$layer/ header" : "unknown header";
-                report($file, $ln, "layer", "util/ may include only util/ and public headers, not $what \"$inc\"", $o);
+                report($file, $ln, "layer",
+                       "util/ may include only util/ and public headers, not $what \"$inc\"", $o);
             }
         }
     }

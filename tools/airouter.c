@@ -266,6 +266,7 @@ air__cmd_chat(int argc, char **argv)
                 air_resp_error_message(resp));
         code = 1;
     }
+    fflush(stdout);
     if (!quiet)
         fprintf(stderr,
                 "[provider=%s model=%s attempts=%u latency=%.1fms ttft=%.1fms "

@@ -263,6 +263,7 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
         curl_multi_perform(m, &running);
         CURLMsg *msg;
         int left;
+        int reaped = 0;
         while ((msg = curl_multi_info_read(m, &left)) != NULL) {
             if (msg->msg != CURLMSG_DONE)
                 continue;
@@ -276,6 +277,7 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
             curl_multi_remove_handle(m, bc->e);
             bc->busy = 0;
             in_flight--;
+            reaped++;
             atomic_fetch_add(&pr.done, 1);
             atomic_store(&pr.last_us, t - bc->t_intended);
             if (t_meas != 0 && bc->t_intended >= t_meas) {
@@ -291,6 +293,8 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
             progress_line("baseline", &pr, t_start, tty);
             last_prog = mono_us();
         }
+        if (reaped > 0 && o->rate <= 0)
+            continue; /* closed loop: refill the freed slots at once */
         int timeout = 100;
         if (o->rate > 0) {
             uint64_t n2 = mono_us();

@@ -148,8 +148,7 @@ test_config_full_all_keys_parsed(void **state)
     assert_int_equal(p->models[1].context_tokens, 0);
     /* Deep copy of the provider object, comment and all. */
     assert_non_null(p->json);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p->json, "name")->valuestring,
-                        "oai-prod");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(p->json, "name")->valuestring, "oai-prod");
     assert_non_null(cJSON_GetObjectItemCaseSensitive(p->json, "comment"));
 
     const struct air__provider_cfg *q = &c->providers[1];
@@ -316,7 +315,8 @@ static void
 test_config_wrong_types_rejected_with_path(void **state)
 {
     (void)state;
-    expect_error("{'providers':[" P0 "," "{'name':'p1','kind':'openai','models':[{'name':5}]}]}",
+    expect_error("{'providers':[" P0 ","
+                 "{'name':'p1','kind':'openai','models':[{'name':5}]}]}",
                  "providers[1].models[0].name: expected a string");
     expect_error("{'workers':'2','providers':[" P0 "]}", "workers: expected an integer");
     expect_error("{'workers':2.5,'providers':[" P0 "]}", "workers: expected an integer");

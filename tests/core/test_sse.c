@@ -198,11 +198,10 @@ test_sse_openai_stream_events_and_done(void **state)
                      "data: [DONE]\n\n"
                      "data: after done is ignored\n\n"
                      "garbage \r\r\n\n";
-    const char *const ev[] = {
-        "", "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}",
-        "", "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"total_tokens\":3}}",
-        "", "[DONE]",
-        NULL};
+    const char *const ev[] = {"",  "{\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}",
+                              "",  "{\"id\":\"c1\",\"choices\":[],\"usage\":{\"total_tokens\":3}}",
+                              "",  "[DONE]",
+                              NULL};
     check_stream(in, ev, 1, 0);
 }
 
@@ -210,24 +209,25 @@ static void
 test_sse_anthropic_stream_event_names(void **state)
 {
     (void)state;
-    const char *in =
-        "event: message_start\n"
-        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\"}}\n\n"
-        "event: ping\n"
-        "data: {\"type\": \"ping\"}\n\n"
-        "event: content_block_delta\n"
-        "data: {\"type\":\"content_block_delta\",\"index\":0,"
-        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n"
-        "event: message_stop\n"
-        "data: {\"type\":\"message_stop\"}\n\n";
-    const char *const ev[] = {
-        "message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\"}}",
-        "ping", "{\"type\": \"ping\"}",
-        "content_block_delta",
-        "{\"type\":\"content_block_delta\",\"index\":0,"
-        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}",
-        "message_stop", "{\"type\":\"message_stop\"}",
-        NULL};
+    const char *in = "event: message_start\n"
+                     "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\"}}\n\n"
+                     "event: ping\n"
+                     "data: {\"type\": \"ping\"}\n\n"
+                     "event: content_block_delta\n"
+                     "data: {\"type\":\"content_block_delta\",\"index\":0,"
+                     "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n"
+                     "event: message_stop\n"
+                     "data: {\"type\":\"message_stop\"}\n\n";
+    const char *const ev[] = {"message_start",
+                              "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\"}}",
+                              "ping",
+                              "{\"type\": \"ping\"}",
+                              "content_block_delta",
+                              "{\"type\":\"content_block_delta\",\"index\":0,"
+                              "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}",
+                              "message_stop",
+                              "{\"type\":\"message_stop\"}",
+                              NULL};
     check_stream(in, ev, 0, 0);
 }
 
@@ -319,12 +319,12 @@ static void
 test_sse_fields_without_colon_and_ignored_fields(void **state)
 {
     (void)state;
-    const char *in = "data\n\n"               /* field name only: empty data, still an event */
-                     "event\ndata: y\n\n"     /* event with empty name */
+    const char *in = "data\n\n"           /* field name only: empty data, still an event */
+                     "event\ndata: y\n\n" /* event with empty name */
                      "id: 5\nretry: 100\ndata: z\n\n"
-                     "foo: bar\ndata: w\n\n"  /* unknown field ignored */
-                     "Data: no\n\n"           /* field names are case-sensitive */
-                     "data : no\n\n"          /* "data " is not "data" */
+                     "foo: bar\ndata: w\n\n" /* unknown field ignored */
+                     "Data: no\n\n"          /* field names are case-sensitive */
+                     "data : no\n\n"         /* "data " is not "data" */
                      "event: a\nevent: b\ndata: last name wins\n\n";
     const char *const ev[] = {"", "", "", "y", "", "z", "", "w", "b", "last name wins", NULL};
     check_stream(in, ev, 0, 0);

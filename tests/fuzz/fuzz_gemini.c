@@ -10,8 +10,11 @@
  * body. Streams go through core's SSE parser, as in production, so the
  * framing (CRLF, split events, comments) is exercised too.
  * Aborts when: a chunk is not a JSON object, a fault string is unterminated,
- * the API key shows up in a fault, chunk or decoded body, a decoded body is
- * not JSON, or the stream functions return something outside the enum.
+ * the API key shows up in a fault or a URL, a decoded body is not JSON, or
+ * the stream functions return something outside the enum. (Response text
+ * is the upstream's own data: if a hostile upstream echoes the key there,
+ * it is passed on like any other text, so chunks and bodies are not
+ * checked for it.)
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -68,7 +71,7 @@ emit_fn(void *ud, const char *json, size_t len, unsigned flags)
     (void)ud;
     (void)flags;
     cJSON *c = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(c) || has_key(json, len))
+    if (!cJSON_IsObject(c))
         abort();
     cJSON_Delete(c);
     return 0;
@@ -164,7 +167,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         air_status_t s = air_provider_gemini.decode(st, &req, &in, &d, &f);
         if (s == AIR_OK) {
             cJSON *c = cJSON_ParseWithLength(d.body, d.body_len);
-            if (!cJSON_IsObject(c) || has_key(d.body, d.body_len) || d.body[d.body_len] != '\0')
+            if (!cJSON_IsObject(c) || d.body[d.body_len] != '\0')
                 abort();
             cJSON_Delete(c);
             air__decoded_clear(&d);

@@ -93,16 +93,29 @@ fi
 pc=$(find "$prefix" -name airouter.pc -path '*/pkgconfig/*' | head -n 1)
 cfg=$(find "$prefix" -name airouterConfig.cmake | head -n 1)
 so=$(find "$prefix" -name 'libairouter.so' | head -n 1)
-if [ -n "$pc" ]; then pass "airouter.pc installed (${pc#"$prefix"/})"; else fail "airouter.pc installed"; fi
-if [ -n "$cfg" ]; then pass "airouterConfig.cmake installed (${cfg#"$prefix"/})"; else fail "airouterConfig.cmake installed"; fi
-if [ -n "$so" ]; then pass "libairouter.so installed (${so#"$prefix"/})"; else fail "libairouter.so installed"; fi
+# have WHAT PATH: PATH (relative to the prefix) was found.
+have()
+{
+    if [ -n "$2" ]; then
+        pass "$1 installed (${2#"$prefix"/})"
+    else
+        fail "$1 installed"
+    fi
+}
+have airouter.pc "$pc"
+have airouterConfig.cmake "$cfg"
+have libairouter.so "$so"
 if [ -n "$(find "$prefix" -name 'libairouter.a' | head -n 1)" ]; then
     pass "libairouter.a installed"
 else
     fail "libairouter.a installed"
 fi
 for h in airouter.h airouter/export.h airouter/provider.h; do
-    if [ -f "$prefix/include/$h" ]; then pass "include/$h installed"; else fail "include/$h installed"; fi
+    if [ -f "$prefix/include/$h" ]; then
+        pass "include/$h installed"
+    else
+        fail "include/$h installed"
+    fi
 done
 if [ -z "$pc" ] || [ -z "$cfg" ] || [ -z "$so" ]; then
     finish
@@ -124,12 +137,12 @@ if [ ! -s "$declared" ]; then
 elif [ -z "$missing" ]; then
     pass "all $(wc -l <"$declared") AIR_API functions of airouter.h are exported"
 else
-    fail "AIR_API functions not exported by libairouter.so: $(echo $missing)"
+    fail "AIR_API functions not exported by libairouter.so: $(tr '\n' ' ' <<<"$missing")"
 fi
 if [ -z "$extra" ]; then
     pass "libairouter.so exports no function outside airouter.h"
 else
-    fail "libairouter.so exports functions not in airouter.h: $(echo $extra)"
+    fail "libairouter.so exports functions not in airouter.h: $(tr '\n' ' ' <<<"$extra")"
 fi
 
 # ------------------------------------------------------------------ flags
@@ -169,8 +182,11 @@ run_host()
 
 # ------------------------------------------------------------------ (a) pkg-config
 pcdir=$(dirname "$pc")
-pc_prefix=$(PKG_CONFIG_PATH="$pcdir" pkg-config --dont-define-prefix --variable=prefix airouter 2>/dev/null)
-if [ "$pc_prefix" = "$prefix" ]; then
+pc_prefix=$(PKG_CONFIG_PATH="$pcdir" pkg-config --dont-define-prefix --variable=prefix \
+    airouter 2>/dev/null)
+# Compare canonical paths: a relocatable .pc says ${pcfiledir}/../.. .
+pc_prefix_real=$(cd "$pc_prefix" 2>/dev/null && pwd -P)
+if [ -n "$pc_prefix_real" ] && [ "$pc_prefix_real" = "$(cd "$prefix" && pwd -P)" ]; then
     pass "airouter.pc names the install prefix"
 else
     # The .pc was written at configure time with CMAKE_INSTALL_PREFIX, so
@@ -178,9 +194,8 @@ else
     # with the prefix overridden, but count it as a failure.
     fail "airouter.pc names the install prefix (prefix=$pc_prefix, installed to $prefix)"
 fi
-pkgflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$prefix" \
-    --cflags --libs airouter 2>"$tmp/pkg.log")
-if [ $? -ne 0 ]; then
+if ! pkgflags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$prefix" \
+    --cflags --libs airouter 2>"$tmp/pkg.log"); then
     fail "pkg-config --cflags --libs airouter"
     show "$tmp/pkg.log"
 else

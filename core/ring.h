@@ -1,0 +1,77 @@
+/*
+ * ring.h - the one way core includes Concurrency Kit's ck_ring.
+ *
+ * Debian's ck 0.7.1 implements ck_pr (the atomics under ck_ring) with inline
+ * assembly or, with CK_USE_CC_BUILTINS, with volatile accesses and standalone
+ * fences. ThreadSanitizer understands neither, so it would report every
+ * hand-off through a ring as a data race and could not check the code around
+ * it. In TSan builds (AIR_CK_TSAN_SHIM) this header provides the few ck_pr
+ * operations ck_ring uses, as C11-style __atomic builtins with acquire and
+ * release ordering (at least as strong as ck's), and keeps <ck_pr.h> out.
+ * The ring algorithm itself is ck's in every build.
+ */
+#ifndef AIR_CORE_RING_H
+#define AIR_CORE_RING_H
+
+#if defined(AIR_CK_TSAN_SHIM) && !defined(CK_PR_H)
+#define CK_PR_H /* the definitions below replace <ck_pr.h> */
+#include <ck_cc.h>
+#include <ck_md.h>
+#include <ck_stdbool.h>
+#include <ck_stdint.h>
+
+CK_CC_INLINE static unsigned int
+ck_pr_load_uint(const unsigned int *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+CK_CC_INLINE static void
+ck_pr_store_uint(unsigned int *p, unsigned int v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+CK_CC_INLINE static void
+ck_pr_fence_load(void)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+}
+
+CK_CC_INLINE static void
+ck_pr_fence_store(void)
+{
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+CK_CC_INLINE static void
+ck_pr_fence_store_atomic(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+CK_CC_INLINE static void
+ck_pr_stall(void)
+{
+}
+
+CK_CC_INLINE static bool
+ck_pr_cas_uint(unsigned int *t, unsigned int old, unsigned int set)
+{
+    return __atomic_compare_exchange_n(t, &old, set, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* *v receives the value found (ck's contract). */
+CK_CC_INLINE static bool
+ck_pr_cas_uint_value(unsigned int *t, unsigned int old, unsigned int set, unsigned int *v)
+{
+    bool ok =
+        __atomic_compare_exchange_n(t, &old, set, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    *v = old;
+    return ok;
+}
+#endif /* AIR_CK_TSAN_SHIM */
+
+#include <ck_ring.h>
+
+#endif
