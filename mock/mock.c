@@ -1100,13 +1100,15 @@ respond_plain(struct conn *c)
                           "Content-Length: %zu\r\n\r\n",
                           b->len);
         struct iovec iov[2] = {{head, (size_t)hn}, {b->data, b->len / 2}};
-        send_iov(c, iov, 2);
         cnt_inc(&lp->cnt.resets);
+        send_iov(c, iov, 2);
         c->state = ST_RESET;
         return;
     }
-    respond(c, 200, "application/json", b->data, b->len, NULL);
+    /* Count before sending: a client that reads the stats right after its
+     * reply must see it counted. */
     cnt_inc(&lp->cnt.ok);
+    respond(c, 200, "application/json", b->data, b->len, NULL);
 }
 
 /* Stream events: each one is its own HTTP chunk. The chunk size is written

@@ -8,10 +8,12 @@
 
 extern const air_provider_ops_t air_provider_openai;
 extern const air_provider_ops_t air_provider_anthropic;
+extern const air_provider_ops_t air_provider_gemini;
 
 static const air_provider_ops_t *const builtins[] = {
     &air_provider_openai,
     &air_provider_anthropic,
+    &air_provider_gemini,
     NULL,
 };
 

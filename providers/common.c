@@ -214,8 +214,7 @@ parse_text(air_fault_t *f, const char *s, size_t n)
         s++;
         n--;
     }
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
-                     s[n - 1] == '\n'))
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
         n--;
     if (n == 0)
         return;
@@ -376,8 +375,8 @@ parse_http_date(const char *s, int64_t *out_ms)
     s += 3;
     if (*s++ != ' ' || parse_uint(&s, 4, &year) != 0 || *s++ != ' ')
         return -1;
-    if (parse_uint(&s, 2, &hh) != 0 || *s++ != ':' || parse_uint(&s, 2, &mm) != 0 ||
-        *s++ != ':' || parse_uint(&s, 2, &ss) != 0)
+    if (parse_uint(&s, 2, &hh) != 0 || *s++ != ':' || parse_uint(&s, 2, &mm) != 0 || *s++ != ':' ||
+        parse_uint(&s, 2, &ss) != 0)
         return -1;
     while (*s == ' ')
         s++;

@@ -45,8 +45,8 @@
 
 struct gem_state {
     char *base_url;
-    char *api_key;    /* NULL when the config names none */
-    cJSON *safety;    /* config "safety_settings" (array) or NULL */
+    char *api_key; /* NULL when the config names none */
+    cJSON *safety; /* config "safety_settings" (array) or NULL */
 };
 
 static const char *const gem_config_keys[] = {"safety_settings", NULL};
@@ -99,6 +99,24 @@ get_count(const cJSON *o, const char *key, int *present)
     return (uint64_t)v;
 }
 
+/* Drop a UTF-8 sequence cut in half at the end of s (after a bounded copy):
+ * messages end up in JSON error bodies, which must stay valid UTF-8. */
+static void
+utf8_trim(char *s)
+{
+    size_t n = strlen(s), k = n, back = 0;
+    while (k > 0 && back < 4 && ((unsigned char)s[k - 1] & 0xC0) == 0x80) {
+        k--;
+        back++;
+    }
+    if (k == 0)
+        return;
+    unsigned char lead = (unsigned char)s[k - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (need > 1 && n - (k - 1) < need)
+        s[k - 1] = '\0';
+}
+
 static void
 fault_set(air_fault_t *f, air_errclass_t cls, int retry, int failover, int unusable)
 {
@@ -116,8 +134,8 @@ fault_reset(air_fault_t *f)
 }
 
 /* An invalid_request fault for encode; returns AIR_E_BADREQ. */
-static air_status_t
-bad_request(air_fault_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static air_status_t bad_request(air_fault_t *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static air_status_t
 bad_request(air_fault_t *f, const char *fmt, ...)
@@ -130,6 +148,7 @@ bad_request(air_fault_t *f, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(f->message, sizeof f->message, fmt, ap);
         va_end(ap);
+        utf8_trim(f->message);
     }
     return AIR_E_BADREQ;
 }
@@ -170,8 +189,8 @@ redact(char *s, size_t n, const char *secret)
             for (size_t i = 0; mask[i] != '\0' && o + 1 < sizeof tmp; i++)
                 tmp[o++] = mask[i];
             p += 4;
-            while (*p != '\0' && *p != '&' && *p != ' ' && *p != '"' && *p != '\'' &&
-                   *p != ',' && *p != ')')
+            while (*p != '\0' && *p != '&' && *p != ' ' && *p != '"' && *p != '\'' && *p != ',' &&
+                   *p != ')')
                 p++;
             changed = 1;
             continue;
@@ -182,6 +201,7 @@ redact(char *s, size_t n, const char *secret)
         return;
     tmp[o] = '\0';
     air__strlcpy(s, tmp, n);
+    utf8_trim(s);
 }
 
 static void
@@ -248,8 +268,8 @@ gem_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
     struct gem_state *st = air__calloc(1, sizeof *st);
     if (st == NULL)
         return AIR_E_NOMEM;
-    const char *base = cfg->base_url != NULL ? cfg->base_url
-                                             : "https://generativelanguage.googleapis.com";
+    const char *base =
+        cfg->base_url != NULL ? cfg->base_url : "https://generativelanguage.googleapis.com";
     st->base_url = air__strdup(base);
     if (cfg->api_key != NULL)
         st->api_key = air__strdup(cfg->api_key);
@@ -286,11 +306,9 @@ struct schema_ctx {
 };
 
 static const char *const schema_plain_keys[] = {
-    "title",     "description", "nullable",      "enum",          "maxItems",
-    "minItems",  "required",    "minProperties", "maxProperties", "minLength",
-    "maxLength", "pattern",     "example",       "propertyOrdering", "default",
-    "minimum",   "maximum",     NULL,
-};
+    "title",    "description",      "nullable",      "enum",      "maxItems",  "minItems",
+    "required", "minProperties",    "maxProperties", "minLength", "maxLength", "pattern",
+    "example",  "propertyOrdering", "default",       "minimum",   "maximum",   NULL};
 
 static int
 schema_fail(struct schema_ctx *c, const char *why)
@@ -583,8 +601,7 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
         if (rc != 0)
             return -1;
     }
-    if (nullable && get(out, "nullable") == NULL &&
-        cJSON_AddTrueToObject(out, "nullable") == NULL)
+    if (nullable && get(out, "nullable") == NULL && cJSON_AddTrueToObject(out, "nullable") == NULL)
         return schema_oom(c);
     return 0;
 }
@@ -1141,8 +1158,7 @@ generation_config(const cJSON *body, air_fault_t *f, cJSON *root)
                 st = AIR_E_NOMEM;
             const cJSON *schema = get(get(rf, "json_schema"), "schema");
             if (st == AIR_OK && streq(ty, "json_schema") && !is_absent(schema)) {
-                cJSON *clean =
-                    clean_schema(schema, "response_format.json_schema.schema", f, &st);
+                cJSON *clean = clean_schema(schema, "response_format.json_schema.schema", f, &st);
                 if (clean != NULL && !cJSON_AddItemToObject(gc, "responseSchema", clean)) {
                     cJSON_Delete(clean);
                     st = AIR_E_NOMEM;
@@ -1212,8 +1228,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, cJSON *root)
         i++;
         const char *ty = get_str(t, "type");
         if (!streq(ty, "function"))
-            return bad_request(f, "tools[%d].type: only function tools are supported by gemini",
-                               i);
+            return bad_request(f, "tools[%d].type: only function tools are supported by gemini", i);
         const cJSON *fn = get(t, "function");
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
@@ -1400,7 +1415,8 @@ gem_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     memset(out, 0, sizeof *out);
     if (st == NULL || req == NULL || !cJSON_IsObject(req->body))
         return bad_request(f, "request body: expected a JSON object");
-    const char *model = req->model != NULL ? req->model : get_str(req->body, "model");
+    const char *model =
+        req->model != NULL && req->model[0] != '\0' ? req->model : get_str(req->body, "model");
     if (model == NULL || model[0] == '\0' || streq(model, "models/"))
         return bad_request(f, "model: missing");
 
@@ -1424,7 +1440,7 @@ gem_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     out->body_len = tl;
     out->url = build_url(st->base_url, model, req->stream);
     out->headers[out->nheaders++] = air__header("Content-Type", "application/json");
-    if (st->api_key != NULL)
+    if (st->api_key != NULL && st->api_key[0] != '\0')
         out->headers[out->nheaders++] = air__header("x-goog-api-key", st->api_key);
     /* "Expect:" with no value: libcurl must not send Expect: 100-continue. */
     out->headers[out->nheaders++] = air__header("Expect", "");
@@ -1514,6 +1530,7 @@ apply_gemini_error(air_fault_t *f, const cJSON *err)
     }
     if (msg != NULL) {
         air__strlcpy(f->message, msg, sizeof f->message);
+        utf8_trim(f->message);
         for (char *p = f->message; *p != '\0'; p++)
             if ((unsigned char)*p < 0x20)
                 *p = ' ';
@@ -1525,9 +1542,9 @@ apply_gemini_error(air_fault_t *f, const cJSON *err)
     if (reason != NULL)
         air__strlcpy(f->code, reason, sizeof f->code);
 
-    if (reason != NULL && (strncmp(reason, "API_KEY_", 8) == 0 ||
-                           streq(reason, "SERVICE_DISABLED") || streq(reason, "BILLING_DISABLED") ||
-                           streq(reason, "CONSUMER_INVALID"))) {
+    if (reason != NULL &&
+        (strncmp(reason, "API_KEY_", 8) == 0 || streq(reason, "SERVICE_DISABLED") ||
+         streq(reason, "BILLING_DISABLED") || streq(reason, "CONSUMER_INVALID"))) {
         /* A bad or blocked key is a 400 at Google: it is this deployment's
          * problem, not the request's. */
         fault_set(f, AIR_ERR_AUTH, 0, 1, 1);
@@ -1612,12 +1629,19 @@ gem_classify(const void *state, const air_http_in_t *in, air_fault_t *f)
 static const char *
 map_finish(const char *fr)
 {
-    static const char *const filtered[] = {
-        "SAFETY",      "PROHIBITED_CONTENT",       "BLOCKLIST",        "SPII",
-        "LANGUAGE",    "IMAGE_SAFETY",             "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_RECITATION", "IMAGE_OTHER",         "NO_IMAGE",         "RECITATION",
-        "OTHER",       NULL,
-    };
+    static const char *const filtered[] = {"SAFETY",
+                                           "PROHIBITED_CONTENT",
+                                           "BLOCKLIST",
+                                           "SPII",
+                                           "LANGUAGE",
+                                           "IMAGE_SAFETY",
+                                           "IMAGE_PROHIBITED_CONTENT",
+                                           "IMAGE_RECITATION",
+                                           "IMAGE_OTHER",
+                                           "NO_IMAGE",
+                                           "RECITATION",
+                                           "OTHER",
+                                           NULL};
     if (fr == NULL)
         return "stop";
     if (streq(fr, "MAX_TOKENS"))
@@ -1673,8 +1697,7 @@ put_usage(air_buf_t *b, const struct gem_usage *u)
                     "{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
                     "\"prompt_tokens_details\":{\"cached_tokens\":%llu}",
                     (unsigned long long)u->prompt, (unsigned long long)u->completion,
-                    (unsigned long long)(u->prompt + u->completion),
-                    (unsigned long long)u->cached);
+                    (unsigned long long)(u->prompt + u->completion), (unsigned long long)u->cached);
     if (u->has_reasoning)
         air__buf_printf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%llu}",
                         (unsigned long long)u->reasoning);
@@ -1703,8 +1726,8 @@ put_tool_id(air_buf_t *b, const char *idsrc, int cand, unsigned k)
     o = 5;
     for (const char *p = idsrc; *p != '\0' && o < 5 + IDSRC_MAX; p++) {
         char ch = *p;
-        int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                 (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+        int ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_' || ch == '-';
         id[o++] = ok ? ch : '_';
     }
     snprintf(id + o, sizeof id - o, "_%d_%u", cand, k);
@@ -1754,9 +1777,9 @@ put_tool_call(air_buf_t *b, const cJSON *part, const char *idsrc, int cand, unsi
 
 /* What one candidate's parts say, split by kind. */
 struct cand_parts {
-    air_buf_t text;      /* concatenated visible text */
-    air_buf_t thought;   /* concatenated thought text */
-    air_buf_t tools;     /* comma-separated tool call objects */
+    air_buf_t text;    /* concatenated visible text */
+    air_buf_t thought; /* concatenated thought text */
+    air_buf_t tools;   /* comma-separated tool call objects */
     int has_text, has_thought;
     unsigned ntools;
 };
@@ -1844,8 +1867,8 @@ gem_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
         resp = cJSON_GetArrayItem(resp, 0);
     const cJSON *cands = get(resp, "candidates");
     int blocked = blocked_prompt(resp);
-    if (!cJSON_IsObject(resp) || (!blocked && (!cJSON_IsArray(cands) ||
-                                               cJSON_GetArraySize(cands) == 0))) {
+    if (!cJSON_IsObject(resp) ||
+        (!blocked && (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) == 0))) {
         cJSON_Delete(root);
         protocol_fault(f, in->status, "gemini: response has no candidates");
         return AIR_E_PROTOCOL;
@@ -1894,8 +1917,7 @@ gem_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             b.oom = 1;
             break;
         }
-        const char *fin =
-            cp.ntools > 0 ? "tool_calls" : map_finish(get_str(cand, "finishReason"));
+        const char *fin = cp.ntools > 0 ? "tool_calls" : map_finish(get_str(cand, "finishReason"));
         if (finish0 == NULL)
             finish0 = fin;
         if (pos > 0)
@@ -1989,8 +2011,8 @@ emit_role(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, int ci)
         return AIR_STREAM_MORE;
     gs->role_sent[ci] = 1;
     chunk_head(b, gs, sc->req);
-    air__buf_printf(b, "[{\"index\":%d,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}",
-                    ci);
+    air__buf_printf(
+        b, "[{\"index\":%d,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}", ci);
     return emit(sc, b, 0);
 }
 
@@ -2019,8 +2041,8 @@ stream_candidate(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, cons
     const char *fr = get_str(cand, "finishReason");
     if (fr != NULL && fr[0] == '\0')
         fr = NULL;
-    int has_delta = (cp.has_text && cp.text.len > 0) || (cp.has_thought && cp.thought.len > 0) ||
-                    cp.ntools > 0;
+    int has_delta =
+        (cp.has_text && cp.text.len > 0) || (cp.has_thought && cp.thought.len > 0) || cp.ntools > 0;
     air_stream_rc_t rc = AIR_STREAM_MORE;
     if (has_delta || (fr != NULL && !gs->finished[ci]))
         rc = emit_role(sc, gs, b, ci);
@@ -2115,8 +2137,8 @@ gem_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
     (void)event_len;
     struct gem_stream *gs = sc->state;
     size_t k = 0;
-    while (k < data_len && (data[k] == ' ' || data[k] == '\t' || data[k] == '\r' ||
-                            data[k] == '\n'))
+    while (k < data_len &&
+           (data[k] == ' ' || data[k] == '\t' || data[k] == '\r' || data[k] == '\n'))
         k++;
     if (k == data_len)
         return AIR_STREAM_MORE; /* empty event: nothing to say */

@@ -58,8 +58,8 @@
 struct jmem {
     const char *key; /* raw key bytes, without quotes */
     size_t klen;
-    int kesc;        /* the key contains a backslash escape */
-    const char *v;   /* first byte of the value */
+    int kesc;      /* the key contains a backslash escape */
+    const char *v; /* first byte of the value */
 };
 
 /* Member callback: return m->v to let the scanner skip the value, a later
@@ -543,8 +543,7 @@ static const char *
 delta_member(void *ud, const struct jmem *m, const char *e, int depth)
 {
     struct cscan *cs = ud;
-    static const char *const str_keys[] = {"content", "refusal", "reasoning_content",
-                                           "reasoning"};
+    static const char *const str_keys[] = {"content", "refusal", "reasoning_content", "reasoning"};
     if (m->kesc)
         return NULL;
     for (unsigned i = 0; i < 4; i++) {
@@ -625,8 +624,8 @@ choice_member(void *ud, const struct jmem *m, const char *e, int depth)
             return NULL;
         const char *end = skip_value(m->v, e, depth);
         if (end != NULL)
-            cs->c_idx_zero = (*m->v == '-' || (*m->v >= '0' && *m->v <= '9')) &&
-                             num_is_zero(m->v, end);
+            cs->c_idx_zero =
+                (*m->v == '-' || (*m->v >= '0' && *m->v <= '9')) && num_is_zero(m->v, end);
         return end;
     }
     return m->v;
@@ -1205,8 +1204,7 @@ air__openai_decode(const void *state, const air_req_view_t *req, const air_http_
     const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
     const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
     if (cJSON_IsString(fr))
-        air__strlcpy(out->finish_reason, map_finish(s, fr->valuestring),
-                     sizeof out->finish_reason);
+        air__strlcpy(out->finish_reason, map_finish(s, fr->valuestring), sizeof out->finish_reason);
     st = AIR_E_NOMEM;
     if (changed) {
         char *txt = cJSON_PrintUnformatted(root);
@@ -1253,6 +1251,8 @@ air__openai_classify(const void *state, const air_http_in_t *in, air_fault_t *f)
         /* Another deployment with a larger context may take it. */
         f->failover = 1;
     }
+    if (f->message[0] == '\0')
+        snprintf(f->message, sizeof f->message, "provider returned HTTP %d", in->status);
     scrub_fault(s, f);
 }
 
@@ -1346,8 +1346,7 @@ air__openai_stream_event(const void *state, air_stream_ctx_t *sc, const char *ev
     if (ci.finished)
         ss->finished = 1;
     if (ci.finish_reason[0] != '\0' && sc->finish_reason[0] == '\0')
-        air__strlcpy(sc->finish_reason, map_finish(s, ci.finish_reason),
-                     sizeof sc->finish_reason);
+        air__strlcpy(sc->finish_reason, map_finish(s, ci.finish_reason), sizeof sc->finish_reason);
 
     air_stream_rc_t rc = AIR_STREAM_MORE;
     /* The usage-only chunk the caller did not ask for: recorded, not sent. */

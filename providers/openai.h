@@ -101,8 +101,8 @@ struct air__openai {
     char *auth;     /* "<auth_header>: <auth_prefix><key>", NULL when no key */
     char *extra[8]; /* "Header: value" from q->hdr_keys */
     size_t nextra;
-    void *preset;   /* free for a preset's own data (freed by the preset's fini
-                       before it calls air__openai_fini) */
+    void *preset; /* free for a preset's own data (freed by the preset's fini
+                     before it calls air__openai_fini) */
 };
 
 /* Per-request stream state (ops->stream_state_size bytes, zeroed by core). */
@@ -116,17 +116,15 @@ struct air__openai_stream {
  * and q->hdr_keys from cfg->json (each must be a string when present:
  * AIR_E_CONFIG naming the key otherwise). */
 air_status_t air__openai_init(const air_provider_cfg_t *cfg, const struct air__openai_quirks *q,
-                              const char *default_base_url, void **state, char *err,
-                              size_t errlen);
+                              const char *default_base_url, void **state, char *err, size_t errlen);
 void air__openai_fini(void *state);
 air_status_t air__openai_encode(const void *state, const air_req_view_t *req, air_http_out_t *out,
                                 air_fault_t *f);
 air_status_t air__openai_decode(const void *state, const air_req_view_t *req,
                                 const air_http_in_t *in, air_decoded_t *out, air_fault_t *f);
 void air__openai_classify(const void *state, const air_http_in_t *in, air_fault_t *f);
-air_stream_rc_t air__openai_stream_event(const void *state, air_stream_ctx_t *sc,
-                                         const char *event, size_t event_len, const char *data,
-                                         size_t data_len);
+air_stream_rc_t air__openai_stream_event(const void *state, air_stream_ctx_t *sc, const char *event,
+                                         size_t event_len, const char *data, size_t data_len);
 air_stream_rc_t air__openai_stream_end(const void *state, air_stream_ctx_t *sc);
 
 /* Set cls/retry/failover/unusable from a vendor error type or code already

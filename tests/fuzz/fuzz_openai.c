@@ -3,9 +3,9 @@
  *
  * The same bytes are used as: a 2xx body (decode), an error body with a
  * status and a Retry-After value taken from the input (classify), a stream
- * (each line one SSE data event, a "data: " prefix stripped), a request body (encode, when the bytes
- * are a JSON object), and a chunk for the fast/reference scanner
- * differential. Properties checked besides "no crash, no leak":
+ * (each line one SSE data event, a "data: " prefix stripped), a request body (encode, when the
+ * bytes are a JSON object), and a chunk for the fast/reference scanner differential. Properties
+ * checked besides "no crash, no leak":
  *  - every chunk the adapter emits is a JSON object cJSON accepts;
  *  - when the fast chunk scanner answers, it agrees with the cJSON reference;
  *  - air__openai_model_span agrees with cJSON on the "model" member;
@@ -144,8 +144,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t hl = size < sizeof h.retry_after - 1 ? size : sizeof h.retry_after - 1;
     memcpy(h.retry_after, s, hl);
     h.retry_after[hl] = '\0';
-    air_http_in_t in = {.status = 200, .body = body, .body_len = size, .header = header,
-                        .hctx = &h, .now_unix_ms = 1760000000000LL};
+    air_http_in_t in = {.status = 200,
+                        .body = body,
+                        .body_len = size,
+                        .header = header,
+                        .hctx = &h,
+                        .now_unix_ms = 1760000000000LL};
 
     air_decoded_t d;
     air_fault_t f;

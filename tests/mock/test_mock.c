@@ -537,8 +537,8 @@ test_mock_malformed_http_gets_400_and_close(void **state)
         "GARBAGE\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
         "GET /healthz HTTP/1.1\r\nbroken header line\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n",
+        ("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 3\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int fd = raw_connect(f);

@@ -43,9 +43,8 @@
 #include <string.h>
 #include <time.h>
 
-#include <ck_ring.h>
-
 #include "alloc.h"
+#include "ring.h" /* core's way in to <ck_ring.h> (with its TSan shim) */
 
 #if defined(__SANITIZE_THREAD__)
 #define RING_TSAN 1
@@ -63,9 +62,12 @@
 #endif
 #endif
 
-#ifdef RING_TSAN
+#if defined(RING_TSAN) && !defined(AIR_CK_TSAN_SHIM)
 /*
- * TSan cannot see how ck_ring synchronises, even with CK_USE_CC_BUILTINS=1:
+ * Only for a TSan build without core/ring.h's shim (AIR_CK_TSAN_SHIM): with
+ * the shim TSan follows ck_ring's hand-offs and nothing is suppressed.
+ * Without it, TSan cannot see how ck_ring synchronises, even with
+ * CK_USE_CC_BUILTINS=1:
  * that only swaps ck's inline asm for the generic GCC port, whose loads and
  * stores are plain volatile accesses ordered by __sync_synchronize fences,
  * and TSan does not model fences. So it reports the slot memcpy and the
@@ -474,9 +476,11 @@ mt_case(unsigned np, unsigned nc, unsigned int start_counter)
         fail();
     }
     assert_int_equal(consumed_total, produced_total);
-    /* Progress: even a slow sanitizer build moves far more than this. */
-    for (unsigned p = 0; p < np; p++)
-        assert_true(atomic_load(&run->prod[p].produced) >= (items < 100 ? items : 100));
+    /* Progress. ck's MPMC enqueue is lock-free, not wait-free: the system
+     * as a whole progresses, but one producer may starve while others win
+     * every CAS (seen with 8 threads on 2 loaded cores), so only the total
+     * is asserted. Even a slow sanitizer build moves far more than this. */
+    assert_true(produced_total >= (items < 100 ? (unsigned long)items * np : 100ul * np));
     /* Drained and consistent. */
     void *v;
     assert_int_equal(ck_ring_size(&run->ring), 0);

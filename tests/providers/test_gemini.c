@@ -213,7 +213,8 @@ static const char *const big_request =
     "\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
     "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"t\"},{\"type\":\"image_url\","
     "\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]},"
-    "{\"role\":\"assistant\",\"content\":\"c\",\"tool_calls\":[{\"id\":\"i1\",\"type\":\"function\","
+    "{\"role\":\"assistant\",\"content\":\"c\",\"tool_calls\":[{\"id\":\"i1\",\"type\":"
+    "\"function\","
     "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}}]},"
     "{\"role\":\"tool\",\"tool_call_id\":\"i1\",\"content\":\"r\"}]}";
 
@@ -318,12 +319,13 @@ test_gemini_stream_two_candidates_numbered_apart(void **state)
 {
     struct stream_fx fx;
     stream_fx_init(&fx, NULL, 1);
-    assert_int_equal(feed(*state, &fx,
-                          "{\"responseId\":\"r\",\"candidates\":["
-                          "{\"index\":0,\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"a\"}}]}},"
-                          "{\"index\":1,\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"b\"}}]}}"
-                          "]}"),
-                     AIR_STREAM_MORE);
+    assert_int_equal(
+        feed(*state, &fx,
+             "{\"responseId\":\"r\",\"candidates\":["
+             "{\"index\":0,\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"a\"}}]}},"
+             "{\"index\":1,\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"b\"}}]}}"
+             "]}"),
+        AIR_STREAM_MORE);
     assert_int_equal(fx.sink.n, 4); /* role0, call0, role1, call1 */
     assert_non_null(strstr(fx.sink.last, "\"id\":\"call_r_1_0\""));
     assert_non_null(strstr(fx.sink.last, "\"index\":0,\"id\""));
@@ -356,6 +358,28 @@ test_gemini_stream_error_redacts_key(void **state)
     assert_null(strstr(fx.sc.fault.message, KEY));
     assert_non_null(strstr(fx.sc.fault.message, "[REDACTED]"));
     air__buf_free(&fx.sink.all);
+}
+
+/* A long vendor message is cut on a character boundary (it ends up in JSON
+ * error bodies, which must stay valid UTF-8). */
+static void
+test_gemini_classify_long_message_cut_on_utf8_boundary(void **state)
+{
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_puts(&b, "{\"error\":{\"code\":500,\"status\":\"INTERNAL\",\"message\":\"");
+    for (int i = 0; i < 400; i++)
+        air__buf_puts(&b, "\xc3\xa9"); /* U+00E9, two bytes */
+    air__buf_puts(&b, "\"}}");
+    assert_false(b.oom);
+    air_http_in_t in = mk_in(500, b.data);
+    air_fault_t f;
+    air_provider_gemini.classify(*state, &in, &f);
+    air__buf_free(&b);
+    assert_int_equal(f.cls, AIR_ERR_UPSTREAM);
+    size_t n = strlen(f.message);
+    assert_true(n > 400 && n < sizeof f.message);
+    assert_int_equal(n % 2, 0);
+    assert_int_equal((unsigned char)f.message[n - 1], 0xA9);
 }
 
 /* Mutually referencing $defs ("billion laughs"): bounded, refused. */
@@ -424,10 +448,8 @@ main(void)
         cmocka_unit_test(test_gemini_ops_table_declares_kind),
         cmocka_unit_test(test_gemini_init_rejects_key_with_newline),
         cmocka_unit_test_setup_teardown(test_gemini_encode_url_never_holds_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gemini_encode_alloc_failure_is_clean, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_gemini_decode_alloc_failure_is_clean, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_encode_alloc_failure_is_clean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_decode_alloc_failure_is_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemini_stream_consumer_stop_returns_error, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gemini_stream_candidate_index_out_of_range_errors,
@@ -435,10 +457,12 @@ main(void)
         cmocka_unit_test_setup_teardown(test_gemini_stream_two_candidates_numbered_apart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gemini_stream_error_redacts_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_classify_long_message_cut_on_utf8_boundary,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_gemini_encode_schema_expansion_bomb_rejected, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_gemini_tool_ids_match_between_decode_and_stream,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_tool_ids_match_between_decode_and_stream, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

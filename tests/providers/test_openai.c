@@ -44,9 +44,8 @@ test_openai_model_span_skips_nested_and_strings(void **state)
 {
     (void)state;
     char v[128];
-    assert_int_equal(span_of("{\"metadata\":{\"model\":\"inner\"},\"model\":\"outer\"}", v,
-                             sizeof v),
-                     1);
+    assert_int_equal(
+        span_of("{\"metadata\":{\"model\":\"inner\"},\"model\":\"outer\"}", v, sizeof v), 1);
     assert_string_equal(v, "\"outer\"");
     assert_int_equal(span_of("{\"messages\":[{\"content\":\"\\\"model\\\": \\\"x\\\"\"}],"
                              "\"model\":\"m\"}",
@@ -81,7 +80,7 @@ test_openai_model_span_odd_text_is_minus_one(void **state)
     (void)state;
     char v[16];
     static const char *const odd[] = {
-        "{\"mod\\u0065l\":\"a\"}",          /* escaped key could spell model */
+        "{\"mod\\u0065l\":\"a\"}",           /* escaped key could spell model */
         "{\"model\":\"a\",\"model\":\"b\"}", /* duplicate */
         "[\"model\"]",                       /* not an object */
         "{\"model\":\"a\"} x",               /* trailing garbage */
@@ -157,9 +156,9 @@ test_openai_encode_splice_keeps_other_bytes(void **state)
     assert_int_equal(air_provider_openai.encode(e.state, &e.req, &e.out, &e.f), AIR_OK);
     assert_null(e.out.body_ref);
     assert_non_null(e.out.body);
-    assert_string_equal(e.out.body,
-                        "{ \"messages\" : [ {\"role\":\"user\", \"content\":\"\\\"model\\\":1\"} ],\n"
-                        "  \"model\":\t\"gpt-4o \\\"q\\\" é\" , \"temperature\" : 1.50 }\n");
+    assert_string_equal(
+        e.out.body, "{ \"messages\" : [ {\"role\":\"user\", \"content\":\"\\\"model\\\":1\"} ],\n"
+                    "  \"model\":\t\"gpt-4o \\\"q\\\" é\" , \"temperature\" : 1.50 }\n");
     assert_int_equal(e.out.body_len, strlen(e.out.body));
     enc_teardown(&e);
 }

@@ -31,10 +31,10 @@
 #include "common.h"
 #include "sse.h"
 
-#define SSE_MAX_EVENT   (1u << 20)
-#define MAX_REPLY_HDRS  64
-#define DEFAULT_NOW     1760000000LL
-#define DEFAULT_REQ_ID  "air-test-1"
+#define SSE_MAX_EVENT  (1u << 20)
+#define MAX_REPLY_HDRS 64
+#define DEFAULT_NOW    1760000000LL
+#define DEFAULT_REQ_ID "air-test-1"
 
 /* ------------------------------------------------------------------------ */
 /* Names (local tables, so the runner needs nothing from core)               */
@@ -356,8 +356,8 @@ check_request(struct gcase *c, const air_http_out_t *out, const char *exp_raw, s
         if (blen > 0 && body[blen - 1] == '\r')
             blen--;
         if (blen != out->body_len || memcmp(body, act, blen) != 0)
-            failf(c, "request body differs (bytes)\n  expected: %.*s\n  actual:   %.*s",
-                  (int)blen, body, (int)out->body_len, act);
+            failf(c, "request body differs (bytes)\n  expected: %.*s\n  actual:   %.*s", (int)blen,
+                  body, (int)out->body_len, act);
         else
             rc = 0;
     }
@@ -664,10 +664,10 @@ check_usage(struct gcase *c, const cJSON *exp, const air_usage_t *u)
     if (!u->present)
         return failf(c, "usage: expected usage, adapter reported none (present = 0)");
     return check_num(c, "usage", exp, "prompt", (int64_t)u->prompt) ||
-           check_num(c, "usage", exp, "completion", (int64_t)u->completion) ||
-           check_num(c, "usage", exp, "cached", (int64_t)u->cached) ||
-           check_num(c, "usage", exp, "cache_write", (int64_t)u->cache_write) ||
-           check_num(c, "usage", exp, "reasoning", (int64_t)u->reasoning)
+                   check_num(c, "usage", exp, "completion", (int64_t)u->completion) ||
+                   check_num(c, "usage", exp, "cached", (int64_t)u->cached) ||
+                   check_num(c, "usage", exp, "cache_write", (int64_t)u->cache_write) ||
+                   check_num(c, "usage", exp, "reasoning", (int64_t)u->reasoning)
                ? -1
                : 0;
 }
@@ -732,8 +732,8 @@ check_no_secret(struct gcase *c, const struct outcome *o)
     const char *k = c->api_key;
     if (k == NULL || k[0] == '\0')
         return 0;
-    if (o->fault && (strstr(o->fault->message, k) || strstr(o->fault->code, k) ||
-                     strstr(o->fault->type, k)))
+    if (o->fault &&
+        (strstr(o->fault->message, k) || strstr(o->fault->code, k) || strstr(o->fault->type, k)))
         return failf(c, "the API key leaked into a fault");
     if (o->body && strstr(o->body, k))
         return failf(c, "the API key leaked into the decoded body");
@@ -760,8 +760,9 @@ check_expect(struct gcase *c, const cJSON *exp, const struct outcome *o)
         return 0;
     if (!cJSON_IsObject(exp))
         return failf(c, "expect-output.json must hold one object");
-    static const char *const known[] = {"body", "chunks", "content_flags", "result", "usage",
-                                        "finish_reason", "model", "fault", "status", NULL};
+    static const char *const known[] = {
+        "body",          "chunks", "content_flags", "result", "usage",
+        "finish_reason", "model",  "fault",         "status", NULL};
     const cJSON *it;
     cJSON_ArrayForEach(it, exp)
     {
@@ -1046,6 +1047,8 @@ run_case(struct gcase *c)
     air__free(rp);
     if (has_reply)
         rc = run_reply(c, state, exp);
+    else if (exp != NULL)
+        failf(c, "expect-output.json has nothing to check: no reply.http, and encode succeeded");
     else
         rc = 0;
 done:
