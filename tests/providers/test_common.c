@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <cmocka.h>
@@ -92,9 +93,9 @@ test_common_status_keeps_vendor_fields(void **state)
 {
     (void)state;
     air_fault_t f = {0};
-    strcpy(f.code, "c");
-    strcpy(f.type, "t");
-    strcpy(f.message, "m");
+    snprintf(f.code, sizeof f.code, "%s", "c");
+    snprintf(f.type, sizeof f.type, "%s", "t");
+    snprintf(f.message, sizeof f.message, "%s", "m");
     air__fault_from_status(&f, 429);
     assert_string_equal(f.code, "c");
     assert_string_equal(f.type, "t");
@@ -206,7 +207,7 @@ test_common_body_html_truncated_and_cleaned(void **state)
 {
     (void)state;
     char html[600];
-    strcpy(html, "\n<html>\r\n<head><title>502 Bad Gateway</title></head>\t");
+    snprintf(html, sizeof html, "%s", "\n<html>\r\n<head><title>502 Bad Gateway</title></head>\t");
     size_t n = strlen(html);
     memset(html + n, 'x', 400);
     html[n + 400] = '\0';

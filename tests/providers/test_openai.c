@@ -100,12 +100,12 @@ test_openai_model_span_odd_text_is_minus_one(void **state)
     /* Deep nesting is refused rather than recursed into without bound. */
     char deep[600];
     size_t n = 0;
-    n += (size_t)sprintf(deep + n, "{\"a\":");
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "{\"a\":");
     for (int i = 0; i < 200; i++)
         deep[n++] = '[';
     for (int i = 0; i < 200; i++)
         deep[n++] = ']';
-    n += (size_t)sprintf(deep + n, ",\"model\":\"m\"}");
+    n += (size_t)snprintf(deep + n, sizeof deep - n, ",\"model\":\"m\"}");
     assert_int_equal(air__openai_model_span(deep, n, &(size_t){0}, &(size_t){0}), -1);
 }
 
@@ -375,28 +375,28 @@ test_openai_fault_from_vendor_maps_codes(void **state)
 {
     (void)state;
     air_fault_t f = {0};
-    strcpy(f.type, "invalid_request_error");
-    strcpy(f.code, "context_length_exceeded");
+    snprintf(f.type, sizeof f.type, "%s", "invalid_request_error");
+    snprintf(f.code, sizeof f.code, "%s", "context_length_exceeded");
     air__openai_fault_from_vendor(&f);
     assert_int_equal(f.cls, AIR_ERR_INVALID_REQUEST);
     assert_int_equal(f.failover, 1);
 
     memset(&f, 0, sizeof f);
-    strcpy(f.code, "503");
+    snprintf(f.code, sizeof f.code, "%s", "503");
     f.http_status = 200;
     air__openai_fault_from_vendor(&f);
     assert_int_equal(f.cls, AIR_ERR_OVERLOADED);
     assert_int_equal(f.http_status, 200);
 
     memset(&f, 0, sizeof f);
-    strcpy(f.type, "insufficient_quota");
+    snprintf(f.type, sizeof f.type, "%s", "insufficient_quota");
     air__openai_fault_from_vendor(&f);
     assert_int_equal(f.cls, AIR_ERR_AUTH);
     assert_int_equal(f.unusable, 1);
     assert_int_equal(f.retry, 0);
 
     memset(&f, 0, sizeof f);
-    strcpy(f.type, "server_error");
+    snprintf(f.type, sizeof f.type, "%s", "server_error");
     air__openai_fault_from_vendor(&f);
     assert_int_equal(f.cls, AIR_ERR_UPSTREAM);
     assert_int_equal(f.retry, 1);
