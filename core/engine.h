@@ -187,6 +187,8 @@ struct air__worker {
     air_buf_t scratch; /* chunk copy with a NUL, for the chunk callback */
     struct air__wstats stats;
     struct air__wprov *pstats; /* one per provider */
+    uint32_t *pinflight;       /* this worker's transfers per provider */
+    uint32_t *pcap;            /* this worker's share of provider max_inflight (0 = none) */
 } __attribute__((aligned(AIR_CACHELINE)));
 
 struct air {

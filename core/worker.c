@@ -195,6 +195,7 @@ static void
 attempt_release(struct air__worker *w, struct air_req *q)
 {
     if (q->easy != NULL) {
+        w->pinflight[q->cands[q->cur].prov]--;
         curl_multi_remove_handle(w->multi, q->easy);
         curl_easy_reset(q->easy);
         if (w->easy_pool_len < 256) {
@@ -530,10 +531,40 @@ fault_local(air_fault_t *f, air_errclass_t cls, int retry, int failover, const c
     snprintf(f->message, sizeof f->message, "%s", msg);
 }
 
+static int
+has_room(const struct air__worker *w, size_t prov)
+{
+    return w->pcap[prov] == 0 || w->pinflight[prov] < w->pcap[prov];
+}
+
 static void
 start_attempt(struct air__worker *w, struct air_req *q, uint64_t now)
 {
     struct air *r = w->r;
+    if (!has_room(w, q->cands[q->cur].prov)) {
+        /* The deployment is at its max_inflight: take another usable one
+         * with room, else wait for room (this costs no attempt). */
+        size_t k;
+        for (k = 1; k < q->ncands; k++) {
+            size_t j = (q->cur + k) % q->ncands;
+            if (!q->cstate[j].excluded && has_room(w, q->cands[j].prov)) {
+                q->cur = j;
+                break;
+            }
+        }
+        if (k == q->ncands) {
+            if (now >= q->deadline_us) {
+                finish_local(w, q, AIR_ERR_OVERLOADED,
+                             "every provider of this route is at its max_inflight");
+                return;
+            }
+            q->waiting = 1;
+            q->start_at_us = now + 2000;
+            if (heap_set(w, q, next_check(q)) != 0)
+                finish_local(w, q, AIR_ERR_OVERLOADED, "out of memory arming a timer");
+            return;
+        }
+    }
     const struct air__cand *c = &q->cands[q->cur];
     const struct air__prov *pv = &r->prov[c->prov];
     const struct air__provider_cfg *pc = pv->cfg;
@@ -623,6 +654,7 @@ start_attempt(struct air__worker *w, struct air_req *q, uint64_t now)
         return;
     }
     q->easy = e;
+    w->pinflight[c->prov]++; /* attempt_release undoes it */
     for (size_t i = 0; i < q->out.nheaders; i++) {
         struct curl_slist *h = curl_slist_append(q->hdrs, q->out.headers[i]);
         if (h == NULL) {
@@ -1223,6 +1255,15 @@ air__worker_init(struct air *r, struct air__worker *w, uint32_t idx)
         w->max_active = 1;
     w->rnd = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(idx + 1) * 0xbf58476d1ce4e5b9ull) ^ air__now_us();
     w->pstats = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pstats);
+    w->pinflight = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pinflight);
+    w->pcap = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pcap);
+    if (w->pinflight == NULL || w->pcap == NULL)
+        return AIR_E_NOMEM;
+    for (size_t p = 0; p < r->nprov; p++) {
+        uint32_t m = r->cfg->providers[p].max_inflight;
+        /* Each worker gets an equal share, rounded up, at least 1. */
+        w->pcap[p] = m ? (m + r->cfg->workers - 1) / r->cfg->workers : 0;
+    }
     w->cancel_buf = air__calloc(CANCEL_RING_SIZE, sizeof(ck_ring_buffer_t));
     if (w->pstats == NULL || w->cancel_buf == NULL)
         return AIR_E_NOMEM;
@@ -1250,5 +1291,7 @@ air__worker_fini(struct air__worker *w)
     air__free(w->heap);
     air__free(w->cancel_buf);
     air__free(w->pstats);
+    air__free(w->pinflight);
+    air__free(w->pcap);
     air__buf_free(&w->scratch);
 }

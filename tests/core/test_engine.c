@@ -681,6 +681,39 @@ test_engine_null_submit_is_refused(void **state)
     assert_int_equal(air_submit(NULL, NULL, NULL), AIR_E_INVAL);
 }
 
+static void
+test_engine_provider_max_inflight_spills_to_next_target(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 300;
+    air_mock_t *a = mock_start(&o);
+    air_mock_t *b = mock_start(&o);
+    air_mock_t *ms[2] = {a, b};
+    air_t *r = router_for(config_for(ms, 2, "\"workers\":1", "\"max_inflight\":1"));
+    struct counter c = {0};
+    for (int i = 0; i < 3; i++) {
+        air_req_t *q = req_for(r, plain_body);
+        assert_int_equal(air_req_set_done(q, count_done, &c), AIR_OK);
+        assert_int_equal(air_submit(r, q, NULL), AIR_OK);
+    }
+    uint64_t t0 = now_ms();
+    while (atomic_load(&c.calls) < 3 && now_ms() - t0 < 5000)
+        usleep(10 * 1000);
+    assert_int_equal(atomic_load(&c.ok), 3);
+    /* p0 and p1 each take one at a time; the third waits for room. */
+    air_mock_stats_t sa, sb;
+    air_mock_stats(a, &sa);
+    air_mock_stats(b, &sb);
+    assert_int_equal(sa.requests + sb.requests, 3);
+    assert_true(sa.requests >= 1 && sb.requests >= 1);
+    assert_true(now_ms() - t0 >= 550); /* the third needed a second round */
+    air_free(r, 1000);
+    air_mock_stop(a);
+    air_mock_stop(b);
+}
+
 /* -------------------------------------------------------- completion q */
 
 struct cq_seen {
@@ -956,6 +989,7 @@ main(void)
         cmocka_unit_test(test_engine_shutdown_completes_inflight_requests),
         cmocka_unit_test(test_engine_shutdown_drains_when_requests_finish_in_time),
         cmocka_unit_test(test_engine_null_submit_is_refused),
+        cmocka_unit_test(test_engine_provider_max_inflight_spills_to_next_target),
         cmocka_unit_test(test_engine_completion_queue_delivers_on_host_thread),
         cmocka_unit_test(test_engine_unknown_model_lists_served_models),
         cmocka_unit_test(test_engine_pinned_provider_is_used),
