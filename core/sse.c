@@ -46,6 +46,7 @@ air__sse_reset(struct air__sse *p)
     air__buf_reset(&p->line);
     air__buf_reset(&p->data);
     air__buf_reset(&p->event);
+    air__buf_reset(&p->junk);
     p->has_data = 0;
     p->last_cr = 0;
     p->done = 0;
@@ -59,6 +60,7 @@ air__sse_free(struct air__sse *p)
     air__buf_free(&p->line);
     air__buf_free(&p->data);
     air__buf_free(&p->event);
+    air__buf_free(&p->junk);
     p->has_data = 0;
     p->last_cr = 0;
 }
@@ -141,7 +143,15 @@ line(struct air__sse *p, const char *s, size_t n, air__sse_event_fn fn, void *ud
             return LINE_ERR;
         }
     }
-    /* id, retry and unknown fields are ignored. */
+    else if (!(flen == 2 && memcmp(s, "id", 2) == 0) &&
+             !(flen == 5 && memcmp(s, "retry", 5) == 0) && p->junk.len < AIR_SSE_JUNK_MAX) {
+        /* Not an SSE field: keep the raw line (bounded) so core can show a
+         * vendor error that arrived as bare JSON (Gemini does this). */
+        size_t take = n < AIR_SSE_JUNK_MAX - p->junk.len ? n : AIR_SSE_JUNK_MAX - p->junk.len;
+        air__buf_append(&p->junk, s, take);
+        air__buf_putc(&p->junk, '\n');
+    }
+    /* id and retry are ignored. */
     return LINE_OK;
 }
 

@@ -18,6 +18,8 @@
 #include "airouter.h"
 #include "buf.h"
 
+#define AIR_SSE_JUNK_MAX 16384
+
 /* Return 0 to continue, nonzero to stop parsing (air__sse_feed then returns
  * AIR_E_CANCELLED). data and event are NUL-terminated. */
 typedef int (*air__sse_event_fn)(void *ud, const char *event, size_t event_len, const char *data,
@@ -27,6 +29,8 @@ struct air__sse {
     air_buf_t line;  /* current partial line */
     air_buf_t data;  /* data of the current event */
     air_buf_t event; /* event name of the current event */
+    air_buf_t junk;  /* lines that are not SSE fields (a vendor's raw JSON error
+                        inside a 200 stream), '\n'-joined, first AIR_SSE_JUNK_MAX bytes */
     size_t max_event;
     int has_data;
     int last_cr; /* previous feed ended in '\r': a leading '\n' is part of it */

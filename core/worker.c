@@ -833,6 +833,24 @@ attempt_done(struct air__worker *w, struct air_req *q, CURLcode rc)
                 fault_local(&q->sc.fault, AIR_ERR_UPSTREAM, 1, 1, msg);
             }
             f = q->sc.fault;
+            if (q->sse.junk.len > 0) {
+                /* The stream carried non-SSE lines: most likely a vendor error
+                 * written as raw JSON. Let the adapter classify it. */
+                air_fault_t jf;
+                memset(&jf, 0, sizeof jf);
+                jf.retry_after_ms = -1;
+                air_http_in_t jin = {
+                    .status = q->http_status,
+                    .body = q->sse.junk.data,
+                    .body_len = q->sse.junk.len,
+                    .header = hdr_lookup,
+                    .hctx = &q->resp_hdrs,
+                    .now_unix_ms = (int64_t)time(NULL) * 1000,
+                };
+                pv->ops->classify(pv->state, &jin, &jf);
+                if (jf.message[0] != '\0' && jf.cls != AIR_ERR_NONE)
+                    f = jf;
+            }
         } else if (q->stream_finished) {
             f = q->sc.fault;
             if (f.cls == AIR_ERR_NONE)

@@ -328,6 +328,16 @@ AIR_API uint64_t air_resp_cached_tokens(const air_resp_t *resp);
 AIR_API int air_resp_streamed(const air_resp_t *resp);
 AIR_API int air_resp_chunks_delivered(const air_resp_t *resp);
 
+/* Microseconds spent in upstream attempts (connect to last byte, summed
+ * over attempts); latency minus this is the router's own overhead
+ * (queueing, routing, translation, backoff waits). */
+AIR_API uint64_t air_resp_upstream_us(const air_resp_t *resp);
+/* Cost of the request in USD from the reported usage and the configured
+ * prices of the model that served it (0 when unknown). */
+AIR_API double air_resp_cost_usd(const air_resp_t *resp);
+/* The route (public model name) the request was resolved to, or NULL. */
+AIR_API const char *air_resp_route(const air_resp_t *resp);
+
 /* Keep a response beyond its callback (reference count).
  * Thread: any. Ownership: returns a reference the caller must air_resp_free. */
 AIR_API air_resp_t *air_resp_dup(const air_resp_t *resp);
@@ -343,6 +353,57 @@ AIR_API void air_resp_free(air_resp_t *resp);
  * caller frees with free(). NULL on out of memory. Thread: any.
  */
 AIR_API char *air_stats_json(air_t *r);
+
+/* ------------------------------------------------------------------------ */
+/* Run-time tuning, explain and reload (docs/POLICY.md lists every path)    */
+
+/*
+ * Set one tunable by dotted path ("routes.chat.strategy",
+ * "policy.weight.latency", "deployments.openai/gpt-4o.enabled") to a JSON
+ * value ("\"lowest-latency\"", "0.5", "true"). The change is validated
+ * whole and published atomically; it applies to requests routed afterwards.
+ * Thread: any (control calls are serialised internally).
+ * Errors: AIR_E_NONAME (no such path), AIR_E_READONLY, AIR_E_RANGE,
+ * AIR_E_INVAL (wrong JSON type); err gets a message.
+ */
+AIR_API AIR_NODISCARD air_status_t air_ctl_set(air_t *r, const char *path, const char *json_value,
+                                               char *err, size_t errlen);
+/* Typed forms of air_ctl_set. */
+AIR_API AIR_NODISCARD air_status_t air_ctl_set_f64(air_t *r, const char *path, double v);
+AIR_API AIR_NODISCARD air_status_t air_ctl_set_i64(air_t *r, const char *path, int64_t v);
+AIR_API AIR_NODISCARD air_status_t air_ctl_set_bool(air_t *r, const char *path, int v);
+AIR_API AIR_NODISCARD air_status_t air_ctl_set_str(air_t *r, const char *path, const char *v);
+/*
+ * Read one tunable as JSON ("0.5"). Ownership: *out is malloc'd; the caller
+ * frees it with free(). Errors: AIR_E_NONAME, AIR_E_NOMEM.
+ */
+AIR_API AIR_NODISCARD air_status_t air_ctl_get(air_t *r, const char *path, char **out);
+/*
+ * Every tunable as a JSON array of {"path","type","min","max","mode","value"}
+ * (mode "rw" or "r-"). Ownership: malloc'd, free() it. NULL on OOM.
+ */
+AIR_API char *air_ctl_list(air_t *r);
+/*
+ * Explain how a request body would be routed, without sending it: the route,
+ * every candidate deployment with its filter result (and reason) and score
+ * components, and the order that would be tried. Ownership: malloc'd JSON,
+ * free() it; NULL with err set when the body is invalid.
+ */
+AIR_API char *air_explain(air_t *r, const char *body, size_t len, char *err, size_t errlen);
+/*
+ * Replace the configuration with a new JSON text. Validated whole: on any
+ * error the running configuration stays and err says why. Requests in
+ * flight finish on the configuration they started with. "workers" and
+ * "queue_capacity" cannot change at run time (AIR_E_READONLY if they differ).
+ * Thread: any. Errors: AIR_E_CONFIG, AIR_E_READONLY, AIR_E_NOMEM.
+ */
+AIR_API AIR_NODISCARD air_status_t air_reload(air_t *r, const char *config_json, char *err,
+                                              size_t errlen);
+/* The effective configuration as JSON with every secret redacted (API keys
+ * never appear; key variable names do). Ownership: malloc'd, free() it. */
+AIR_API char *air_config_json(air_t *r);
+/* Requests waiting in the ingress queue right now. Thread: any. */
+AIR_API uint32_t air_queue_depth(air_t *r);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,10 @@ for f in "$dir"/fuzz_*; do
     corpus="$dir/corpus-$name"
     mkdir -p "$corpus"
     echo "fuzz: $name for ${secs}s"
-    "$f" -max_total_time="$secs" -rss_limit_mb=2048 "$corpus" >"$dir/$name.log" 2>&1 || {
+    seeds=()
+    seed_dir="$(dirname "$0")/../tests/fuzz/corpus/${name#fuzz_}"
+    [ -d "$seed_dir" ] && seeds=("$seed_dir")
+    "$f" -max_total_time="$secs" -rss_limit_mb=2048 "$corpus" "${seeds[@]}" >"$dir/$name.log" 2>&1 || {
         tail -50 "$dir/$name.log"
         echo "fuzz: $name FAILED"
         exit 1

@@ -151,6 +151,21 @@ typedef struct air_stream_ctx {
     air_fault_t fault;      /* filled on AIR_STREAM_ERROR */
 } air_stream_ctx_t;
 
+/* Rate-limit state a response's headers announce, in one form for every
+ * vendor (filled by air_provider_ops_t.ratelimit). Each field is -1 when
+ * unknown. Reset fields are milliseconds from the response's arrival
+ * (air_http_in_t.now_unix_ms) until the window refills, never negative.
+ * `present` is 1 when at least one field was found. */
+typedef struct air_ratelimit {
+    int64_t limit_requests;     /* requests allowed per window */
+    int64_t remaining_requests; /* requests left in this window */
+    int64_t reset_requests_ms;  /* until the request window refills */
+    int64_t limit_tokens;       /* tokens allowed per window */
+    int64_t remaining_tokens;   /* tokens left in this window */
+    int64_t reset_tokens_ms;    /* until the token window refills */
+    int present;
+} air_ratelimit_t;
+
 typedef struct air_provider_ops {
     uint32_t abi;                     /* AIR_PROVIDER_ABI */
     const char *name;                 /* kind name, unique ("openai", "deepseek") */
@@ -187,6 +202,16 @@ typedef struct air_provider_ops {
      * stream is complete after all, else ERROR with sc->fault filled.
      * Optional: NULL means ERROR ("stream ended early", class upstream). */
     air_stream_rc_t (*stream_end)(const void *state, air_stream_ctx_t *sc);
+
+    /* Appended slots. They belong to ABI 1 (added before the first release):
+     * an ops struct that leaves them out gets NULL from its designated
+     * initializer, which means "not implemented". */
+
+    /* Read the vendor's rate-limit headers of a response (any status, 2xx
+     * included) into the common form. Sets every field of out (-1 when
+     * unknown); present = 0 when the response had none. Reentrant, no
+     * allocation. Optional: NULL means the kind reports none. */
+    void (*ratelimit)(const void *state, const air_http_in_t *in, air_ratelimit_t *out);
 } air_provider_ops_t;
 
 #ifdef __cplusplus

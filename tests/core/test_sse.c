@@ -528,6 +528,35 @@ test_sse_alloc_failure_is_nomem(void **state)
     }
 }
 
+/* A vendor error written as bare JSON inside a 200 stream is kept (bounded)
+ * for core to classify; id/retry/comments are not. */
+static void
+test_sse_non_field_lines_are_kept_as_junk(void **state)
+{
+    (void)state;
+    const char *in = "id: 7\nretry: 10\n: comment\n[{\n  \"error\": {\n    \"code\": 429,\n"
+                     "    \"status\": \"RESOURCE_EXHAUSTED\"\n  }\n}]\n";
+    struct air__sse p;
+    struct rec r = {AIR_BUF_INIT, 0, 0};
+    air__sse_init(&p, 0);
+    for (size_t i = 0; in[i] != '\0'; i++)
+        assert_int_equal(air__sse_feed(&p, in + i, 1, on_event, &r), AIR_OK);
+    assert_int_equal(r.nevents, 0);
+    assert_non_null(p.junk.data);
+    assert_non_null(strstr(p.junk.data, "RESOURCE_EXHAUSTED"));
+    assert_null(strstr(p.junk.data, "retry"));
+    assert_null(strstr(p.junk.data, "comment"));
+    /* Bounded. */
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(air__sse_feed(&p, "{\"error\": \"xxxxxxxxxxxxxxxx\"}\n", 30, on_event, &r),
+                         AIR_OK);
+    assert_true(p.junk.len <= AIR_SSE_JUNK_MAX + 2048);
+    air__sse_reset(&p);
+    assert_int_equal(p.junk.len, 0);
+    air__sse_free(&p);
+    air__buf_free(&r.log);
+}
+
 int
 main(void)
 {
@@ -553,6 +582,7 @@ main(void)
         cmocka_unit_test(test_sse_callback_stop_cancels),
         cmocka_unit_test(test_sse_reset_reuses_parser),
         cmocka_unit_test(test_sse_alloc_failure_is_nomem),
+        cmocka_unit_test(test_sse_non_field_lines_are_kept_as_junk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
