@@ -24,7 +24,9 @@
  */
 #include "config.h"
 #include "alloc.h"
+#include "budget.h"
 #include "builtin.h"
+#include "strategy.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -135,6 +137,7 @@ struct key {
 #define U32(n, lo, hi, d, st, f)  {n, K_U32, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
 #define POW2(n, lo, hi, d, st, f) {n, K_POW2, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
 #define F64(n, lo, d, st, f)      {n, K_F64, 0, lo, 0, d, offsetof(st, f), NULL, NULL, NULL}
+#define F64R(n, lo, hi, d, st, f) {n, K_F64, 0, lo, hi, d, offsetof(st, f), NULL, NULL, NULL}
 #define STR(n, fl, st, f, chk)    {n, K_STR, fl, 0, 0, 0, offsetof(st, f), NULL, NULL, chk}
 #define SUB(n, tab)               {n, K_SUB, 0, 0, 0, 0, 0, tab, NULL, NULL}
 #define FN(n, fl, fnc)            {n, K_FN, fl, 0, 0, 0, 0, NULL, fnc, NULL}
@@ -155,6 +158,11 @@ static air_status_t check_url(struct pctx *x, void *obj, char *s);
 static air_status_t check_env(struct pctx *x, void *obj, char *s);
 static air_status_t check_nonempty(struct pctx *x, void *obj, char *s);
 static air_status_t check_strategy(struct pctx *x, void *obj, char *s);
+static air_status_t check_window(struct pctx *x, void *obj, char *s);
+static air_status_t keep_tuning(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t keep_route_weight(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_route_hedge(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_clients(struct pctx *x, const cJSON *item, void *obj);
 
 #define CFG struct air__config
 static const struct key retry_keys[] = {
@@ -162,6 +170,8 @@ static const struct key retry_keys[] = {
     U32("backoff_base_ms", 0, 60000, 100, CFG, backoff_base_ms),
     U32("backoff_cap_ms", 0, 600000, 2000, CFG, backoff_cap_ms),
     U32("max_retry_after_ms", 0, 3600000, 60000, CFG, max_retry_after_ms),
+    F64R("budget_ratio", 0, 1, 0.2, CFG, retry_budget_ratio),
+    U32("budget_min_per_s", 0, 100000, 10, CFG, retry_budget_min_per_s),
     END,
 };
 
@@ -174,6 +184,10 @@ static const struct key top_keys[] = {
     SUB("retry", retry_keys),
     FN("providers", KF_REQUIRED, parse_providers),
     FN("routes", 0, parse_routes),
+    FN("policy", 0, keep_tuning),
+    FN("hedge", 0, keep_tuning),
+    FN("stats", 0, keep_tuning),
+    FN("clients", 0, parse_clients),
     END,
 };
 #undef CFG
@@ -189,6 +203,8 @@ static const struct key provider_keys[] = {
     U32("first_byte_timeout_ms", 1, 86400000, 30000, PRV, first_byte_timeout_ms),
     U32("idle_timeout_ms", 1, 86400000, 30000, PRV, idle_timeout_ms),
     U32("max_inflight", 0, 1000000, 0, PRV, max_inflight),
+    U32("rpm", 0, 1000000000, 0, PRV, rpm),
+    U32("tpm", 0, 4000000000.0, 0, PRV, tpm),
     FN("models", 0, parse_models),
     END,
 };
@@ -201,6 +217,9 @@ static const struct key model_keys[] = {
     F64("output_price_per_mtok", 0, 0, MDL, output_price_per_mtok),
     F64("cached_input_price_per_mtok", 0, PRICE_UNSET, MDL, cached_input_price_per_mtok),
     U32("context_tokens", 0, 4294967295.0, 0, MDL, context_tokens),
+    U32("rpm", 0, 1000000000, 0, MDL, rpm),
+    U32("tpm", 0, 4000000000.0, 0, MDL, tpm),
+    U32("max_inflight", 0, 1000000, 0, MDL, max_inflight),
     END,
 };
 #undef MDL
@@ -211,14 +230,31 @@ static const struct key route_keys[] = {
     STR("strategy", 0, RTE, strategy, check_strategy),
     FN("targets", KF_REQUIRED, parse_targets),
     U32("max_attempts", 0, 10, 0, RTE, max_attempts),
+    FN("weight", 0, keep_route_weight),
+    FN("hedge", 0, parse_route_hedge),
+    F64("budget_usd", 0, 0, RTE, budget_usd),
+    STR("budget_window", 0, RTE, budget_window, check_window),
     END,
 };
 #undef RTE
+
+#define CLI struct air__client_cfg
+static const struct key client_keys[] = {
+    STR("name", KF_REQUIRED, CLI, name, check_nonempty),
+    U32("rpm", 0, 1000000000, 0, CLI, rpm),
+    U32("tpm", 0, 4000000000.0, 0, CLI, tpm),
+    U32("max_inflight", 0, 1000000, 0, CLI, max_inflight),
+    F64("budget_usd", 0, 0, CLI, budget_usd),
+    STR("budget_window", 0, CLI, budget_window, check_window),
+    END,
+};
+#undef CLI
 
 #define TGT struct air__target_cfg
 static const struct key target_keys[] = {
     STR("provider", KF_REQUIRED, TGT, provider, check_nonempty),
     STR("model", 0, TGT, model, check_nonempty),
+    F64("weight", 0, 1.0, TGT, weight),
     END,
 };
 #undef TGT
@@ -356,6 +392,8 @@ set_value(struct pctx *x, const struct key *k, const cJSON *m, void *obj)
         double v = m->valuedouble;
         if (!isfinite(v))
             return fail(x, "expected a finite number");
+        if (k->max > k->min && (v < k->min || v > k->max))
+            return fail(x, "must be between %g and %g", k->min, k->max);
         if (v < k->min)
             return fail(x, "must be >= %g", k->min);
         *f64_at(obj, k->off) = v;
@@ -547,8 +585,70 @@ static air_status_t
 check_strategy(struct pctx *x, void *obj, char *s)
 {
     (void)obj;
-    if (strcmp(s, "priority") != 0)
-        return fail(x, "unknown strategy '%s' (supported: priority)", s);
+    enum air__strategy st;
+    if (air__strategy_parse(s, &st) != 0)
+        return fail(x,
+                    "unknown strategy '%s' (supported: priority, weighted, round-robin, "
+                    "least-busy, lowest-latency, lowest-cost, score)",
+                    s);
+    return AIR_OK;
+}
+
+static air_status_t
+check_window(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    enum air__window w;
+    if (air__window_parse(s, &w) != 0)
+        return fail(x, "unknown budget window '%s' (minute, hour, day, month)", s);
+    return AIR_OK;
+}
+
+/* policy / hedge / stats objects: kept as JSON and applied through the ctl
+ * table when the world is built, so config and run-time tuning share one
+ * validator (and one set of names: config path == ctl path). */
+static air_status_t
+keep_tuning(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__config *c = obj;
+    if (!cJSON_IsObject(item))
+        return fail(x, "expected an object");
+    if (c->tuning == NULL && (c->tuning = cJSON_CreateObject()) == NULL)
+        return nomem(x);
+    cJSON *dup = cJSON_Duplicate(item, 1);
+    if (dup == NULL || !cJSON_AddItemToObject(c->tuning, item->string, dup)) {
+        cJSON_Delete(dup);
+        return nomem(x);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+keep_route_weight(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__route_cfg *rc = obj;
+    if (!cJSON_IsObject(item))
+        return fail(x, "expected an object");
+    static const char *const names[] = {"latency", "cost", "health", "load", NULL};
+    for (const cJSON *m = item->child; m != NULL; m = m->next) {
+        size_t mark = path_key(x, m->string ? m->string : "");
+        if (!in_list(m->string ? m->string : "", names))
+            return fail(x, "unknown key (latency, cost, health, load)");
+        if (!cJSON_IsNumber(m) || !(m->valuedouble >= 0 && m->valuedouble <= 1))
+            return fail(x, "must be a number between 0 and 1");
+        path_pop(x, mark);
+    }
+    rc->weight = cJSON_Duplicate(item, 1);
+    return rc->weight ? AIR_OK : nomem(x);
+}
+
+static air_status_t
+parse_route_hedge(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__route_cfg *rc = obj;
+    if (!cJSON_IsBool(item))
+        return fail(x, "expected true or false");
+    rc->hedge = cJSON_IsTrue(item);
     return AIR_OK;
 }
 
@@ -637,6 +737,31 @@ parse_providers(struct pctx *x, const cJSON *item, void *obj)
 }
 
 static air_status_t
+parse_clients(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__config *c = obj;
+    void *arr = NULL;
+    air_status_t st = alloc_array(x, item, 1, sizeof *c->clients, &arr, &c->nclients);
+    c->clients = arr;
+    if (st != AIR_OK)
+        return st;
+    size_t i = 0;
+    for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
+        size_t mark = path_idx(x, i);
+        st = walk(x, m, client_keys, &c->clients[i], NULL);
+        if (st != AIR_OK)
+            return st;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->clients[j].name, c->clients[i].name) == 0) {
+                path_key(x, "name");
+                return fail(x, "duplicate client name '%s'", c->clients[i].name);
+            }
+        path_pop(x, mark);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
 parse_targets(struct pctx *x, const cJSON *item, void *obj)
 {
     struct air__route_cfg *rc = obj;
@@ -669,6 +794,7 @@ parse_routes(struct pctx *x, const cJSON *item, void *obj)
     for (const cJSON *m = item->child; m != NULL; m = m->next, i++) {
         struct air__route_cfg *rc = &c->routes[i];
         size_t mark = path_idx(x, i);
+        rc->hedge = -1;
         st = walk(x, m, route_keys, rc, NULL);
         if (st != AIR_OK)
             return st;
@@ -678,8 +804,6 @@ parse_routes(struct pctx *x, const cJSON *item, void *obj)
                 return fail(x, "duplicate route for model '%s'", rc->model);
             }
         }
-        if (rc->strategy == NULL && (rc->strategy = air__strdup("priority")) == NULL)
-            return nomem(x);
         /* A target without a model sends the route's model upstream. */
         for (size_t t = 0; t < rc->ntargets; t++)
             if (rc->targets[t].model == NULL &&
@@ -841,8 +965,16 @@ air__config_free(struct air__config *c)
             air__free(rc->targets[t].model);
         }
         air__free(rc->targets);
+        cJSON_Delete(rc->weight);
+        air__free(rc->budget_window);
     }
     air__free(c->routes);
+    for (size_t i = 0; i < c->nclients && c->clients != NULL; i++) {
+        air__free(c->clients[i].name);
+        air__free(c->clients[i].budget_window);
+    }
+    air__free(c->clients);
+    cJSON_Delete(c->tuning);
     air__free(c);
 }
 

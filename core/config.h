@@ -24,6 +24,8 @@ struct air__model_cfg {
     double output_price_per_mtok;       /* default 0 */
     double cached_input_price_per_mtok; /* default: input price */
     uint32_t context_tokens;            /* 0 = unknown */
+    uint32_t rpm, tpm;                  /* deployment quota, 0 = provider's / unlimited */
+    uint32_t max_inflight;              /* 0 = provider's */
 };
 
 struct air__provider_cfg {
@@ -37,7 +39,8 @@ struct air__provider_cfg {
     uint32_t connect_timeout_ms;    /* default 5000 */
     uint32_t first_byte_timeout_ms; /* default 30000 */
     uint32_t idle_timeout_ms;       /* between stream chunks, default 30000 */
-    uint32_t max_inflight;          /* 0 = unlimited */
+    uint32_t max_inflight;          /* per deployment of this provider, 0 = unlimited */
+    uint32_t rpm, tpm;              /* default quota per deployment, 0 = unlimited */
     struct air__model_cfg *models;
     size_t nmodels;
     cJSON *json; /* deep copy of the provider object (for ops->init) */
@@ -47,14 +50,27 @@ struct air__target_cfg {
     char *provider;      /* provider name */
     char *model;         /* upstream model name */
     size_t provider_idx; /* index into config->providers */
+    double weight;       /* for the weighted strategy, default 1 */
 };
 
 struct air__route_cfg {
     char *model;    /* public model name (unique across routes) */
-    char *strategy; /* "priority" (default); others arrive with the policy issue */
+    char *strategy; /* NULL: policy.strategy */
     struct air__target_cfg *targets;
     size_t ntargets;
     uint32_t max_attempts; /* 0 = config retry.max_attempts */
+    cJSON *weight;         /* optional {"latency","cost","health","load"} (copy) */
+    int hedge;             /* -1 unset, 0/1 */
+    double budget_usd;     /* 0 = none */
+    char *budget_window;   /* "minute" | "hour" | "day" | "month" */
+};
+
+/* Limits of one client identity (air_req_set_client_key). */
+struct air__client_cfg {
+    char *name;
+    uint32_t rpm, tpm, max_inflight; /* 0 = unlimited */
+    double budget_usd;               /* 0 = none */
+    char *budget_window;
 };
 
 struct air__config {
@@ -68,6 +84,11 @@ struct air__config {
     uint32_t backoff_base_ms;    /* default 100 */
     uint32_t backoff_cap_ms;     /* default 2000 */
     uint32_t max_retry_after_ms; /* longest server delay honoured, default 60000 */
+    double retry_budget_ratio;   /* retry.budget_ratio, default 0.2 */
+    uint32_t retry_budget_min_per_s; /* retry.budget_min_per_s, default 10 */
+    cJSON *tuning;               /* {"policy":{..},"hedge":{..},"stats":{..}} as given (copy) */
+    struct air__client_cfg *clients;
+    size_t nclients;
     struct air__provider_cfg *providers;
     size_t nproviders;
     struct air__route_cfg *routes;

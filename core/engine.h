@@ -18,21 +18,17 @@
 #include "airouter/provider.h"
 #include "buf.h"
 #include "config.h"
+#include "epoch.h"
 #include "retry.h"
+#include "retry_budget.h"
+#include "route.h"
 #include "sse.h"
+#include "world.h"
 
 #define AIR_CACHELINE 64
 #define AIR_MAX_TAGS  16
 
 struct air__worker;
-
-/* One configured provider instance: its config, its adapter and the state
- * the adapter built. Immutable after air_new. */
-struct air__prov {
-    const struct air__provider_cfg *cfg;
-    const air_provider_ops_t *ops;
-    void *state;
-};
 
 /* A slot gives every accepted request a cancellable id without a lock:
  * word = generation << 1 | cancel bit. The id handed out is
@@ -58,6 +54,9 @@ struct air_resp {
     uint64_t latency_us;
     uint64_t ttft_us;
     air_usage_t usage;
+    uint64_t upstream_us;
+    double cost_usd;
+    char *route;
     char *body; /* NUL-terminated, or NULL */
     size_t body_len;
     char *message; /* never NULL */
@@ -69,10 +68,33 @@ struct air_resp {
     struct air_resp *next;
 };
 
-/* One candidate deployment for a request. */
-struct air__cand {
-    size_t prov;       /* index into air->prov */
-    const char *model; /* upstream model, borrowed from the config */
+/* One attempt: a transfer to one deployment. A request has at most two at
+ * once (the second is a hedge). */
+struct air__att {
+    struct air_req *q;
+    int active;    /* a transfer is running */
+    size_t ci;     /* index into q->deps */
+    struct air__admit ad;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    air_http_out_t out;
+    air_req_view_t view;
+    air_buf_t resp_body;
+    air_buf_t resp_hdrs; /* name\0value\0... of the last response */
+    int http_status;
+    int is_sse;
+    int stream_finished;
+    air_stream_rc_t stream_rc;
+    struct air__sse sse;
+    air_stream_ctx_t sc;
+    void *sstate;
+    size_t sstate_size;
+    int too_big;
+    int hedge;   /* started as a hedge */
+    int loser;   /* lost the hedge race: cancel after curl returns */
+    uint64_t t_start_us;
+    uint64_t t_first_byte_us;
+    uint64_t t_last_byte_us;
 };
 
 struct air_req {
@@ -100,46 +122,41 @@ struct air_req {
 
     /* worker-owned state from here on */
     struct air__worker *w;
+    struct air__world *world; /* the world this request routes in */
     struct air_req *prev, *next; /* worker's active list */
     uint64_t t_submit_us;
     uint64_t deadline_us;
-    struct air__cand *cands;
-    struct air__cand_state *cstate;
-    size_t ncands;
-    size_t cur;        /* candidate of the current/last attempt */
+    const struct air__route *rt;
+    size_t deps[AIR_MAX_CANDS];
+    struct air__cinfo ci[AIR_MAX_CANDS];
+    size_t ndeps;
+    struct air__need need;
+    struct air__client *client;
+    double budget_est_usd;  /* reserved on the client and route budgets */
+    int client_cap;         /* entered the client's max_inflight cap */
     uint32_t attempts; /* attempts started */
     uint32_t round;    /* backoff rounds so far */
     uint32_t limit;    /* attempts allowed */
-    uint64_t start_at_us; /* when waiting: when the next attempt may start */
-    char rid[32];      /* "air-<id in hex>" for adapters */
-    int waiting;       /* waiting for a backoff timer, no transfer */
+    int waiting;       /* waiting for a backoff/limit timer, no transfer */
+    uint64_t start_at_us;
+    uint64_t hedge_at_us; /* 0 = no hedge pending */
+    int hedged;
     int cancelled;
     air_fault_t fault; /* last attempt's failure */
     int have_fault;
+    char rid[32];
 
-    /* current attempt */
-    CURL *easy;
-    struct curl_slist *hdrs;
-    air_http_out_t out;
-    air_req_view_t view;
-    air_buf_t resp_body;
-    air_buf_t resp_hdrs; /* "name: value\n" lines of the last response */
-    int http_status;
-    int is_sse;           /* decided at the first body byte */
-    int stream_finished;  /* adapter returned DONE or ERROR */
-    air_stream_rc_t stream_rc;
-    struct air__sse sse;
-    air_stream_ctx_t sc;
-    void *sstate;
-    size_t sstate_size;
-    air_buf_t held;       /* chunks held back before the first content chunk */
-    int content_sent;     /* a content chunk reached the caller: no failover */
+    struct air__att att[2];
+    int winner;        /* index of the attempt whose bytes reach the caller, -1 none */
+    size_t last_ci;    /* candidate of the last attempt (for the response) */
+    air_buf_t held;    /* chunks held back before the first content chunk */
+    int content_sent;
     int chunks_delivered;
-    int too_big;
-    uint64_t t_attempt_us;
     uint64_t t_first_byte_us;
     uint64_t t_first_content_us;
-    uint64_t t_last_byte_us;
+    uint64_t upstream_us;
+    air_usage_t usage;
+    char up_model[128];
 
     /* timer heap */
     size_t heap_idx; /* 0 = not in heap; else index + 1 */
@@ -155,14 +172,8 @@ struct air__wstats {
     _Atomic uint64_t failed;
     _Atomic uint64_t attempts;
     _Atomic uint64_t retries;
+    _Atomic uint64_t hedges;
     _Atomic uint64_t by_class[AIR__ERR_LAST];
-};
-
-struct air__wprov {
-    _Atomic uint64_t requests;
-    _Atomic uint64_t errors;
-    _Atomic uint64_t prompt_tokens;
-    _Atomic uint64_t completion_tokens;
 };
 
 struct air__worker {
@@ -184,17 +195,32 @@ struct air__worker {
     CURL **easy_pool;
     size_t easy_pool_len;
     uint64_t rnd;
+    uint64_t rr;       /* round-robin counter */
     air_buf_t scratch; /* chunk copy with a NUL, for the chunk callback */
     struct air__wstats stats;
-    struct air__wprov *pstats; /* one per provider */
-    uint32_t *pinflight;       /* this worker's transfers per provider */
-    uint32_t *pcap;            /* this worker's share of provider max_inflight (0 = none) */
+    struct air__epoch_record *erec;
+    struct air__world *world; /* current world (one reference held) */
+    struct {
+        struct air__world *world;
+        uint32_t n;           /* this worker's requests still on it */
+    } old[8];                 /* older worlds this worker still has requests on */
+    uint32_t nold;
+    uint32_t on_current;      /* this worker's requests on `world` */
+    struct air__rbudget rbudget;
+    struct air__att *losers[64]; /* hedge losers to cancel after curl returns */
+    size_t nlosers;
+    int64_t next_merge_ms;
 } __attribute__((aligned(AIR_CACHELINE)));
 
 struct air {
-    struct air__config *cfg;
-    struct air__prov *prov;
-    size_t nprov;
+    _Atomic(struct air__world *) world; /* current world; router holds a reference */
+    uint32_t nworkers_cfg;
+    uint32_t queue_capacity;
+    uint32_t max_inflight;
+    pthread_mutex_t ctl_mu; /* serialises ctl, reload */
+    int ctl_mu_init;
+    struct air__epoch *epoch;
+    struct air__epoch_record *ctl_rec;
 
     /* ingress: MPMC ring of struct air_req * */
     ck_ring_t ingress __attribute__((aligned(AIR_CACHELINE)));
@@ -222,6 +248,9 @@ struct air {
     CURLSH *share;
     pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
 };
+
+/* Current world, for control-plane readers (holds a reference: unref it). */
+struct air__world *air__router_world(struct air *r);
 
 /* router.c */
 void air__wake_one(struct air *r);

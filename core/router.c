@@ -27,6 +27,7 @@
 #include "alloc.h"
 #include "builtin.h"
 #include "engine.h"
+#include "world.h"
 
 /* ------------------------------------------------------------------ names */
 
@@ -145,13 +146,12 @@ router_destroy(struct air *r)
         for (uint32_t i = 0; i < r->nworkers; i++)
             air__worker_fini(&r->workers[i]);
         air__free(r->workers);
+        r->workers = NULL;
     }
-    if (r->prov != NULL) {
-        for (size_t i = 0; i < r->nprov; i++)
-            if (r->prov[i].ops != NULL && r->prov[i].ops->fini != NULL && r->prov[i].state)
-                r->prov[i].ops->fini(r->prov[i].state);
-        air__free(r->prov);
-    }
+    air__world_unref(atomic_load_explicit(&r->world, memory_order_relaxed));
+    air__epoch_free(r->epoch);
+    if (r->ctl_mu_init)
+        pthread_mutex_destroy(&r->ctl_mu);
     /* Undelivered completion-queue entries: the host stopped polling. */
     struct air_resp *p = atomic_exchange_explicit(&r->cq_head, NULL, memory_order_acquire);
     while (p != NULL) {
@@ -174,44 +174,15 @@ router_destroy(struct air *r)
     air__free(r->ingress_buf);
     air__free(r->slot_free_buf);
     air__free(r->slots);
-    air__config_free(r->cfg);
     air__free(r);
 }
 
-static air_status_t
-init_providers(struct air *r, char *err, size_t errlen)
+static int64_t
+wall_ms(void)
 {
-    r->nprov = r->cfg->nproviders;
-    r->prov = air__calloc(r->nprov, sizeof *r->prov);
-    if (r->prov == NULL)
-        return AIR_E_NOMEM;
-    for (size_t i = 0; i < r->nprov; i++) {
-        const struct air__provider_cfg *pc = &r->cfg->providers[i];
-        r->prov[i].cfg = pc;
-        r->prov[i].ops = pc->ops;
-        if (pc->ops->abi != AIR_PROVIDER_ABI) {
-            set_err(err, errlen, "provider '%s': adapter ABI mismatch", pc->name);
-            return AIR_E_ABI;
-        }
-        if (pc->ops->init == NULL)
-            continue;
-        air_provider_cfg_t c = {
-            .name = pc->name,
-            .kind = pc->kind,
-            .base_url = pc->base_url,
-            .api_key = pc->api_key,
-            .json = pc->json,
-        };
-        char perr[256] = "";
-        air_status_t st = pc->ops->init(&c, &r->prov[i].state, perr, sizeof perr);
-        if (st != AIR_OK) {
-            if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "providers[%zu]: %s", i, perr[0] ? perr : air_strerror(st));
-            r->prov[i].state = NULL;
-            return st == AIR_E_NOMEM ? st : AIR_E_CONFIG;
-        }
-    }
-    return AIR_OK;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static air_status_t
@@ -222,20 +193,33 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
         air__config_free(cfg);
         return AIR_E_NOMEM;
     }
-    r->cfg = cfg;
+    r->nworkers = cfg->workers;
+    r->queue_capacity = cfg->queue_capacity;
+    r->max_inflight = cfg->max_inflight;
     r->cq_fd = -1;
+    atomic_init(&r->world, NULL);
+    pthread_mutex_init(&r->ctl_mu, NULL);
+    r->ctl_mu_init = 1;
     atomic_init(&r->cq_head, NULL);
     atomic_init(&r->stopping, 0);
     atomic_init(&r->drain_deadline_us, 0);
     atomic_init(&r->seq, 0);
     atomic_init(&r->wake_rr, 0);
 
-    air_status_t st = init_providers(r, err, errlen);
-    if (st != AIR_OK)
+    uint32_t queue_capacity = cfg->queue_capacity, max_inflight = cfg->max_inflight;
+    struct air__world *wd = NULL;
+    air_status_t st = air__world_new(cfg, r->nworkers, wall_ms(), &wd, err, errlen);
+    if (st != AIR_OK) {
+        r->nworkers = 0;
         goto fail;
+    }
+    atomic_store_explicit(&r->world, wd, memory_order_release);
 
     st = AIR_E_NOMEM;
-    r->ingress_cap = cfg->queue_capacity;
+    r->epoch = air__epoch_new();
+    if (r->epoch == NULL || (r->ctl_rec = air__epoch_register(r->epoch)) == NULL)
+        goto fail;
+    r->ingress_cap = queue_capacity;
     r->ingress_buf = air__calloc(r->ingress_cap, sizeof(ck_ring_buffer_t));
     if (r->ingress_buf == NULL)
         goto fail;
@@ -243,7 +227,7 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
 
     /* Slots cover everything that can be outstanding: the ring's capacity
      * plus what the workers may hold. */
-    r->nslots = cfg->queue_capacity + cfg->max_inflight;
+    r->nslots = queue_capacity + max_inflight;
     r->slots = air__calloc(r->nslots, sizeof *r->slots);
     unsigned fcap = pow2_at_least(r->nslots + 1);
     r->slot_free_buf = air__calloc(fcap, sizeof(ck_ring_buffer_t));
@@ -276,7 +260,6 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
     curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(r->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 
-    r->nworkers = cfg->workers;
     r->workers = air__calloc(r->nworkers, sizeof *r->workers);
     if (r->workers == NULL)
         goto fail;
@@ -533,8 +516,6 @@ air__req_destroy(struct air_req *q)
     air__free(q->client_key);
     for (uint32_t i = 0; i < q->ntags; i++)
         air__free(q->tags[i]);
-    air__free(q->cands);
-    air__free(q->cstate);
     air__free(q);
 }
 
@@ -967,6 +948,24 @@ air_resp_chunks_delivered(const air_resp_t *p)
     return p ? p->chunks_delivered : 0;
 }
 
+uint64_t
+air_resp_upstream_us(const air_resp_t *p)
+{
+    return p ? p->upstream_us : 0;
+}
+
+double
+air_resp_cost_usd(const air_resp_t *p)
+{
+    return p ? p->cost_usd : 0;
+}
+
+const char *
+air_resp_route(const air_resp_t *p)
+{
+    return p ? p->route : NULL;
+}
+
 air_resp_t *
 air_resp_dup(const air_resp_t *p)
 {
@@ -989,71 +988,7 @@ air_resp_free(air_resp_t *p)
     air__free(p->code);
     air__free(p->provider);
     air__free(p->model);
+    air__free(p->route);
     air__free(p);
 }
 
-/* ----------------------------------------------------------------- stats */
-
-char *
-air_stats_json(air_t *r)
-{
-    if (r == NULL)
-        return NULL;
-    uint64_t started = 0, completed = 0, ok = 0, failed = 0, attempts = 0, retries = 0;
-    uint64_t by_class[AIR__ERR_LAST] = {0};
-    for (uint32_t i = 0; i < r->nworkers; i++) {
-        struct air__wstats *s = &r->workers[i].stats;
-        started += atomic_load_explicit(&s->started, memory_order_relaxed);
-        completed += atomic_load_explicit(&s->completed, memory_order_relaxed);
-        ok += atomic_load_explicit(&s->ok, memory_order_relaxed);
-        failed += atomic_load_explicit(&s->failed, memory_order_relaxed);
-        attempts += atomic_load_explicit(&s->attempts, memory_order_relaxed);
-        retries += atomic_load_explicit(&s->retries, memory_order_relaxed);
-        for (int c = 0; c < AIR__ERR_LAST; c++)
-            by_class[c] += atomic_load_explicit(&s->by_class[c], memory_order_relaxed);
-    }
-    air_buf_t b = AIR_BUF_INIT;
-    air__buf_printf(&b,
-                    "{\"workers\":%u,\"queued\":%u,\"started\":%llu,\"completed\":%llu,"
-                    "\"ok\":%llu,\"failed\":%llu,\"attempts\":%llu,\"retries\":%llu,"
-                    "\"errors\":{",
-                    r->nworkers, ck_ring_size(&r->ingress), (unsigned long long)started,
-                    (unsigned long long)completed, (unsigned long long)ok,
-                    (unsigned long long)failed, (unsigned long long)attempts,
-                    (unsigned long long)retries);
-    int first = 1;
-    for (int c = 1; c < AIR__ERR_LAST; c++) {
-        air__buf_printf(&b, "%s\"%s\":%llu", first ? "" : ",", air_errclass_name(c),
-                        (unsigned long long)by_class[c]);
-        first = 0;
-    }
-    air__buf_puts(&b, "},\"providers\":[");
-    for (size_t p = 0; p < r->nprov; p++) {
-        uint64_t rq = 0, er = 0, pt = 0, ct = 0;
-        for (uint32_t i = 0; i < r->nworkers; i++) {
-            struct air__wprov *s = &r->workers[i].pstats[p];
-            rq += atomic_load_explicit(&s->requests, memory_order_relaxed);
-            er += atomic_load_explicit(&s->errors, memory_order_relaxed);
-            pt += atomic_load_explicit(&s->prompt_tokens, memory_order_relaxed);
-            ct += atomic_load_explicit(&s->completion_tokens, memory_order_relaxed);
-        }
-        air__buf_printf(&b, "%s{\"name\":", p ? "," : "");
-        air__buf_json_str(&b, r->prov[p].cfg->name, strlen(r->prov[p].cfg->name));
-        air__buf_printf(&b,
-                        ",\"requests\":%llu,\"errors\":%llu,\"prompt_tokens\":%llu,"
-                        "\"completion_tokens\":%llu}",
-                        (unsigned long long)rq, (unsigned long long)er, (unsigned long long)pt,
-                        (unsigned long long)ct);
-    }
-    air__buf_puts(&b, "]}");
-    if (b.oom) {
-        air__buf_free(&b);
-        return NULL;
-    }
-    /* The caller frees with free(): hand over a libc copy. */
-    char *out = malloc(b.len + 1); /* air-alloc-ok: documented free() ownership */
-    if (out != NULL)
-        memcpy(out, b.data, b.len + 1);
-    air__buf_free(&b);
-    return out;
-}

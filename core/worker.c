@@ -1,19 +1,29 @@
 /*
  * worker.c - the data plane: one thread per worker, each owning a libcurl
- * multi handle, the requests it dequeued, their transfers and their timers.
+ * multi handle, the requests it dequeued, their attempts and their timers.
  *
  * DESIGN
  * A worker loops: take requests from the ingress ring (bounded by its share
  * of max_inflight), apply cancels, fire due timers, drive libcurl, reap
- * finished transfers, then sleep in curl_multi_poll until a socket, a timer
- * or curl_multi_wakeup needs it. Nothing here takes a lock; every request is
+ * finished transfers, merge its statistics, then sleep in curl_multi_poll
+ * until a socket, a timer or curl_multi_wakeup needs it. Every request is
  * touched by exactly one worker from dequeue to delivery.
  *
+ * Routing: each attempt asks route.c for the best admissible deployment
+ * under the current tunables and statistics, read inside a short epoch
+ * section (never across a callback). Outcomes feed the deployment's health
+ * (outlier ejection) and this worker's statistics row, which is merged into
+ * the deployment and folded into a published view every stats.fold_ms.
+ *
  * Timers: each request has one timer (deadline, first-byte timeout, stream
- * idle timeout or the start of a delayed retry), kept in a per-worker binary
- * min-heap. The write callback only records the time of the last byte; the
- * idle check re-arms lazily when its timer fires, so a stream costs no heap
- * operation per chunk.
+ * idle timeout, hedge start, or the start of a delayed retry), kept in a
+ * per-worker binary min-heap. The write callback only records the time of
+ * the last byte; the idle check re-arms lazily when its timer fires.
+ *
+ * Hedging: when a route hedges and the first attempt has produced no byte
+ * after the hedge delay, a second attempt starts on the next-best
+ * deployment. The first to produce a body byte wins; the other is cancelled
+ * as soon as libcurl returns (a handle cannot be removed inside a callback).
  *
  * Streams: the SSE parser cuts events, the adapter turns each event into
  * unified chunks. Chunks are held back until the first one that carries
@@ -28,10 +38,20 @@
 
 #include "alloc.h"
 #include "engine.h"
+#include "hedge.h"
+#include "pricing.h"
 
 #define INTAKE_BATCH     64
 #define CANCEL_RING_SIZE 1024
 #define MAX_RESP_HEADERS (64 * 1024)
+
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ------------------------------------------------------------------ heap */
 
@@ -134,10 +154,23 @@ min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-static const struct air__provider_cfg *
-cur_pcfg(const struct air_req *q)
+static const struct air__prov *
+att_prov(const struct air__att *a)
 {
-    return q->r->prov[q->cands[q->cur].prov].cfg;
+    const struct air_req *q = a->q;
+    return &q->world->prov[q->world->deps[q->deps[a->ci]].prov];
+}
+
+static struct air__dep *
+att_dep(const struct air__att *a)
+{
+    return &a->q->world->deps[a->q->deps[a->ci]];
+}
+
+static int
+any_active(const struct air_req *q)
+{
+    return q->att[0].active || q->att[1].active;
 }
 
 /* When q next needs attention. */
@@ -147,13 +180,18 @@ next_check(const struct air_req *q)
     uint64_t at = q->deadline_us;
     if (q->waiting)
         return min_u64(at, q->start_at_us);
-    if (q->easy == NULL)
-        return at;
-    const struct air__provider_cfg *pc = cur_pcfg(q);
-    if (q->t_first_byte_us == 0)
-        return min_u64(at, q->t_attempt_us + (uint64_t)pc->first_byte_timeout_ms * 1000u);
-    if (q->stream)
-        return min_u64(at, q->t_last_byte_us + (uint64_t)pc->idle_timeout_ms * 1000u);
+    if (q->hedge_at_us != 0)
+        at = min_u64(at, q->hedge_at_us);
+    for (int i = 0; i < 2; i++) {
+        const struct air__att *a = &q->att[i];
+        if (!a->active)
+            continue;
+        const struct air__provider_cfg *pc = att_prov(a)->cfg;
+        if (a->t_first_byte_us == 0)
+            at = min_u64(at, a->t_start_us + (uint64_t)pc->first_byte_timeout_ms * 1000u);
+        else if (q->stream)
+            at = min_u64(at, a->t_last_byte_us + (uint64_t)pc->idle_timeout_ms * 1000u);
+    }
     return at;
 }
 
@@ -190,46 +228,137 @@ stat_add(_Atomic uint64_t *c, uint64_t v)
                           memory_order_relaxed);
 }
 
-/* Detach the current transfer and release what the attempt owns. */
-static void
-attempt_release(struct air__worker *w, struct air_req *q)
+static struct air__dobs *
+obs_row(struct air__worker *w, struct air__world *wd, size_t dep)
 {
-    if (q->easy != NULL) {
-        w->pinflight[q->cands[q->cur].prov]--;
-        curl_multi_remove_handle(w->multi, q->easy);
-        curl_easy_reset(q->easy);
+    return &wd->wobs[(size_t)w->idx * wd->ndeps + dep];
+}
+
+static void
+infl_add(struct air__worker *w, struct air__world *wd, size_t dep, int d)
+{
+    _Atomic uint32_t *c = &wd->winfl[(size_t)w->idx * wd->ndeps + dep];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint32_t)d,
+                          memory_order_relaxed);
+}
+
+/* --------------------------------------------------------------- worlds */
+
+/* Follow r->world. The load and the reference happen inside an epoch
+ * section; air_reload publishes, synchronizes, and only then drops the
+ * router's reference, so the world cannot be freed in between. */
+static void
+world_sync(struct air__worker *w)
+{
+    struct air *r = w->r;
+    air__epoch_begin(w->erec);
+    struct air__world *cur = atomic_load_explicit(&r->world, memory_order_acquire);
+    if (cur == w->world) {
+        air__epoch_end(w->erec);
+        return;
+    }
+    if (w->world != NULL && w->on_current > 0 && w->nold == sizeof w->old / sizeof w->old[0]) {
+        air__epoch_end(w->erec); /* too many old worlds in use: switch later */
+        return;
+    }
+    air__world_ref(cur);
+    air__epoch_end(w->erec);
+    if (w->world != NULL) {
+        if (w->on_current > 0) {
+            w->old[w->nold].world = w->world;
+            w->old[w->nold].n = w->on_current;
+            w->nold++;
+        } else {
+            air__world_unref(w->world);
+        }
+    }
+    w->world = cur;
+    w->on_current = 0;
+}
+
+static void
+world_leave(struct air__worker *w, struct air__world *wd)
+{
+    if (wd == w->world) {
+        w->on_current--;
+        return;
+    }
+    for (uint32_t i = 0; i < w->nold; i++) {
+        if (w->old[i].world != wd)
+            continue;
+        if (--w->old[i].n == 0) {
+            air__world_unref(wd);
+            w->old[i] = w->old[--w->nold];
+        }
+        return;
+    }
+}
+
+/* --------------------------------------------------------------- attempts */
+
+static void
+att_reset_buffers(struct air__att *a)
+{
+    air__buf_reset(&a->resp_body);
+    air__buf_reset(&a->resp_hdrs);
+    air__sse_reset(&a->sse);
+    a->http_status = 0;
+    a->is_sse = 0;
+    a->stream_finished = 0;
+    a->stream_rc = AIR_STREAM_MORE;
+    a->too_big = 0;
+    a->loser = 0;
+    a->t_first_byte_us = 0;
+    a->t_last_byte_us = 0;
+}
+
+/* Stop and detach an attempt's transfer, release its admission. */
+static void
+att_stop(struct air__worker *w, struct air__att *a, int64_t tokens_used)
+{
+    struct air_req *q = a->q;
+    if (!a->active)
+        return;
+    a->active = 0;
+    if (a->easy != NULL) {
+        curl_multi_remove_handle(w->multi, a->easy);
+        curl_easy_reset(a->easy);
         if (w->easy_pool_len < 256) {
             CURL **p = air__realloc(w->easy_pool, (w->easy_pool_len + 1) * sizeof *p);
             if (p != NULL) {
                 w->easy_pool = p;
-                w->easy_pool[w->easy_pool_len++] = q->easy;
+                w->easy_pool_len++;
+                w->easy_pool[w->easy_pool_len - 1] = a->easy;
             } else {
-                curl_easy_cleanup(q->easy);
+                curl_easy_cleanup(a->easy);
             }
         } else {
-            curl_easy_cleanup(q->easy);
+            curl_easy_cleanup(a->easy);
         }
-        q->easy = NULL;
+        a->easy = NULL;
     }
-    curl_slist_free_all(q->hdrs);
-    q->hdrs = NULL;
-    for (size_t i = 0; i < q->out.nheaders; i++)
-        air__free(q->out.headers[i]);
-    air__free(q->out.url);
-    air__free(q->out.body);
-    memset(&q->out, 0, sizeof q->out);
+    curl_slist_free_all(a->hdrs);
+    a->hdrs = NULL;
+    for (size_t i = 0; i < a->out.nheaders; i++)
+        air__free(a->out.headers[i]);
+    air__free(a->out.url);
+    air__free(a->out.body);
+    memset(&a->out, 0, sizeof a->out);
+    uint64_t now = air__now_us();
+    q->upstream_us += now - a->t_start_us;
+    infl_add(w, q->world, q->deps[a->ci], -1);
+    air__route_release(q->world, &a->ad, tokens_used, wall_ms());
 }
 
 static void
-req_release_all(struct air__worker *w, struct air_req *q)
+att_free_all(struct air__att *a)
 {
-    attempt_release(w, q);
-    air__buf_free(&q->resp_body);
-    air__buf_free(&q->resp_hdrs);
-    air__buf_free(&q->held);
-    air__sse_free(&q->sse);
-    air__free(q->sstate);
-    q->sstate = NULL;
+    air__buf_free(&a->resp_body);
+    air__buf_free(&a->resp_hdrs);
+    air__sse_free(&a->sse);
+    air__free(a->sstate);
+    a->sstate = NULL;
+    a->sstate_size = 0;
 }
 
 static int
@@ -274,6 +403,35 @@ status_for(air_errclass_t c)
     }
 }
 
+static const struct air__dep *
+served_dep(const struct air_req *q)
+{
+    if (q->attempts == 0 || q->ndeps == 0)
+        return NULL;
+    return &q->world->deps[q->deps[q->last_ci]];
+}
+
+/* Settle the client and route budgets and limits taken at request start. */
+static void
+settle_request(struct air_req *q, double cost, int64_t tokens)
+{
+    int64_t now = wall_ms();
+    struct air__client *cl = q->client;
+    if (cl != NULL) {
+        if (cl->cap.max && q->client_cap)
+            air__cap_leave(&cl->cap);
+        double est = (double)(q->need.est_in_tokens + q->need.est_out_tokens);
+        if (cl->tpm && tokens >= 0 && (double)tokens < est)
+            air__bucket_put(&cl->tpm_bucket, est - (double)tokens, now);
+        if (cl->has_budget && q->budget_est_usd > 0)
+            air__budget_settle(&cl->budget, q->budget_est_usd, cost, now);
+    }
+    if (q->rt != NULL && q->rt->has_budget && q->budget_est_usd > 0)
+        air__budget_settle((struct air__budget *)&q->rt->budget, q->budget_est_usd, cost, now);
+    q->client_cap = 0;
+    q->budget_est_usd = 0;
+}
+
 /* Build the response for q, release q's resources and deliver. `dec` may
  * be NULL; its body is taken over. `f` may be NULL (success or local
  * error); `msg` overrides f->message when not NULL. */
@@ -283,8 +441,19 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
 {
     struct air *r = w->r;
     uint64_t now = air__now_us();
+    for (int i = 0; i < 2; i++)
+        att_stop(w, &q->att[i], -1);
     heap_remove(w, q);
     unlink_active(w, q);
+
+    air_usage_t usage = dec != NULL ? dec->usage : q->usage;
+    const struct air__dep *d = served_dep(q);
+    double cost = 0;
+    if (d != NULL && usage.present)
+        cost = air__cost_usd(d->in_price, d->out_price, d->cached_price, usage.prompt,
+                             usage.completion, usage.cached);
+    if (q->ndeps > 0 || q->client != NULL)
+        settle_request(q, cost, usage.present ? (int64_t)(usage.prompt + usage.completion) : -1);
 
     struct air_resp *p = air__resp_new();
     if (p != NULL) {
@@ -297,10 +466,10 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
         p->latency_us = now - q->t_submit_us;
         uint64_t tf = q->stream ? q->t_first_content_us : q->t_first_byte_us;
         p->ttft_us = tf ? tf - q->t_submit_us : 0;
+        p->upstream_us = q->upstream_us;
+        p->cost_usd = cost;
         if (f != NULL && f->http_status != 0 && cls != AIR_ERR_NONE)
             p->http_status = f->http_status;
-        else if (cls == AIR_ERR_NONE && q->http_status)
-            p->http_status = q->http_status;
         else
             p->http_status = http_status_for(cls);
         p->retry_after_ms = f != NULL ? f->retry_after_ms : -1;
@@ -308,23 +477,22 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
         p->message = air__strdup(m ? m : "");
         if (f != NULL && f->code[0] != '\0')
             p->code = air__strdup(f->code);
-        if (q->attempts > 0 && q->cands != NULL) {
-            const struct air__cand *c = &q->cands[q->cur];
-            p->provider = air__strdup(r->prov[c->prov].cfg->name);
-            const char *um = c->model;
+        if (q->rt != NULL)
+            p->route = air__strdup(q->rt->cfg->model);
+        if (d != NULL) {
+            p->provider = air__strdup(q->world->prov[d->prov].cfg->name);
+            const char *um = d->model;
             if (dec != NULL && dec->model[0])
                 um = dec->model;
-            else if (q->stream && q->sc.model[0])
-                um = q->sc.model;
+            else if (q->up_model[0])
+                um = q->up_model;
             p->model = air__strdup(um);
         }
+        p->usage = usage;
         if (dec != NULL) {
-            p->usage = dec->usage;
             p->body = dec->body;
             p->body_len = dec->body_len;
             dec->body = NULL;
-        } else if (q->stream) {
-            p->usage = q->sc.usage;
         }
         if (p->message == NULL) {
             air_resp_free(p);
@@ -339,12 +507,10 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
     stat_add(&w->stats.completed, 1);
     stat_add(cls == AIR_ERR_NONE ? &w->stats.ok : &w->stats.failed, 1);
     stat_add(&w->stats.by_class[cls], 1);
-    if (p != NULL && q->attempts > 0 && q->cands != NULL) {
-        struct air__wprov *ps = &w->pstats[q->cands[q->cur].prov];
-        stat_add(&ps->prompt_tokens, p->usage.prompt);
-        stat_add(&ps->completion_tokens, p->usage.completion);
-    }
-    req_release_all(w, q);
+    for (int i = 0; i < 2; i++)
+        att_free_all(&q->att[i]);
+    air__buf_free(&q->held);
+    world_leave(w, q->world);
     air__deliver(r, q, p);
 }
 
@@ -352,6 +518,63 @@ static void
 finish_local(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char *msg)
 {
     finish(w, q, cls, msg, NULL, NULL);
+}
+
+/* Record an attempt's result in this worker's statistics row. */
+static void
+att_record(struct air__worker *w, struct air__att *a, int success, const air_usage_t *u)
+{
+    struct air_req *q = a->q;
+    uint64_t now = air__now_us();
+    uint64_t lat = now - a->t_start_us;
+    uint64_t ttft = 0;
+    if (q->stream && a->t_first_byte_us)
+        ttft = a->t_first_byte_us - a->t_start_us;
+    const struct air__dep *d = att_dep(a);
+    double cost = 0;
+    uint64_t in = 0, out = 0;
+    if (u != NULL && u->present) {
+        in = u->prompt;
+        out = u->completion;
+        cost = air__cost_usd(d->in_price, d->out_price, d->cached_price, u->prompt, u->completion,
+                             u->cached);
+    }
+    air__dobs_record(obs_row(w, q->world, q->deps[a->ci]), success, lat, ttft, out, in, cost);
+}
+
+static enum air__outcome
+outcome_of(const air_fault_t *f)
+{
+    switch (f->cls) {
+    case AIR_ERR_UPSTREAM:
+    case AIR_ERR_OVERLOADED:
+    case AIR_ERR_TIMEOUT:
+    case AIR_ERR_CONNECT:
+        return AIR_O_GATEWAY_ERROR;
+    case AIR_ERR_AUTH:
+        return f->unusable || f->http_status == 401 || f->http_status == 403 ? AIR_O_AUTH
+                                                                             : AIR_O_OTHER_ERROR;
+    case AIR_ERR_RATE_LIMITED:
+        return AIR_O_RATE_LIMITED;
+    default:
+        return AIR_O_OTHER_ERROR;
+    }
+}
+
+static void
+att_outcome(struct air__worker *w, struct air__att *a, const air_fault_t *f)
+{
+    struct air_req *q = a->q;
+    struct air *r = w->r;
+    air__epoch_begin(w->erec);
+    const struct air__tun *t = atomic_load_explicit(&q->world->tun, memory_order_acquire);
+    air__route_outcome(q->world, t, q->rt, q->deps[a->ci],
+                       f != NULL ? outcome_of(f) : AIR_O_SUCCESS,
+                       f != NULL ? f->retry_after_ms : -1, wall_ms());
+    air__epoch_end(w->erec);
+    (void)r;
+    /* An outcome was reported: the probe slot (if any) is consumed. */
+    a->ad.probe = 0;
 }
 
 /* ----------------------------------------------------------- callbacks */
@@ -378,17 +601,17 @@ hdr_lookup(const void *hctx, const char *name)
 static size_t
 on_header(char *buf, size_t size, size_t nmemb, void *ud)
 {
-    struct air_req *q = ud;
+    struct air__att *a = ud;
     size_t n = size * nmemb;
     if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         /* A new response (after 100 Continue, or the only one). */
-        air__buf_reset(&q->resp_hdrs);
+        air__buf_reset(&a->resp_hdrs);
         const char *sp = memchr(buf, ' ', n);
-        q->http_status = sp ? atoi(sp + 1) : 0;
+        a->http_status = sp ? atoi(sp + 1) : 0;
         return n;
     }
     const char *colon = memchr(buf, ':', n);
-    if (colon == NULL || q->resp_hdrs.len + n + 2 > MAX_RESP_HEADERS)
+    if (colon == NULL || a->resp_hdrs.len + n + 2 > MAX_RESP_HEADERS)
         return n;
     size_t nl = (size_t)(colon - buf);
     const char *v = colon + 1;
@@ -397,10 +620,10 @@ on_header(char *buf, size_t size, size_t nmemb, void *ud)
         v++;
     while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
         e--;
-    air__buf_append(&q->resp_hdrs, buf, nl);
-    air__buf_putc(&q->resp_hdrs, '\0');
-    air__buf_append(&q->resp_hdrs, v, (size_t)(e - v));
-    air__buf_putc(&q->resp_hdrs, '\0');
+    air__buf_append(&a->resp_hdrs, buf, nl);
+    air__buf_putc(&a->resp_hdrs, '\0');
+    air__buf_append(&a->resp_hdrs, v, (size_t)(e - v));
+    air__buf_putc(&a->resp_hdrs, '\0');
     return n;
 }
 
@@ -435,7 +658,10 @@ flush_held(struct air_req *q)
 static int
 on_emit(void *ud, const char *json, size_t len, unsigned flags)
 {
-    struct air_req *q = ud;
+    struct air__att *a = ud;
+    struct air_req *q = a->q;
+    if (a->loser)
+        return -1;
     if (!q->content_sent) {
         if (!(flags & AIR_CHUNK_CONTENT)) {
             /* Hold back until content: a failure before then may fail over. */
@@ -454,71 +680,95 @@ on_emit(void *ud, const char *json, size_t len, unsigned flags)
 static int
 on_sse_event(void *ud, const char *event, size_t event_len, const char *data, size_t data_len)
 {
-    struct air_req *q = ud;
-    const struct air__prov *pv = &q->r->prov[q->cands[q->cur].prov];
-    air_stream_rc_t rc = pv->ops->stream_event(pv->state, &q->sc, event, event_len, data, data_len);
+    struct air__att *a = ud;
+    const struct air__prov *pv = att_prov(a);
+    air_stream_rc_t rc = pv->ops->stream_event(pv->state, &a->sc, event, event_len, data, data_len);
     if (rc == AIR_STREAM_MORE)
         return 0;
-    q->stream_finished = 1;
-    q->stream_rc = rc;
+    a->stream_finished = 1;
+    a->stream_rc = rc;
     return 1;
+}
+
+static void heap_rearm(struct air__worker *w, struct air_req *q);
+
+/* The first body byte of attempt a: it wins any hedge race. */
+static void
+first_byte(struct air__att *a, uint64_t now)
+{
+    struct air_req *q = a->q;
+    a->t_first_byte_us = now;
+    if (a->http_status == 0) {
+        long code = 0;
+        curl_easy_getinfo(a->easy, CURLINFO_RESPONSE_CODE, &code);
+        a->http_status = (int)code;
+    }
+    a->is_sse = q->stream && a->http_status >= 200 && a->http_status < 300;
+    a->t_last_byte_us = now;
+    if (q->winner < 0 && a->http_status >= 200 && a->http_status < 300) {
+        q->winner = (int)(a - q->att);
+        q->t_first_byte_us = now;
+        q->hedge_at_us = 0;
+        struct air__att *o = &q->att[1 - q->winner];
+        if (o->active && !o->loser) {
+            /* Cancel the other as soon as libcurl returns. */
+            o->loser = 1;
+            struct air__worker *w = q->w;
+            if (w->nlosers < sizeof w->losers / sizeof w->losers[0])
+                w->losers[w->nlosers++] = o;
+        }
+    }
+    /* The first-byte timer is now moot; a stream's idle timer is usually
+     * shorter, so re-arm once here (later chunks re-arm lazily). */
+    if (q->stream)
+        heap_rearm(q->w, q);
 }
 
 static size_t
 on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
-    struct air_req *q = ud;
+    struct air__att *a = ud;
+    struct air_req *q = a->q;
     size_t n = size * nmemb;
     uint64_t now = air__now_us();
-    if (q->t_first_byte_us == 0) {
-        q->t_first_byte_us = now;
-        if (q->http_status == 0) {
-            long code = 0;
-            curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
-            q->http_status = (int)code;
-        }
-        q->is_sse = q->stream && q->http_status >= 200 && q->http_status < 300;
-        q->t_last_byte_us = now;
-        /* The first-byte timer is now moot; a stream's idle timer is usually
-         * shorter, so re-arm once here (later chunks re-arm lazily). */
-        if (q->stream)
-            heap_set(q->w, q, next_check(q));
-    }
-    q->t_last_byte_us = now;
-    if (q->is_sse) {
-        if (q->stream_finished)
+    if (a->loser)
+        return 0;
+    if (a->t_first_byte_us == 0)
+        first_byte(a, now);
+    a->t_last_byte_us = now;
+    if (a->is_sse) {
+        if (a->stream_finished)
             return n; /* after DONE: ignore the rest */
-        air_status_t st = air__sse_feed(&q->sse, ptr, n, on_sse_event, q);
+        air_status_t st = air__sse_feed(&a->sse, ptr, n, on_sse_event, a);
         if (st == AIR_OK)
             return n;
         if (st == AIR_E_CANCELLED) {
             /* The adapter finished (DONE or ERROR). On ERROR stop the transfer. */
-            return q->stream_rc == AIR_STREAM_DONE ? n : 0;
+            return a->stream_rc == AIR_STREAM_DONE ? n : 0;
         }
-        q->stream_finished = 1;
-        q->stream_rc = AIR_STREAM_ERROR;
-        memset(&q->sc.fault, 0, sizeof q->sc.fault);
-        q->sc.fault.cls = AIR_ERR_UPSTREAM;
-        q->sc.fault.retry = 0;
-        q->sc.fault.failover = 1;
-        q->sc.fault.retry_after_ms = -1;
-        snprintf(q->sc.fault.message, sizeof q->sc.fault.message, "%s",
+        a->stream_finished = 1;
+        a->stream_rc = AIR_STREAM_ERROR;
+        memset(&a->sc.fault, 0, sizeof a->sc.fault);
+        a->sc.fault.cls = AIR_ERR_UPSTREAM;
+        a->sc.fault.failover = 1;
+        a->sc.fault.retry_after_ms = -1;
+        snprintf(a->sc.fault.message, sizeof a->sc.fault.message, "%s",
                  st == AIR_E_PROTOCOL ? "stream event larger than max_event_bytes"
                                       : "out of memory parsing the stream");
         return 0;
     }
-    if (q->resp_body.len + n > q->r->cfg->max_event_bytes) {
-        q->too_big = 1;
+    if (a->resp_body.len + n > q->world->cfg->max_event_bytes) {
+        a->too_big = 1;
         return 0;
     }
-    air__buf_append(&q->resp_body, ptr, n);
-    return q->resp_body.oom ? 0 : n;
+    air__buf_append(&a->resp_body, ptr, n);
+    return a->resp_body.oom ? 0 : n;
 }
 
 /* ------------------------------------------------------------- attempts */
 
-static void handle_fault(struct air__worker *w, struct air_req *q, const air_fault_t *f,
-                         uint64_t now);
+static void handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a,
+                         const air_fault_t *f, uint64_t now);
 
 static void
 fault_local(air_fault_t *f, air_errclass_t cls, int retry, int failover, const char *msg)
@@ -531,160 +781,208 @@ fault_local(air_fault_t *f, air_errclass_t cls, int retry, int failover, const c
     snprintf(f->message, sizeof f->message, "%s", msg);
 }
 
-static int
-has_room(const struct air__worker *w, size_t prov)
+static void
+heap_rearm(struct air__worker *w, struct air_req *q)
 {
-    return w->pcap[prov] == 0 || w->pinflight[prov] < w->pcap[prov];
+    if (heap_set(w, q, next_check(q)) != 0) {
+        /* Out of memory for the timer heap: keep going without the timer;
+         * the deadline is still enforced by libcurl's total timeout. */
+    }
 }
 
-static void
-start_attempt(struct air__worker *w, struct air_req *q, uint64_t now)
+static uint32_t
+retry_limit(const struct air_req *q, const struct air__tun *t)
 {
-    struct air *r = w->r;
-    if (!has_room(w, q->cands[q->cur].prov)) {
-        /* The deployment is at its max_inflight: take another usable one
-         * with room, else wait for room (this costs no attempt). */
-        size_t k;
-        for (k = 1; k < q->ncands; k++) {
-            size_t j = (q->cur + k) % q->ncands;
-            if (!q->cstate[j].excluded && has_room(w, q->cands[j].prov)) {
-                q->cur = j;
-                break;
-            }
-        }
-        if (k == q->ncands) {
-            if (now >= q->deadline_us) {
-                finish_local(w, q, AIR_ERR_OVERLOADED,
-                             "every provider of this route is at its max_inflight");
-                return;
-            }
-            q->waiting = 1;
-            q->start_at_us = now + 2000;
-            if (heap_set(w, q, next_check(q)) != 0)
-                finish_local(w, q, AIR_ERR_OVERLOADED, "out of memory arming a timer");
-            return;
-        }
-    }
-    const struct air__cand *c = &q->cands[q->cur];
-    const struct air__prov *pv = &r->prov[c->prov];
-    const struct air__provider_cfg *pc = pv->cfg;
+    if (q->max_attempts)
+        return q->max_attempts;
+    if (q->rt != NULL && q->rt->cfg->max_attempts)
+        return q->rt->cfg->max_attempts;
+    return (uint32_t)t->g.retry_max_attempts;
+}
 
+static int
+hedge_on(const struct air_req *q, const struct air__tun *t)
+{
+    if (q->rt == NULL || q->ndeps < 2)
+        return 0;
+    int h = t->route[q->rt - q->world->routes].hedge;
+    return h < 0 ? t->g.hedge_enabled != 0 : h != 0;
+}
+
+/* Start attempt slot `slot` of q on the best admissible deployment. Returns
+ * 0 when started, 1 when no deployment is admissible right now (q waits or
+ * was finished), -1 when q was finished. */
+static int
+start_attempt(struct air__worker *w, struct air_req *q, int slot, int hedge, uint64_t now)
+{
+    struct air__world *wd = q->world;
+    struct air__att *a = &q->att[slot];
     if (now >= q->deadline_us) {
-        finish(w, q, AIR_ERR_TIMEOUT, "deadline exceeded before the request could be sent",
-               q->have_fault ? &q->fault : NULL, NULL);
-        return;
+        if (!any_active(q))
+            finish(w, q, q->have_fault ? q->fault.cls : AIR_ERR_TIMEOUT,
+                   q->have_fault ? NULL : "deadline exceeded before the request could be sent",
+                   q->have_fault ? &q->fault : NULL, NULL);
+        return -1;
     }
+
+    /* Choose, under the current tunables and statistics. */
+    air_buf_t why = AIR_BUF_INIT;
+    int64_t wait_ms = -1;
+    struct air__admit ad;
+    air__epoch_begin(w->erec);
+    const struct air__tun *t = atomic_load_explicit(&wd->tun, memory_order_acquire);
+    const struct air__view *v = atomic_load_explicit(&wd->view, memory_order_acquire);
+    struct air__cinfo ci[AIR_MAX_CANDS];
+    memcpy(ci, q->ci, q->ndeps * sizeof ci[0]);
+    if (hedge) {
+        /* A hedge goes to a different deployment than the running attempt. */
+        ci[q->att[1 - slot].ci].failed = 1;
+    }
+    long pick = air__route_pick(wd, t, v, q->rt, q->deps, q->ndeps, ci, &q->need, wall_ms(),
+                                &w->rr, &w->rnd, &ad, &why, &wait_ms);
+    if (q->limit == 0)
+        q->limit = retry_limit(q, t);
+    air__epoch_end(w->erec);
+
+    if (pick < 0) {
+        if (hedge) {
+            air__buf_free(&why);
+            return 1; /* no hedge possible; the first attempt carries on */
+        }
+        if (wait_ms >= 0 && now + (uint64_t)wait_ms * 1000u < q->deadline_us && !any_active(q)) {
+            /* Limits or a cool-down will allow it soon: wait (no attempt used). */
+            q->waiting = 1;
+            q->start_at_us = now + (uint64_t)(wait_ms > 0 ? wait_ms : 1) * 1000u;
+            heap_rearm(w, q);
+            air__buf_free(&why);
+            return 1;
+        }
+        if (!any_active(q)) {
+            air_errclass_t cls = q->have_fault ? q->fault.cls : AIR_ERR_OVERLOADED;
+            if (q->have_fault) {
+                air_fault_t f = q->fault;
+                size_t ml = strlen(f.message);
+                if (why.data != NULL && ml + 3 < sizeof f.message)
+                    snprintf(f.message + ml, sizeof f.message - ml, "; %s", why.data);
+                finish(w, q, cls, NULL, &f, NULL);
+            } else {
+                finish(w, q, cls, why.data ? why.data : "no eligible deployment", NULL, NULL);
+            }
+        }
+        air__buf_free(&why);
+        return -1;
+    }
+    air__buf_free(&why);
+
+    const size_t di = q->deps[pick];
+    const struct air__dep *d = &wd->deps[di];
+    const struct air__prov *pv = &wd->prov[d->prov];
+    const struct air__provider_cfg *pc = pv->cfg;
     q->waiting = 0;
     q->attempts++;
-    q->cstate[q->cur].tried = 1;
+    q->last_ci = (size_t)pick;
+    a->q = q;
+    a->ci = (size_t)pick;
+    a->ad = ad;
+    a->hedge = hedge;
+    a->active = 1;
+    a->t_start_us = now;
+    att_reset_buffers(a);
     stat_add(&w->stats.attempts, 1);
-    if (q->attempts > 1)
+    if (hedge)
+        stat_add(&w->stats.hedges, 1);
+    else if (q->attempts > 1)
         stat_add(&w->stats.retries, 1);
-    stat_add(&w->pstats[c->prov].requests, 1);
+    infl_add(w, wd, di, +1);
 
-    /* Per-attempt state. */
-    air__buf_reset(&q->resp_body);
-    air__buf_reset(&q->resp_hdrs);
-    air__buf_reset(&q->held);
-    air__sse_reset(&q->sse);
-    q->http_status = 0;
-    q->is_sse = 0;
-    q->stream_finished = 0;
-    q->stream_rc = AIR_STREAM_MORE;
-    q->too_big = 0;
-    q->t_attempt_us = now;
-    q->t_first_byte_us = 0;
-    q->t_last_byte_us = 0;
-
-    q->view.body = q->body;
-    q->view.raw = q->raw;
-    q->view.raw_len = q->raw_len;
-    q->view.model = c->model;
-    q->view.stream = q->stream;
-    q->view.include_usage = q->include_usage;
-    q->view.now_unix = (int64_t)time(NULL);
-    q->view.request_id = q->rid;
-
-    if (q->stream) {
-        size_t need = pv->ops->stream_state_size;
-        if (need > q->sstate_size) {
-            air__free(q->sstate);
-            q->sstate = air__calloc(1, need);
-            q->sstate_size = q->sstate ? need : 0;
-            if (q->sstate == NULL) {
-                finish_local(w, q, AIR_ERR_UPSTREAM, "out of memory");
-                return;
-            }
-        } else if (q->sstate != NULL) {
-            memset(q->sstate, 0, q->sstate_size);
-        }
-        memset(&q->sc, 0, sizeof q->sc);
-        q->sc.state = q->sstate;
-        q->sc.req = &q->view;
-        q->sc.emit = on_emit;
-        q->sc.emit_ud = q;
-        q->sc.fault.retry_after_ms = -1;
-    }
+    a->view.body = q->body;
+    a->view.raw = q->raw;
+    a->view.raw_len = q->raw_len;
+    a->view.model = d->model;
+    a->view.stream = q->stream;
+    a->view.include_usage = q->include_usage;
+    a->view.now_unix = (int64_t)time(NULL);
+    a->view.request_id = q->rid;
 
     air_fault_t f;
+    if (q->stream) {
+        size_t need = pv->ops->stream_state_size;
+        if (need > a->sstate_size) {
+            air__free(a->sstate);
+            a->sstate = air__calloc(1, need);
+            a->sstate_size = a->sstate ? need : 0;
+            if (a->sstate == NULL) {
+                fault_local(&f, AIR_ERR_UPSTREAM, 0, 0, "out of memory");
+                att_stop(w, a, -1);
+                handle_fault(w, q, a, &f, now);
+                return -1;
+            }
+        } else if (a->sstate != NULL) {
+            memset(a->sstate, 0, a->sstate_size);
+        }
+        memset(&a->sc, 0, sizeof a->sc);
+        a->sc.state = a->sstate;
+        a->sc.req = &a->view;
+        a->sc.emit = on_emit;
+        a->sc.emit_ud = a;
+        a->sc.fault.retry_after_ms = -1;
+    }
+
     memset(&f, 0, sizeof f);
     f.retry_after_ms = -1;
-    air_status_t st = pv->ops->encode(pv->state, &q->view, &q->out, &f);
+    air_status_t st = pv->ops->encode(pv->state, &a->view, &a->out, &f);
     if (st != AIR_OK) {
         if (f.cls == AIR_ERR_NONE)
             f.cls = st == AIR_E_NOMEM ? AIR_ERR_UPSTREAM : AIR_ERR_INVALID_REQUEST;
         if (f.message[0] == '\0')
             snprintf(f.message, sizeof f.message, "%s: cannot encode request: %s", pc->name,
                      air_strerror(st));
-        /* A request this vendor cannot take may still suit another one. */
-        f.retry = 0;
+        f.retry = 0; /* a request this vendor cannot take may still suit another */
         q->attempts--; /* nothing was sent */
-        handle_fault(w, q, &f, now);
-        return;
+        att_stop(w, a, -1);
+        q->ci[pick].excluded = 1;
+        handle_fault(w, q, a, &f, now);
+        return -1;
     }
 
-    CURL *e = NULL;
-    if (w->easy_pool_len > 0)
-        e = w->easy_pool[--w->easy_pool_len];
-    else
-        e = curl_easy_init();
+    CURL *e = w->easy_pool_len > 0 ? w->easy_pool[--w->easy_pool_len] : curl_easy_init();
     if (e == NULL) {
         fault_local(&f, AIR_ERR_CONNECT, 1, 1, "cannot create a transfer");
-        handle_fault(w, q, &f, now);
-        return;
+        att_stop(w, a, -1);
+        handle_fault(w, q, a, &f, now);
+        return -1;
     }
-    q->easy = e;
-    w->pinflight[c->prov]++; /* attempt_release undoes it */
-    for (size_t i = 0; i < q->out.nheaders; i++) {
-        struct curl_slist *h = curl_slist_append(q->hdrs, q->out.headers[i]);
+    a->easy = e;
+    for (size_t i = 0; i < a->out.nheaders; i++) {
+        struct curl_slist *h = curl_slist_append(a->hdrs, a->out.headers[i]);
         if (h == NULL) {
             fault_local(&f, AIR_ERR_CONNECT, 1, 1, "out of memory building headers");
-            attempt_release(w, q);
-            handle_fault(w, q, &f, now);
-            return;
+            att_stop(w, a, -1);
+            handle_fault(w, q, a, &f, now);
+            return -1;
         }
-        q->hdrs = h;
+        a->hdrs = h;
     }
-    const char *body = q->out.body_ref != NULL ? q->out.body_ref : q->out.body;
+    const char *body = a->out.body_ref != NULL ? a->out.body_ref : a->out.body;
     uint64_t left_ms = (q->deadline_us - now) / 1000u + 1;
     uint64_t total_ms = min_u64(pc->timeout_ms, left_ms);
 
-    curl_easy_setopt(e, CURLOPT_URL, q->out.url);
+    curl_easy_setopt(e, CURLOPT_URL, a->out.url);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->out.body_len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)a->out.body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->hdrs);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, a);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)pc->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)total_ms);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_SHARE, r->share);
+    curl_easy_setopt(e, CURLOPT_SHARE, w->r->share);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -692,80 +990,129 @@ start_attempt(struct air__worker *w, struct air_req *q, uint64_t now)
 
     if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
         fault_local(&f, AIR_ERR_CONNECT, 1, 1, "cannot start the transfer");
-        attempt_release(w, q);
-        handle_fault(w, q, &f, now);
-        return;
+        att_stop(w, a, -1);
+        handle_fault(w, q, a, &f, now);
+        return -1;
     }
-    if (heap_set(w, q, next_check(q)) != 0)
-        finish_local(w, q, AIR_ERR_UPSTREAM, "out of memory arming a timer");
+
+    /* Arm a hedge for a first attempt on a hedging route. */
+    if (!hedge && !q->hedged && !q->att[1 - slot].active) {
+        air__epoch_begin(w->erec);
+        const struct air__tun *t2 = atomic_load_explicit(&wd->tun, memory_order_acquire);
+        if (hedge_on(q, t2)) {
+            const struct air__view *v2 = atomic_load_explicit(&wd->view, memory_order_acquire);
+            const struct air__dstat *ds = v2 != NULL && di < v2->ndeps ? &v2->d[di] : NULL;
+            uint64_t dms =
+                air__hedge_delay_ms(ds, q->stream, (uint32_t)t2->g.hedge_delay_ms,
+                                    (uint32_t)t2->g.hedge_min_ms, (uint32_t)t2->g.hedge_max_ms,
+                                    (uint32_t)t2->g.hedge_default_ms);
+            q->hedge_at_us = now + dms * 1000u;
+        }
+        air__epoch_end(w->erec);
+    }
+    heap_rearm(w, q);
+    return 0;
 }
 
-/* A failed attempt: retry, fail over, or finish with the error. */
+/* A failed attempt (already stopped): retry, fail over, or finish. */
 static void
-handle_fault(struct air__worker *w, struct air_req *q, const air_fault_t *f, uint64_t now)
+handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const air_fault_t *f,
+             uint64_t now)
 {
-    struct air *r = w->r;
-    const struct air__config *cfg = r->cfg;
     q->fault = *f;
     q->have_fault = 1;
-    air__buf_reset(&q->held); /* nothing held back reached the caller */
-    stat_add(&w->pstats[q->cands[q->cur].prov].errors, 1);
-
+    if (!q->content_sent)
+        air__buf_reset(&q->held); /* nothing held back reached the caller */
+    size_t ci = a->ci;
     if (f->unusable || f->cls == AIR_ERR_AUTH || f->cls == AIR_ERR_NOT_FOUND)
-        q->cstate[q->cur].excluded = 1;
-    if (f->retry_after_ms >= 0)
-        q->cstate[q->cur].not_before_ms =
-            (int64_t)(now / 1000u) + (int64_t)min_u64((uint64_t)f->retry_after_ms,
-                                                      cfg->max_retry_after_ms);
+        q->ci[ci].excluded = 1;
+    q->ci[ci].failed = 1;
+    if (f->retry_after_ms >= 0) {
+        uint64_t ra = (uint64_t)f->retry_after_ms;
+        q->ci[ci].not_before_ms = wall_ms() + (int64_t)ra;
+    }
+    if (q->winner == (int)(a - q->att))
+        q->winner = -1;
 
-    if ((!f->retry && !f->failover) || q->attempts >= q->limit) {
+    /* The other attempt (a hedge) is still running: it is the failover. */
+    if (any_active(q)) {
+        q->hedge_at_us = 0;
+        heap_rearm(w, q);
+        return;
+    }
+    if (q->content_sent || (!f->retry && !f->failover) || q->attempts >= q->limit) {
         finish(w, q, f->cls, NULL, f, NULL);
         return;
     }
-    int new_round = 0;
-    long next;
-    if (f->failover)
-        next = air__next_candidate(q->cstate, q->ncands, q->cur, &new_round);
-    else
-        next = q->cstate[q->cur].excluded ? -1 : (long)q->cur;
-    if (next < 0 || ((size_t)next == q->cur && !f->retry)) {
-        finish(w, q, f->cls, NULL, f, NULL);
+    /* A retry must fit the retry budget (so an outage cannot multiply
+     * traffic). */
+    air__epoch_begin(w->erec);
+    const struct air__tun *t = atomic_load_explicit(&q->world->tun, memory_order_acquire);
+    w->rbudget.ratio = t->g.retry_budget_ratio;
+    w->rbudget.min_per_s = (uint32_t)t->g.retry_budget_min_per_s;
+    uint32_t base = (uint32_t)t->g.retry_backoff_base_ms;
+    uint32_t cap = (uint32_t)t->g.retry_backoff_cap_ms;
+    uint32_t max_ra = (uint32_t)t->g.retry_max_retry_after_ms;
+    air__epoch_end(w->erec);
+    if (!air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+        air_fault_t g = *f;
+        size_t ml = strlen(g.message);
+        snprintf(g.message + ml, sizeof g.message - ml, " (retry budget exhausted)");
+        finish(w, q, f->cls, NULL, &g, NULL);
         return;
     }
-    if ((size_t)next == q->cur)
-        new_round = 1;
-    /* A server asking for a longer pause than we honour: do not wait on
-     * this deployment. */
-    if ((size_t)next == q->cur && f->retry_after_ms > (int64_t)cfg->max_retry_after_ms) {
-        finish(w, q, f->cls, NULL, f, NULL);
-        return;
-    }
+    if (f->retry_after_ms > (int64_t)max_ra)
+        q->ci[ci].excluded = 1; /* asks for a longer pause than we honour */
+    /* Same-deployment retry is allowed only when the fault says so. */
+    if (!f->retry)
+        q->ci[ci].excluded = 1;
+    /* A fresh deployment goes at once; when every usable one has been tried,
+     * start a new round after a full-jitter backoff. */
+    int fresh = 0;
+    for (size_t i = 0; i < q->ndeps; i++)
+        if (!q->ci[i].failed && !q->ci[i].excluded)
+            fresh = 1;
     uint64_t start = now;
-    if (new_round) {
+    if (!fresh) {
+        int usable = 0;
+        for (size_t i = 0; i < q->ndeps; i++) {
+            if (!q->ci[i].excluded) {
+                q->ci[i].failed = 0; /* new round */
+                usable = 1;
+            }
+        }
+        if (!usable) {
+            finish(w, q, f->cls, NULL, f, NULL);
+            return;
+        }
         q->round++;
-        /* Server-given delays replace the backoff and get no jitter. */
-        if (!(f->retry_after_ms >= 0 && (size_t)next == q->cur))
-            start += air__backoff_ms(q->round, cfg->backoff_base_ms, cfg->backoff_cap_ms,
-                                     air__rand_next(&w->rnd)) *
-                     1000u;
+        if (f->retry_after_ms < 0)
+            start += air__backoff_ms(q->round, base, cap, air__rand_next(&w->rnd)) * 1000u;
     }
-    int64_t nb = q->cstate[next].not_before_ms;
-    if (nb > 0 && (uint64_t)nb * 1000u > start)
-        start = (uint64_t)nb * 1000u;
+    /* Retry-After of every usable deployment in the future: wait for the
+     * earliest, or give up now if that is past the deadline. */
+    int64_t earliest = -1;
+    int64_t wnow = wall_ms();
+    for (size_t i = 0; i < q->ndeps; i++) {
+        if (q->ci[i].excluded || q->ci[i].failed)
+            continue;
+        int64_t nb = q->ci[i].not_before_ms > wnow ? q->ci[i].not_before_ms - wnow : 0;
+        if (earliest < 0 || nb < earliest)
+            earliest = nb;
+    }
+    if (earliest > 0 && now + (uint64_t)earliest * 1000u > start)
+        start = now + (uint64_t)earliest * 1000u;
     if (start >= q->deadline_us) {
-        /* Waiting would outlive the deadline: report the failure now. */
         finish(w, q, f->cls, NULL, f, NULL);
         return;
     }
-    q->cur = (size_t)next;
     if (start <= now) {
-        start_attempt(w, q, now);
+        start_attempt(w, q, 0, 0, now);
         return;
     }
     q->waiting = 1;
     q->start_at_us = start;
-    if (heap_set(w, q, next_check(q)) != 0)
-        finish(w, q, f->cls, NULL, f, NULL);
+    heap_rearm(w, q);
 }
 
 static void
@@ -792,227 +1139,275 @@ classify_transport(air_fault_t *f, CURLcode rc, const char *who)
     fault_local(f, cls, 1, 1, msg);
 }
 
-/* The transfer of q's current attempt ended (curl reported DONE). */
+/* Feed vendor rate-limit headers to the deployment's buckets and health. */
 static void
-attempt_done(struct air__worker *w, struct air_req *q, CURLcode rc)
+learn_ratelimit(struct air__worker *w, struct air__att *a)
 {
-    struct air *r = w->r;
-    const struct air__prov *pv = &r->prov[q->cands[q->cur].prov];
+    const struct air__prov *pv = att_prov(a);
+    if (pv->ops->ratelimit == NULL)
+        return;
+    air_http_in_t in = {
+        .status = a->http_status,
+        .body = "",
+        .body_len = 0,
+        .header = hdr_lookup,
+        .hctx = &a->resp_hdrs,
+        .now_unix_ms = wall_ms(),
+    };
+    air_ratelimit_t rl;
+    memset(&rl, 0, sizeof rl);
+    pv->ops->ratelimit(pv->state, &in, &rl);
+    if (!rl.present)
+        return;
+    struct air__dep *d = att_dep(a);
+    int64_t now = wall_ms();
+    if (d->rpm && rl.remaining_requests >= 0)
+        air__bucket_sync(&d->rpm_bucket, (double)rl.remaining_requests,
+                         rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 0, now);
+    if (d->tpm && rl.remaining_tokens >= 0)
+        air__bucket_sync(&d->tpm_bucket, (double)rl.remaining_tokens,
+                         rl.reset_tokens_ms >= 0 ? rl.reset_tokens_ms : 0, now);
+    if (rl.remaining_requests == 0 && a->http_status >= 200 && a->http_status < 300) {
+        /* Out of requests until the reset: cool the deployment down. */
+        air__epoch_begin(w->erec);
+        const struct air__tun *t = atomic_load_explicit(&a->q->world->tun, memory_order_acquire);
+        air__route_outcome(a->q->world, t, a->q->rt, a->q->deps[a->ci], AIR_O_RATE_LIMITED,
+                           rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 1000, now);
+        air__epoch_end(w->erec);
+    }
+}
+
+/* The transfer of attempt a ended (curl reported DONE). */
+static void
+attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
+{
+    struct air_req *q = a->q;
+    const struct air__prov *pv = att_prov(a);
     const char *pname = pv->cfg->name;
     uint64_t now = air__now_us();
     air_fault_t f;
     memset(&f, 0, sizeof f);
     f.retry_after_ms = -1;
 
-    if (q->http_status == 0 && q->easy != NULL) {
+    if (a->http_status == 0 && a->easy != NULL) {
         long code = 0;
-        curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
-        q->http_status = (int)code;
+        curl_easy_getinfo(a->easy, CURLINFO_RESPONSE_CODE, &code);
+        a->http_status = (int)code;
     }
-    attempt_release(w, q);
-    heap_remove(w, q);
+    if (a->loser) {
+        /* Lost the hedge race: counted, never reported as a failure. */
+        att_record(w, a, 0, NULL);
+        att_stop(w, a, -1);
+        return;
+    }
+    learn_ratelimit(w, a);
 
-    if (q->stream && q->is_sse) {
-        if (q->stream_finished && q->stream_rc == AIR_STREAM_DONE) {
-            flush_held(q);
-            finish(w, q, AIR_ERR_NONE, "", NULL, NULL);
-            return;
-        }
-        if (!q->stream_finished && rc == CURLE_OK) {
-            air__sse_finish(&q->sse);
+    if (q->stream && a->is_sse) {
+        int done = a->stream_finished && a->stream_rc == AIR_STREAM_DONE;
+        if (!a->stream_finished && rc == CURLE_OK) {
+            air__sse_finish(&a->sse);
             air_stream_rc_t er =
-                pv->ops->stream_end ? pv->ops->stream_end(pv->state, &q->sc) : AIR_STREAM_ERROR;
-            if (er == AIR_STREAM_DONE) {
-                flush_held(q);
-                finish(w, q, AIR_ERR_NONE, "", NULL, NULL);
-                return;
+                pv->ops->stream_end ? pv->ops->stream_end(pv->state, &a->sc) : AIR_STREAM_ERROR;
+            done = er == AIR_STREAM_DONE;
+            if (!done) {
+                if (pv->ops->stream_end == NULL || a->sc.fault.cls == AIR_ERR_NONE) {
+                    char msg[256];
+                    snprintf(msg, sizeof msg, "%s: stream ended before completion", pname);
+                    fault_local(&a->sc.fault, AIR_ERR_UPSTREAM, 1, 1, msg);
+                }
+                f = a->sc.fault;
+                if (a->sse.junk.len > 0) {
+                    /* Non-SSE lines in the stream: most likely a vendor error
+                     * written as raw JSON. Let the adapter classify it. */
+                    air_fault_t jf;
+                    memset(&jf, 0, sizeof jf);
+                    jf.retry_after_ms = -1;
+                    air_http_in_t jin = {
+                        .status = a->http_status,
+                        .body = a->sse.junk.data,
+                        .body_len = a->sse.junk.len,
+                        .header = hdr_lookup,
+                        .hctx = &a->resp_hdrs,
+                        .now_unix_ms = wall_ms(),
+                    };
+                    pv->ops->classify(pv->state, &jin, &jf);
+                    if (jf.message[0] != '\0' && jf.cls != AIR_ERR_NONE)
+                        f = jf;
+                }
             }
-            if (pv->ops->stream_end == NULL || q->sc.fault.cls == AIR_ERR_NONE) {
-                char msg[256];
-                snprintf(msg, sizeof msg, "%s: stream ended before completion", pname);
-                fault_local(&q->sc.fault, AIR_ERR_UPSTREAM, 1, 1, msg);
-            }
-            f = q->sc.fault;
-            if (q->sse.junk.len > 0) {
-                /* The stream carried non-SSE lines: most likely a vendor error
-                 * written as raw JSON. Let the adapter classify it. */
-                air_fault_t jf;
-                memset(&jf, 0, sizeof jf);
-                jf.retry_after_ms = -1;
-                air_http_in_t jin = {
-                    .status = q->http_status,
-                    .body = q->sse.junk.data,
-                    .body_len = q->sse.junk.len,
-                    .header = hdr_lookup,
-                    .hctx = &q->resp_hdrs,
-                    .now_unix_ms = (int64_t)time(NULL) * 1000,
-                };
-                pv->ops->classify(pv->state, &jin, &jf);
-                if (jf.message[0] != '\0' && jf.cls != AIR_ERR_NONE)
-                    f = jf;
-            }
-        } else if (q->stream_finished) {
-            f = q->sc.fault;
+        } else if (!done && a->stream_finished) {
+            f = a->sc.fault;
             if (f.cls == AIR_ERR_NONE)
                 fault_local(&f, AIR_ERR_UPSTREAM, 0, 1, "stream failed");
-        } else {
+        } else if (!done) {
             classify_transport(&f, rc, pname);
             size_t ml = strlen(f.message);
             snprintf(f.message + ml, sizeof f.message - ml, " (stream broken)");
         }
-        f.http_status = f.http_status ? f.http_status : 0;
+        if (done) {
+            q->usage = a->sc.usage;
+            snprintf(q->up_model, sizeof q->up_model, "%s", a->sc.model);
+            att_record(w, a, 1, &q->usage);
+            att_outcome(w, a, NULL);
+            att_stop(w, a, q->usage.present ? (int64_t)(q->usage.prompt + q->usage.completion)
+                                            : -1);
+            flush_held(q);
+            finish(w, q, AIR_ERR_NONE, "", NULL, NULL);
+            return;
+        }
+        att_record(w, a, 0, &a->sc.usage);
+        att_outcome(w, a, &f);
+        att_stop(w, a, -1);
         if (q->content_sent) {
             /* Content already reached the caller: no failover, report it. */
+            q->usage = a->sc.usage;
             finish(w, q, f.cls, NULL, &f, NULL);
             return;
         }
-        handle_fault(w, q, &f, now);
+        handle_fault(w, q, a, &f, now);
         return;
     }
 
     if (rc != CURLE_OK) {
-        if (q->too_big) {
+        if (a->too_big) {
             char msg[256];
             snprintf(msg, sizeof msg, "%s: response larger than max_event_bytes", pname);
             fault_local(&f, AIR_ERR_UPSTREAM, 0, 1, msg);
         } else {
             classify_transport(&f, rc, pname);
         }
-        handle_fault(w, q, &f, now);
+        att_record(w, a, 0, NULL);
+        att_outcome(w, a, &f);
+        att_stop(w, a, -1);
+        handle_fault(w, q, a, &f, now);
         return;
     }
 
     air_http_in_t in = {
-        .status = q->http_status,
-        .body = q->resp_body.data ? q->resp_body.data : "",
-        .body_len = q->resp_body.len,
+        .status = a->http_status,
+        .body = a->resp_body.data ? a->resp_body.data : "",
+        .body_len = a->resp_body.len,
         .header = hdr_lookup,
-        .hctx = &q->resp_hdrs,
-        .now_unix_ms = (int64_t)time(NULL) * 1000,
+        .hctx = &a->resp_hdrs,
+        .now_unix_ms = wall_ms(),
     };
-    if (q->http_status >= 200 && q->http_status < 300) {
+    if (a->http_status >= 200 && a->http_status < 300) {
         air_decoded_t dec;
         memset(&dec, 0, sizeof dec);
-        air_status_t st = pv->ops->decode(pv->state, &q->view, &in, &dec, &f);
+        air_status_t st = pv->ops->decode(pv->state, &a->view, &in, &dec, &f);
         if (st == AIR_OK) {
+            att_record(w, a, 1, &dec.usage);
+            att_outcome(w, a, NULL);
+            att_stop(w, a,
+                     dec.usage.present ? (int64_t)(dec.usage.prompt + dec.usage.completion) : -1);
             finish(w, q, AIR_ERR_NONE, "", NULL, &dec);
             return;
         }
         air__free(dec.body);
         if (f.cls == AIR_ERR_NONE)
             fault_local(&f, AIR_ERR_UPSTREAM, 0, 1, "unparseable provider reply");
-        handle_fault(w, q, &f, now);
-        return;
+    } else {
+        pv->ops->classify(pv->state, &in, &f);
+        if (f.cls == AIR_ERR_NONE)
+            f.cls = AIR_ERR_UPSTREAM;
+        if (f.http_status == 0)
+            f.http_status = a->http_status;
+        if (f.message[0] == '\0')
+            snprintf(f.message, sizeof f.message, "%s: HTTP %d", pname, a->http_status);
     }
-    pv->ops->classify(pv->state, &in, &f);
-    if (f.cls == AIR_ERR_NONE)
-        f.cls = AIR_ERR_UPSTREAM;
-    if (f.http_status == 0)
-        f.http_status = q->http_status;
-    if (f.message[0] == '\0')
-        snprintf(f.message, sizeof f.message, "%s: HTTP %d", pname, q->http_status);
-    handle_fault(w, q, &f, now);
+    att_record(w, a, 0, NULL);
+    att_outcome(w, a, &f);
+    att_stop(w, a, -1);
+    handle_fault(w, q, a, &f, now);
 }
 
 /* ------------------------------------------------------------- requests */
 
-static void
-not_found_msg(struct air *r, const char *model, air_buf_t *b)
-{
-    air__buf_printf(b, "model '%s' is not served; served models:", model);
-    int first = 1;
-    for (size_t i = 0; i < r->cfg->nroutes; i++) {
-        air__buf_printf(b, "%s %s", first ? "" : ",", r->cfg->routes[i].model);
-        first = 0;
-    }
-    for (size_t p = 0; p < r->cfg->nproviders; p++)
-        for (size_t m = 0; m < r->cfg->providers[p].nmodels; m++) {
-            const char *name = r->cfg->providers[p].models[m].name;
-            if (air__config_route(r->cfg, name) != NULL)
-                continue;
-            air__buf_printf(b, "%s %s", first ? "" : ",", name);
-            first = 0;
-        }
-    if (first)
-        air__buf_puts(b, " (none)");
-}
-
-/* Fill q->cands from the route (or pin). Returns 0, or -1 after finishing q. */
 static int
-resolve(struct air__worker *w, struct air_req *q)
+client_admit(struct air__worker *w, struct air_req *q)
 {
-    struct air *r = w->r;
-    const struct air__config *cfg = r->cfg;
-    const struct air__route_cfg *rt = air__config_route(cfg, q->model);
-    size_t cap = rt ? rt->ntargets : cfg->nproviders;
-    if (cap == 0)
-        cap = 1;
-    q->cands = air__calloc(cap, sizeof *q->cands);
-    q->cstate = air__calloc(cap, sizeof *q->cstate);
-    if (q->cands == NULL || q->cstate == NULL) {
-        finish_local(w, q, AIR_ERR_UPSTREAM, "out of memory");
-        return -1;
+    struct air__world *wd = q->world;
+    int64_t now = wall_ms();
+    char msg[256];
+    if (q->client_key != NULL)
+        q->client = air__world_client(wd, q->client_key);
+    struct air__client *cl = q->client;
+    double tok = (double)(q->need.est_in_tokens + q->need.est_out_tokens);
+    /* The most expensive candidate bounds the reservation. */
+    double est = 0;
+    for (size_t i = 0; i < q->ndeps; i++) {
+        double c = air__route_est_cost(&wd->deps[q->deps[i]], &q->need);
+        if (c > est)
+            est = c;
     }
-    size_t n = 0;
-    long pin = -1;
-    if (q->pin != NULL) {
-        pin = air__config_provider_idx(cfg, q->pin);
-        if (pin < 0) {
-            air_buf_t b = AIR_BUF_INIT;
-            air__buf_printf(&b, "provider '%s' is not configured; configured providers:",
-                            q->pin);
-            for (size_t p = 0; p < cfg->nproviders; p++)
-                air__buf_printf(&b, "%s %s", p ? "," : "", cfg->providers[p].name);
-            finish_local(w, q, AIR_ERR_NOT_FOUND, b.data ? b.data : "unknown provider");
-            air__buf_free(&b);
-            return -1;
+    air_fault_t f;
+    if (cl != NULL) {
+        if (cl->cap.max) {
+            if (!air__cap_enter(&cl->cap)) {
+                snprintf(msg, sizeof msg, "client '%s' has %u requests in flight (max_inflight)",
+                         cl->name, cl->cap.max);
+                fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
+                f.retry_after_ms = 1000;
+                goto refuse;
+            }
+            q->client_cap = 1;
+        }
+        if (cl->rpm) {
+            int64_t wt = air__bucket_take(&cl->rpm_bucket, 1, now);
+            if (wt > 0) {
+                snprintf(msg, sizeof msg, "client '%s' is over its rpm limit (%u/min)", cl->name,
+                         cl->rpm);
+                fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
+                f.retry_after_ms = wt;
+                goto refuse;
+            }
+        }
+        if (cl->tpm) {
+            int64_t wt = air__bucket_take(&cl->tpm_bucket, tok, now);
+            if (wt > 0) {
+                snprintf(msg, sizeof msg, "client '%s' is over its tpm limit (%u/min)", cl->name,
+                         cl->tpm);
+                fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
+                f.retry_after_ms = wt;
+                goto refuse;
+            }
+        }
+        if (cl->has_budget) {
+            int64_t ra = 0;
+            if (air__budget_reserve(&cl->budget, est, now, &ra) != 0) {
+                snprintf(msg, sizeof msg, "client '%s' budget of $%.2f is exhausted", cl->name,
+                         cl->budget.limit_usd);
+                fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
+                f.retry_after_ms = ra;
+                goto refuse;
+            }
         }
     }
-    if (rt != NULL) {
-        for (size_t i = 0; i < rt->ntargets; i++) {
-            if (pin >= 0 && rt->targets[i].provider_idx != (size_t)pin)
-                continue;
-            q->cands[n].prov = rt->targets[i].provider_idx;
-            q->cands[n].model = rt->targets[i].model;
-            n++;
+    if (q->rt != NULL && q->rt->has_budget) {
+        int64_t ra = 0;
+        struct air__budget *b = (struct air__budget *)&q->rt->budget;
+        if (air__budget_reserve(b, est, now, &ra) != 0) {
+            if (cl != NULL && cl->has_budget)
+                air__budget_settle(&cl->budget, est, 0, now);
+            snprintf(msg, sizeof msg, "route '%s' budget of $%.2f is exhausted", q->rt->cfg->model,
+                     b->limit_usd);
+            fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
+            f.retry_after_ms = ra;
+            goto refuse_nobudget;
         }
-        if (n == 0 && pin >= 0) {
-            /* Pinned to a provider outside the route: send the model as named. */
-            q->cands[0].prov = (size_t)pin;
-            q->cands[0].model = q->model;
-            n = 1;
-        }
-        q->limit = q->max_attempts ? q->max_attempts
-                                   : (rt->max_attempts ? rt->max_attempts : cfg->max_attempts);
-    } else {
-        /* No route: the providers that list the model, in config order. */
-        for (size_t p = 0; p < cfg->nproviders && n < cap; p++) {
-            if (pin >= 0 && p != (size_t)pin)
-                continue;
-            for (size_t m = 0; m < cfg->providers[p].nmodels; m++)
-                if (strcmp(cfg->providers[p].models[m].name, q->model) == 0) {
-                    q->cands[n].prov = p;
-                    q->cands[n].model = cfg->providers[p].models[m].name;
-                    n++;
-                    break;
-                }
-        }
-        if (n == 0 && pin >= 0) {
-            q->cands[0].prov = (size_t)pin;
-            q->cands[0].model = q->model;
-            n = 1;
-        }
-        q->limit = q->max_attempts ? q->max_attempts : cfg->max_attempts;
     }
-    if (n == 0) {
-        air_buf_t b = AIR_BUF_INIT;
-        not_found_msg(r, q->model, &b);
-        finish_local(w, q, AIR_ERR_NOT_FOUND, b.data ? b.data : "model not found");
-        air__buf_free(&b);
-        return -1;
-    }
-    q->ncands = n;
+    q->budget_est_usd = ((cl != NULL && cl->has_budget) || (q->rt != NULL && q->rt->has_budget))
+                            ? est
+                            : 0;
     return 0;
+refuse:
+refuse_nobudget:
+    f.http_status = 429;
+    /* Undo what was taken (settle_request handles cap; budgets were not
+     * reserved on this path except the client's, settled above). */
+    q->budget_est_usd = 0;
+    finish(w, q, f.cls, NULL, &f, NULL);
+    return -1;
 }
 
 static void
@@ -1020,16 +1415,31 @@ start_request(struct air__worker *w, struct air_req *q, uint64_t now)
 {
     struct air *r = w->r;
     q->w = w;
+    q->world = w->world;
+    w->on_current++;
+    q->winner = -1;
     link_active(w, q);
     stat_add(&w->stats.started, 1);
-    uint32_t dl = q->deadline_ms ? q->deadline_ms : r->cfg->request_timeout_ms;
+    uint32_t dl = q->deadline_ms ? q->deadline_ms : q->world->cfg->request_timeout_ms;
     q->deadline_us = q->t_submit_us + (uint64_t)dl * 1000u;
     snprintf(q->rid, sizeof q->rid, "air-%016llx", (unsigned long long)q->id);
-    air__sse_init(&q->sse, r->cfg->max_event_bytes);
-    if (resolve(w, q) != 0)
+    for (int i = 0; i < 2; i++) {
+        q->att[i].q = q;
+        air__sse_init(&q->att[i].sse, q->world->cfg->max_event_bytes);
+    }
+    (void)r;
+    air_buf_t why = AIR_BUF_INIT;
+    if (air__route_resolve(q->world, q->model, q->pin, q->deps, &q->ndeps, &q->rt, &why) != 0) {
+        finish_local(w, q, AIR_ERR_NOT_FOUND, why.data ? why.data : "model not found");
+        air__buf_free(&why);
         return;
-    q->cur = 0;
-    start_attempt(w, q, now);
+    }
+    air__buf_free(&why);
+    air__route_need(q->body, q->raw_len, &q->need);
+    air__rbudget_on_request(&w->rbudget, wall_ms());
+    if (client_admit(w, q) != 0)
+        return;
+    start_attempt(w, q, 0, 0, now);
 }
 
 void
@@ -1057,7 +1467,6 @@ static void
 cancel_req(struct air__worker *w, struct air_req *q)
 {
     q->cancelled = 1;
-    attempt_release(w, q);
     finish_local(w, q, AIR_ERR_CANCELLED, "cancelled by the caller");
 }
 
@@ -1121,13 +1530,30 @@ intake(struct air__worker *w, uint64_t now)
 }
 
 static void
+att_timeout(struct air__worker *w, struct air__att *a, const char *what, uint32_t ms, uint64_t now)
+{
+    struct air_req *q = a->q;
+    air_fault_t f;
+    char msg[200];
+    snprintf(msg, sizeof msg, "%s: %s (%u ms)", att_prov(a)->cfg->name, what, ms);
+    fault_local(&f, AIR_ERR_TIMEOUT, 1, 1, msg);
+    att_record(w, a, 0, NULL);
+    att_outcome(w, a, &f);
+    att_stop(w, a, -1);
+    if (q->content_sent && !any_active(q)) {
+        finish(w, q, AIR_ERR_TIMEOUT, NULL, &f, NULL);
+        return;
+    }
+    handle_fault(w, q, a, &f, now);
+}
+
+static void
 run_timers(struct air__worker *w, uint64_t now)
 {
     while (w->heap_len > 0 && w->heap[0]->timer_at_us <= now) {
         struct air_req *q = w->heap[0];
         heap_remove(w, q);
         if (now >= q->deadline_us) {
-            attempt_release(w, q);
             char msg[128];
             snprintf(msg, sizeof msg, "deadline exceeded after %u attempt%s", q->attempts,
                      q->attempts == 1 ? "" : "s");
@@ -1136,40 +1562,57 @@ run_timers(struct air__worker *w, uint64_t now)
         }
         if (q->waiting) {
             if (now >= q->start_at_us)
-                start_attempt(w, q, now);
+                start_attempt(w, q, 0, 0, now);
             else
-                heap_set(w, q, next_check(q));
+                heap_rearm(w, q);
             continue;
         }
-        if (q->easy == NULL)
-            continue;
-        const struct air__provider_cfg *pc = cur_pcfg(q);
-        air_fault_t f;
-        if (q->t_first_byte_us == 0 &&
-            now >= q->t_attempt_us + (uint64_t)pc->first_byte_timeout_ms * 1000u) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "%s: no response within first_byte_timeout_ms (%u ms)",
-                     pc->name, pc->first_byte_timeout_ms);
-            fault_local(&f, AIR_ERR_TIMEOUT, 1, 1, msg);
-            attempt_release(w, q);
-            handle_fault(w, q, &f, now);
-            continue;
+        /* Per-attempt timeouts. */
+        int handled = 0;
+        for (int i = 0; i < 2 && !handled; i++) {
+            struct air__att *a = &q->att[i];
+            if (!a->active || a->loser)
+                continue;
+            const struct air__provider_cfg *pc = att_prov(a)->cfg;
+            if (a->t_first_byte_us == 0 &&
+                now >= a->t_start_us + (uint64_t)pc->first_byte_timeout_ms * 1000u) {
+                att_timeout(w, a, "no response within first_byte_timeout_ms",
+                            pc->first_byte_timeout_ms, now);
+                handled = 1;
+            } else if (q->stream && a->t_first_byte_us != 0 &&
+                       now >= a->t_last_byte_us + (uint64_t)pc->idle_timeout_ms * 1000u) {
+                att_timeout(w, a, "stream idle for idle_timeout_ms", pc->idle_timeout_ms, now);
+                handled = 1;
+            }
         }
-        if (q->stream && q->t_first_byte_us != 0 &&
-            now >= q->t_last_byte_us + (uint64_t)pc->idle_timeout_ms * 1000u) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "%s: stream idle for idle_timeout_ms (%u ms)", pc->name,
-                     pc->idle_timeout_ms);
-            fault_local(&f, AIR_ERR_TIMEOUT, 1, 1, msg);
-            attempt_release(w, q);
-            if (q->content_sent)
-                finish(w, q, AIR_ERR_TIMEOUT, NULL, &f, NULL);
-            else
-                handle_fault(w, q, &f, now);
-            continue;
+        if (handled)
+            continue; /* q may be gone */
+        /* Hedge: the first attempt has no byte yet. */
+        if (q->hedge_at_us != 0 && now >= q->hedge_at_us) {
+            q->hedge_at_us = 0;
+            int slot = q->att[0].active ? 1 : 0;
+            if (q->winner < 0 && any_active(q) && !q->att[slot].active &&
+                air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+                q->hedged = 1;
+                if (start_attempt(w, q, slot, 1, now) < 0)
+                    continue; /* q may be gone */
+            }
         }
-        heap_set(w, q, next_check(q)); /* lazy re-arm (idle timer moved) */
+        heap_rearm(w, q); /* lazy re-arm (idle timer moved) */
     }
+}
+
+static void
+cancel_losers(struct air__worker *w)
+{
+    for (size_t i = 0; i < w->nlosers; i++) {
+        struct air__att *a = w->losers[i];
+        if (a->active && a->loser) {
+            att_record(w, a, 0, NULL);
+            att_stop(w, a, -1);
+        }
+    }
+    w->nlosers = 0;
 }
 
 static void
@@ -1182,22 +1625,81 @@ reap(struct air__worker *w)
             continue;
         char *priv = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-        struct air_req *q = (void *)priv;
+        struct air__att *a = (void *)priv;
         CURLcode rc = m->data.result;
-        if (q != NULL)
-            attempt_done(w, q, rc);
+        if (a != NULL && a->active)
+            attempt_done(w, a, rc);
     }
+}
+
+/* ----------------------------------------------------------- statistics */
+
+static void
+merge_stats(struct air__worker *w, int64_t now_ms)
+{
+    struct air__world *wd = w->world;
+    if (wd == NULL || now_ms < w->next_merge_ms)
+        return;
+    air__epoch_begin(w->erec);
+    const struct air__tun *t = atomic_load_explicit(&wd->tun, memory_order_acquire);
+    int64_t fold_ms = t->g.stats_fold_ms;
+    double halflife = t->g.ewma_halflife_ms;
+    air__epoch_end(w->erec);
+    w->next_merge_ms = now_ms + fold_ms;
+    for (size_t d = 0; d < wd->ndeps; d++) {
+        struct air__dobs *row = obs_row(w, wd, d);
+        if (row->requests == 0)
+            continue;
+        pthread_mutex_lock(&wd->deps[d].mu);
+        air__dobs_merge(&wd->deps[d].pending, row);
+        pthread_mutex_unlock(&wd->deps[d].mu);
+        air__dobs_reset(row);
+    }
+    /* One worker at a time folds and publishes a new view. */
+    if (pthread_mutex_trylock(&wd->fold_mu) != 0)
+        return;
+    if (now_ms - wd->last_fold_ms < fold_ms) {
+        pthread_mutex_unlock(&wd->fold_mu);
+        return;
+    }
+    double dt = (double)(now_ms - wd->last_fold_ms);
+    wd->last_fold_ms = now_ms;
+    struct air__view *nv = air__malloc(sizeof *nv + (wd->ndeps ? wd->ndeps : 1) * sizeof nv->d[0]);
+    if (nv == NULL) {
+        pthread_mutex_unlock(&wd->fold_mu);
+        return;
+    }
+    nv->ndeps = wd->ndeps;
+    nv->at_ms = now_ms;
+    struct air__dobs o;
+    for (size_t d = 0; d < wd->ndeps; d++) {
+        struct air__dep *dep = &wd->deps[d];
+        pthread_mutex_lock(&dep->mu);
+        o = dep->pending;
+        air__dobs_reset(&dep->pending);
+        pthread_mutex_unlock(&dep->mu);
+        air__dstat_fold(&dep->agg, &o, dt, halflife);
+        nv->d[d] = dep->agg;
+        uint32_t infl = 0;
+        for (uint32_t k = 0; k < wd->nworkers; k++)
+            infl += atomic_load_explicit(&wd->winfl[(size_t)k * wd->ndeps + d],
+                                         memory_order_relaxed);
+        nv->d[d].inflight = infl;
+    }
+    struct air__view *old = atomic_exchange_explicit(&wd->view, nv, memory_order_acq_rel);
+    pthread_mutex_unlock(&wd->fold_mu);
+    /* Outside any section of ours: wait until no reader can see `old`. */
+    air__epoch_synchronize(w->erec);
+    air__free(old);
 }
 
 static void
 shutdown_all(struct air__worker *w)
 {
     struct air *r = w->r;
-    while (w->active != NULL) {
-        struct air_req *q = w->active;
-        attempt_release(w, q);
-        finish_local(w, q, AIR_ERR_SHUTDOWN, "router shut down before the request completed");
-    }
+    while (w->active != NULL)
+        finish_local(w, w->active, AIR_ERR_SHUTDOWN,
+                     "router shut down before the request completed");
     void *v;
     while (ck_ring_dequeue_mpmc(&r->ingress, r->ingress_buf, &v))
         air__complete_unstarted(r, v, AIR_E_SHUTDOWN, AIR_ERR_SHUTDOWN,
@@ -1217,20 +1719,28 @@ air__worker_main(void *arg)
             shutdown_all(w);
             break;
         }
+        world_sync(w);
         intake(w, now);
         process_cancels(w);
         run_timers(w, now);
         int running = 0;
         curl_multi_perform(w->multi, &running);
         reap(w);
+        cancel_losers(w);
+        merge_stats(w, wall_ms());
         if (stopping && w->nactive == 0 && ck_ring_size(&r->ingress) == 0)
             break;
 
-        /* How long may we sleep? Until the first timer, at most 10 s. */
+        /* How long may we sleep? Until the first timer or the next stats
+         * merge when there is traffic, at most 10 s. */
         now = air__now_us();
         uint64_t wait_us = 10u * 1000000u;
         if (w->heap_len > 0)
             wait_us = w->heap[0]->timer_at_us > now ? w->heap[0]->timer_at_us - now : 0;
+        if (w->nactive > 0) {
+            int64_t wm = w->next_merge_ms - wall_ms();
+            wait_us = min_u64(wait_us, wm > 0 ? (uint64_t)wm * 1000u : 0);
+        }
         if (stopping) {
             int64_t dl = atomic_load_explicit(&r->drain_deadline_us, memory_order_acquire);
             uint64_t d = (int64_t)now < dl ? (uint64_t)(dl - (int64_t)now) : 0;
@@ -1246,11 +1756,18 @@ air__worker_main(void *arg)
                 timeout_ms = 0;
         }
         if (ck_ring_size(&w->cancel_ring) > 0 ||
-            atomic_load_explicit(&w->cancel_scan, memory_order_relaxed))
+            atomic_load_explicit(&w->cancel_scan, memory_order_relaxed) || w->nlosers > 0)
             timeout_ms = 0;
         curl_multi_poll(w->multi, NULL, 0, timeout_ms, NULL);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
     }
+    /* Drop this worker's world references. */
+    for (uint32_t i = 0; i < w->nold; i++)
+        air__world_unref(w->old[i].world);
+    w->nold = 0;
+    if (w->world != NULL)
+        air__world_unref(w->world);
+    w->world = NULL;
     return NULL;
 }
 
@@ -1268,22 +1785,15 @@ air__worker_init(struct air *r, struct air__worker *w, uint32_t idx)
     w->idx = idx;
     atomic_init(&w->sleeping, 0);
     atomic_init(&w->cancel_scan, 0);
-    w->max_active = r->cfg->max_inflight / r->cfg->workers;
+    w->max_active = r->max_inflight / r->nworkers;
     if (w->max_active == 0)
         w->max_active = 1;
     w->rnd = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(idx + 1) * 0xbf58476d1ce4e5b9ull) ^ air__now_us();
-    w->pstats = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pstats);
-    w->pinflight = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pinflight);
-    w->pcap = air__calloc(r->nprov ? r->nprov : 1, sizeof *w->pcap);
-    if (w->pinflight == NULL || w->pcap == NULL)
-        return AIR_E_NOMEM;
-    for (size_t p = 0; p < r->nprov; p++) {
-        uint32_t m = r->cfg->providers[p].max_inflight;
-        /* Each worker gets an equal share, rounded up, at least 1. */
-        w->pcap[p] = m ? (m + r->cfg->workers - 1) / r->cfg->workers : 0;
-    }
+    w->rr = idx;
+    air__rbudget_init(&w->rbudget, 0.2, 10, 10000);
     w->cancel_buf = air__calloc(CANCEL_RING_SIZE, sizeof(ck_ring_buffer_t));
-    if (w->pstats == NULL || w->cancel_buf == NULL)
+    w->erec = air__epoch_register(r->epoch);
+    if (w->cancel_buf == NULL || w->erec == NULL)
         return AIR_E_NOMEM;
     ck_ring_init(&w->cancel_ring, CANCEL_RING_SIZE);
     w->multi = curl_multi_init();
@@ -1308,8 +1818,5 @@ air__worker_fini(struct air__worker *w)
     w->multi = NULL;
     air__free(w->heap);
     air__free(w->cancel_buf);
-    air__free(w->pstats);
-    air__free(w->pinflight);
-    air__free(w->pcap);
     air__buf_free(&w->scratch);
 }

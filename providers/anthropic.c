@@ -30,6 +30,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "ratelimit.h"
 
 #define ANT_DEFAULT_MAX_TOKENS 4096
 #define ANT_DEFAULT_VERSION    "2023-06-01"
@@ -1876,4 +1877,5 @@ const air_provider_ops_t air_provider_anthropic = {
     .classify = ant_classify,
     .stream_event = ant_stream_event,
     .stream_end = ant_stream_end,
+    .ratelimit = air__ratelimit_anthropic_op,
 };

@@ -25,6 +25,7 @@
  * section of docs/PROVIDERS.md.
  */
 #include "common.h"
+#include "ratelimit.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -2203,4 +2204,5 @@ const air_provider_ops_t air_provider_gemini = {
     .classify = gem_classify,
     .stream_event = gem_stream_event,
     .stream_end = gem_stream_end,
+    .ratelimit = air__ratelimit_none_op,
 };

@@ -41,6 +41,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "ratelimit.h"
 
 #define MAX_DEPTH 128
 
@@ -1411,4 +1412,5 @@ const air_provider_ops_t air_provider_openai = {
     .classify = air__openai_classify,
     .stream_event = air__openai_stream_event,
     .stream_end = air__openai_stream_end,
+    .ratelimit = air__ratelimit_openai_op,
 };

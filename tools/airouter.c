@@ -297,6 +297,8 @@ main(int argc, char **argv)
         return air__cmd_mock(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return air__cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return air__cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("airouter %s\n", air_version());
         return 0;

@@ -8,5 +8,6 @@
 int air__cmd_mock(int argc, char **argv);
 int air__cmd_chat(int argc, char **argv);
 int air__cmd_bench(int argc, char **argv);
+int air__cmd_serve(int argc, char **argv);
 
 #endif

@@ -178,7 +178,7 @@ test_config_full_all_keys_parsed(void **state)
     assert_int_equal(r->targets[1].provider_idx, 1);
     const struct air__route_cfg *r2 = &c->routes[1];
     assert_string_equal(r2->model, "gpt-4o-mini");
-    assert_string_equal(r2->strategy, "priority"); /* default */
+    assert_null(r2->strategy); /* default: policy.strategy */
     assert_int_equal(r2->max_attempts, 0);
     assert_int_equal(r2->ntargets, 1);
     assert_string_equal(r2->targets[0].model, "gpt-4o-mini"); /* route's model */
@@ -395,8 +395,8 @@ test_config_unknown_and_duplicate_keys_rejected(void **state)
     expect_error("{'retry':{'max_atempts':2},'providers':[" P0 "]}",
                  "retry.max_atempts: unknown key (did you mean 'max_attempts'?)");
     expect_error("{'providers':[" P0 "],'routes':[{'model':'m','targets':[{'provider':'p0',"
-                 "'weight':2}]}]}",
-                 "routes[0].targets[0].weight: unknown key");
+                 "'wieght':2}]}]}",
+                 "routes[0].targets[0].wieght: unknown key (did you mean 'weight'?)");
     /* An API key pasted into the config is an unknown key, not a secret store. */
     expect_error("{'providers':[{'name':'p','kind':'openai','api_key':'sk-x'}]}",
                  "providers[0].api_key: unknown key");
@@ -456,7 +456,8 @@ test_config_bad_names_and_values_rejected(void **state)
                  "routes[1].model: duplicate route for model 'm'");
     expect_error("{'providers':[" P0 "],'routes':[{'model':'m','strategy':'x',"
                  "'targets':[{'provider':'p0'}]}]}",
-                 "routes[0].strategy: unknown strategy 'x' (supported: priority)");
+                 "routes[0].strategy: unknown strategy 'x' (supported: priority, weighted, "
+                 "round-robin, least-busy, lowest-latency, lowest-cost, score)");
     expect_error("{'providers':[" P0 "],'routes':[{'model':'m','targets':[{'provider':'p0',"
                  "'model':''}]}]}",
                  "routes[0].targets[0].model: must not be empty");

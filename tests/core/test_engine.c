@@ -65,7 +65,7 @@ config_for(air_mock_t **mocks, int n, const char *extra, const char *provider_ex
                         i ? "," : "", i, air_mock_port(mocks[i]),
                         provider_extra ? "," : "", provider_extra ? provider_extra : "");
     off += snprintf(buf + off, sizeof buf - (size_t)off,
-                    "],\"routes\":[{\"model\":\"m\",\"targets\":[");
+                    "],\"routes\":[{\"model\":\"m\",\"strategy\":\"priority\",\"targets\":[");
     for (int i = 0; i < n; i++)
         off += snprintf(buf + off, sizeof buf - (size_t)off,
                         "%s{\"provider\":\"p%d\",\"model\":\"up-%d\"}", i ? "," : "", i, i);
@@ -332,7 +332,7 @@ test_engine_connect_failure_fails_over(void **state)
              "{\"providers\":[{\"name\":\"dead\",\"kind\":\"openai\","
              "\"base_url\":\"http://127.0.0.1:1/v1\"},"
              "{\"name\":\"live\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:%u/v1\"}],"
-             "\"routes\":[{\"model\":\"m\",\"targets\":[{\"provider\":\"dead\"},"
+             "\"routes\":[{\"model\":\"m\",\"strategy\":\"priority\",\"targets\":[{\"provider\":\"dead\"},"
              "{\"provider\":\"live\"}]}]}",
              air_mock_port(good));
     air_t *r = router_for(cfg);

@@ -333,11 +333,11 @@ producer_main(void *arg)
         while (!ck_ring_enqueue_mpmc(&run->ring, run->buf, item)) {
             pr->full_spins++;
             /* Full: back off; never drop. Check the clock now and then. */
-            if ((++spins & 63u) == 0 && now_ns() > run->deadline_ns)
+            if ((++spins & 15u) == 0 && now_ns() > run->deadline_ns)
                 goto out;
             sched_yield();
         }
-        if ((seq & 1023u) == 0 && now_ns() > run->deadline_ns) {
+        if ((seq & 63u) == 0 && now_ns() > run->deadline_ns) {
             seq++;
             break;
         }

@@ -1,0 +1,474 @@
+/*
+ * route.c - candidate resolution, filtering, ranking and admission for
+ * every attempt (see route.h).
+ *
+ * DESIGN
+ * The hot path (a healthy deployment, no limits configured) touches no lock
+ * and no shared read-modify-write: health is looked at through an atomic
+ * "dirty" flag, and only a deployment that is ejected, cooling down,
+ * unusable, or has recent consecutive errors takes its mutex. Limits use the
+ * policy's lock-free token buckets and caps, and only when configured.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "pricing.h"
+#include "route.h"
+
+int
+air__route_resolve(const struct air__world *w, const char *model, const char *pin, size_t *deps,
+                   size_t *n, const struct air__route **rtp, air_buf_t *why)
+{
+    const struct air__config *cfg = w->cfg;
+    const struct air__route *rt = air__world_route(w, model);
+    *rtp = rt;
+    *n = 0;
+    long pinp = -1;
+    if (pin != NULL) {
+        pinp = air__config_provider_idx(cfg, pin);
+        if (pinp < 0) {
+            air__buf_printf(why, "provider '%s' is not configured; configured providers:", pin);
+            for (size_t p = 0; p < cfg->nproviders; p++)
+                air__buf_printf(why, "%s %s", p ? "," : "", cfg->providers[p].name);
+            return -1;
+        }
+    }
+    if (rt != NULL) {
+        for (size_t i = 0; i < rt->ndeps && *n < AIR_MAX_CANDS; i++) {
+            if (pinp >= 0 && w->deps[rt->deps[i]].prov != (size_t)pinp)
+                continue;
+            deps[(*n)++] = rt->deps[i];
+        }
+    } else {
+        for (size_t i = 0; i < w->ndeps && *n < AIR_MAX_CANDS; i++) {
+            const struct air__dep *d = &w->deps[i];
+            if (pinp >= 0 && d->prov != (size_t)pinp)
+                continue;
+            if (strcmp(d->model, model) != 0)
+                continue;
+            /* Only deployments a provider lists in models[] (route targets
+             * are reachable through their route's public name). */
+            const struct air__provider_cfg *pc = w->prov[d->prov].cfg;
+            for (size_t m = 0; m < pc->nmodels; m++)
+                if (strcmp(pc->models[m].name, model) == 0) {
+                    deps[(*n)++] = i;
+                    break;
+                }
+        }
+    }
+    if (*n == 0 && pinp >= 0) {
+        /* Pinned to a provider outside the route: the model as named. */
+        long d = air__world_dep(w, cfg->providers[pinp].name, model);
+        if (d < 0 && rt != NULL && rt->ndeps > 0) {
+            air__buf_printf(why, "provider '%s' does not serve model '%s'", pin, model);
+            return -1;
+        }
+        if (d < 0) {
+            air__buf_printf(why, "provider '%s' does not list model '%s'", pin, model);
+            return -1;
+        }
+        deps[(*n)++] = (size_t)d;
+    }
+    if (*n == 0) {
+        air__buf_printf(why, "model '%s' is not served; served models:", model);
+        int first = 1;
+        for (size_t r = 0; r < w->nroutes; r++) {
+            air__buf_printf(why, "%s %s", first ? "" : ",", w->routes[r].cfg->model);
+            first = 0;
+        }
+        for (size_t p = 0; p < cfg->nproviders; p++)
+            for (size_t m = 0; m < cfg->providers[p].nmodels; m++) {
+                const char *name = cfg->providers[p].models[m].name;
+                if (air__world_route(w, name) != NULL)
+                    continue;
+                air__buf_printf(why, "%s %s", first ? "" : ",", name);
+                first = 0;
+            }
+        if (first)
+            air__buf_puts(why, " (none)");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+has_images(const cJSON *msgs)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsArray(content))
+            continue;
+        const cJSON *part;
+        cJSON_ArrayForEach(part, content)
+        {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            if (cJSON_IsString(type) && strcmp(type->valuestring, "image_url") == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+void
+air__route_need(const cJSON *body, size_t raw_len, struct air__need *need)
+{
+    memset(need, 0, sizeof *need);
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
+    need->tools = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    need->images = has_images(cJSON_GetObjectItemCaseSensitive(body, "messages"));
+    need->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "stream"));
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(body, "response_format");
+    const cJSON *rft = cJSON_GetObjectItemCaseSensitive(rf, "type");
+    need->json = cJSON_IsString(rft) && strcmp(rft->valuestring, "text") != 0;
+    need->est_in_tokens = air__estimate_tokens(raw_len);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(body, "max_completion_tokens");
+    if (!cJSON_IsNumber(mt))
+        mt = cJSON_GetObjectItemCaseSensitive(body, "max_tokens");
+    need->est_out_tokens = cJSON_IsNumber(mt) && mt->valuedouble > 0 ? (uint64_t)mt->valuedouble
+                                                                      : 256;
+}
+
+double
+air__route_est_cost(const struct air__dep *d, const struct air__need *need)
+{
+    return air__cost_usd(d->in_price, d->out_price, d->cached_price, need->est_in_tokens,
+                         need->est_out_tokens, 0);
+}
+
+/* Non-mutating health look for filtering and explain. */
+static int
+health_blocked(struct air__dep *d, int64_t now_ms, char *why, size_t whylen, int64_t *wait)
+{
+    if (!atomic_load_explicit(&d->hdirty, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&d->mu);
+    int ok = air__health_peek(&d->health, now_ms, why, whylen);
+    int64_t cu = d->health.cooldown_until_ms;
+    pthread_mutex_unlock(&d->mu);
+    if (!ok && cu > now_ms && (*wait < 0 || cu - now_ms < *wait))
+        *wait = cu - now_ms;
+    return !ok;
+}
+
+static void
+mirror_health(struct air__dep *d)
+{
+    const struct air__health *h = &d->health;
+    atomic_store_explicit(&d->hstate, (int)h->state, memory_order_relaxed);
+    atomic_store_explicit(&d->hdirty, h->state != AIR_H_HEALTHY || h->consec_errors > 0,
+                          memory_order_release);
+}
+
+struct cands {
+    struct air__pcand pc[AIR_MAX_CANDS];
+    int ok[AIR_MAX_CANDS];
+    const char *why[AIR_MAX_CANDS];
+    char whybuf[AIR_MAX_CANDS][112];
+};
+
+static void
+build_cands(struct air__world *w, const struct air__tun *t, const struct air__view *v,
+            const size_t *deps, size_t n, const struct air__cinfo *ci, int64_t now_ms,
+            struct cands *c, int64_t *wait_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t di = deps[i];
+        struct air__dep *d = &w->deps[di];
+        struct air__pcand *p = &c->pc[i];
+        memset(p, 0, sizeof *p);
+        p->st = v != NULL && di < v->ndeps ? &v->d[di] : NULL;
+        p->in_price = d->in_price;
+        p->out_price = d->out_price;
+        p->caps = d->caps;
+        p->context_tokens = d->context_tokens;
+        p->weight = t->dep[di].weight;
+        p->inflight = p->st ? p->st->inflight : 0;
+        p->max_inflight = d->cap.max;
+        c->whybuf[i][0] = '\0';
+        const char *why = NULL;
+        if (!t->dep[di].enabled) {
+            why = "disabled by operator";
+        } else if (ci != NULL && ci[i].excluded) {
+            why = "excluded for this request (authentication, not found or bad request)";
+        } else if (ci != NULL && ci[i].failed) {
+            why = "already failed for this request";
+        } else if (ci != NULL && ci[i].not_before_ms > now_ms) {
+            snprintf(c->whybuf[i], sizeof c->whybuf[i], "Retry-After: %.1f s more",
+                     (double)(ci[i].not_before_ms - now_ms) / 1000.0);
+            why = c->whybuf[i];
+            if (*wait_ms < 0 || ci[i].not_before_ms - now_ms < *wait_ms)
+                *wait_ms = ci[i].not_before_ms - now_ms;
+        } else if (health_blocked(d, now_ms, c->whybuf[i], sizeof c->whybuf[i], wait_ms)) {
+            why = c->whybuf[i];
+        } else if (d->cap.max && atomic_load_explicit(&d->cap.n, memory_order_relaxed) >=
+                                     d->cap.max) {
+            snprintf(c->whybuf[i], sizeof c->whybuf[i], "at max_inflight (%u)", d->cap.max);
+            why = c->whybuf[i];
+            if (*wait_ms < 0 || *wait_ms > 5)
+                *wait_ms = 5;
+        }
+        p->excluded = why != NULL;
+        p->excluded_why = why;
+    }
+}
+
+static int
+admit(struct air__world *w, size_t di, const struct air__need *need, int64_t now_ms,
+      struct air__admit *ad, char *why, size_t whylen, int64_t *wait_ms)
+{
+    struct air__dep *d = &w->deps[di];
+    int probe = 0;
+    if (atomic_load_explicit(&d->hdirty, memory_order_acquire)) {
+        pthread_mutex_lock(&d->mu);
+        int r = air__health_admit(&d->health, now_ms, why, whylen);
+        mirror_health(d);
+        pthread_mutex_unlock(&d->mu);
+        if (r == 0)
+            return 0;
+        probe = r == 2;
+    }
+    if (d->cap.max && !air__cap_enter(&d->cap)) {
+        snprintf(why, whylen, "at max_inflight (%u)", d->cap.max);
+        goto undo_probe;
+    }
+    if (d->rpm) {
+        int64_t wt = air__bucket_take(&d->rpm_bucket, 1, now_ms);
+        if (wt > 0) {
+            snprintf(why, whylen, "over rpm (%u/min); room in %.1f s", d->rpm, (double)wt / 1000);
+            if (*wait_ms < 0 || wt < *wait_ms)
+                *wait_ms = wt;
+            goto undo_cap;
+        }
+    }
+    double tok = (double)(need->est_in_tokens + need->est_out_tokens);
+    if (d->tpm) {
+        int64_t wt = air__bucket_take(&d->tpm_bucket, tok, now_ms);
+        if (wt > 0) {
+            snprintf(why, whylen, "over tpm (%u/min); room in %.1f s", d->tpm, (double)wt / 1000);
+            if (*wait_ms < 0 || wt < *wait_ms)
+                *wait_ms = wt;
+            if (d->rpm)
+                air__bucket_put(&d->rpm_bucket, 1, now_ms);
+            goto undo_cap;
+        }
+    }
+    ad->dep = (long)di;
+    ad->probe = probe;
+    ad->tpm_est = d->tpm ? tok : 0;
+    return 1;
+undo_cap:
+    if (d->cap.max)
+        air__cap_leave(&d->cap);
+undo_probe:
+    if (probe) {
+        pthread_mutex_lock(&d->mu);
+        d->health.probe_out = 0;
+        pthread_mutex_unlock(&d->mu);
+    }
+    return 0;
+}
+
+long
+air__route_pick(struct air__world *w, const struct air__tun *t, const struct air__view *v,
+                const struct air__route *rt, const size_t *deps, size_t n,
+                const struct air__cinfo *ci, const struct air__need *need, int64_t now_ms,
+                uint64_t *rr, uint64_t *rng, struct air__admit *ad, air_buf_t *why_none,
+                int64_t *wait_ms)
+{
+    struct cands c;
+    *wait_ms = -1;
+    ad->dep = -1;
+    ad->probe = 0;
+    ad->tpm_est = 0;
+    build_cands(w, t, v, deps, n, ci, now_ms, &c, wait_ms);
+    size_t k = air__policy_filter(c.pc, n, need, c.ok, c.why);
+    size_t order[AIR_MAX_CANDS];
+    size_t m = 0;
+    if (k > 0) {
+        enum air__strategy s = AIR_S_SCORE;
+        struct air__score_weights wts = {t->g.w_latency, t->g.w_cost,
+                                         t->g.w_health, t->g.w_load};
+        if (rt != NULL) {
+            s = t->route[rt - w->routes].strategy;
+            wts = t->route[rt - w->routes].w;
+        } else {
+            s = t->g.strategy;
+        }
+        m = air__policy_rank(s, c.pc, n, c.ok, &wts, need, rr, rng, order);
+    }
+    for (size_t j = 0; j < m; j++) {
+        size_t i = order[j];
+        char why[112];
+        if (admit(w, deps[i], need, now_ms, ad, why, sizeof why, wait_ms))
+            return (long)i;
+        snprintf(c.whybuf[i], sizeof c.whybuf[i], "%s", why);
+        c.ok[i] = 0;
+        c.why[i] = c.whybuf[i];
+    }
+    if (why_none != NULL) {
+        air__buf_puts(why_none, "no eligible deployment: ");
+        for (size_t i = 0; i < n; i++)
+            air__buf_printf(why_none, "%s%s: %s", i ? "; " : "", w->deps[deps[i]].id,
+                            c.why[i] ? c.why[i] : "not chosen");
+    }
+    return -1;
+}
+
+void
+air__route_release(struct air__world *w, struct air__admit *ad, int64_t tokens_used,
+                   int64_t now_ms)
+{
+    if (ad->dep < 0)
+        return;
+    struct air__dep *d = &w->deps[ad->dep];
+    if (d->cap.max)
+        air__cap_leave(&d->cap);
+    if (d->tpm && tokens_used >= 0 && (double)tokens_used < ad->tpm_est)
+        air__bucket_put(&d->tpm_bucket, ad->tpm_est - (double)tokens_used, now_ms);
+    if (ad->probe) {
+        /* A probe that ended without an outcome (cancelled) frees the slot. */
+        pthread_mutex_lock(&d->mu);
+        d->health.probe_out = 0;
+        pthread_mutex_unlock(&d->mu);
+    }
+    ad->dep = -1;
+    ad->probe = 0;
+}
+
+void
+air__route_outcome(struct air__world *w, const struct air__tun *t, const struct air__route *rt,
+                   size_t di, enum air__outcome o, int64_t retry_after_ms, int64_t now_ms)
+{
+    struct air__dep *d = &w->deps[di];
+    if (o == AIR_O_SUCCESS && !atomic_load_explicit(&d->hdirty, memory_order_acquire))
+        return; /* the common case: nothing to change, no lock */
+    uint32_t ejected = 0, total = 1;
+    if (rt != NULL) {
+        total = (uint32_t)rt->ndeps;
+        for (size_t i = 0; i < rt->ndeps; i++)
+            if (atomic_load_explicit(&w->deps[rt->deps[i]].hstate, memory_order_relaxed) ==
+                AIR_H_EJECTED)
+                ejected++;
+    }
+    struct air__eject_cfg ec;
+    air__eject_cfg_default(&ec);
+    ec.consecutive_errors = (uint32_t)t->g.eject_consecutive_errors;
+    ec.base_ejection_ms = (uint32_t)t->g.eject_base_ms;
+    ec.max_ejection_ms = (uint32_t)t->g.eject_max_ms;
+    ec.max_ejection_percent = t->g.eject_max_percent;
+    ec.cooldown_default_ms = (uint32_t)t->g.cooldown_default_ms;
+    ec.cooldown_max_ms = (uint32_t)t->g.cooldown_max_ms;
+    pthread_mutex_lock(&d->mu);
+    air__health_on_outcome(&d->health, &ec, o, retry_after_ms, now_ms, ejected, total);
+    mirror_health(d);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void
+json_str(air_buf_t *b, const char *s)
+{
+    air__buf_json_str(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+void
+air__route_explain(struct air__world *w, const struct air__tun *t, const struct air__view *v,
+                   const cJSON *body, size_t raw_len, const char *pin, int64_t now_ms,
+                   air_buf_t *out)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(body, "model");
+    const char *model = cJSON_IsString(m) ? m->valuestring : "";
+    size_t deps[AIR_MAX_CANDS], n = 0;
+    const struct air__route *rt = NULL;
+    air_buf_t why = AIR_BUF_INIT;
+    air__buf_puts(out, "{\"model\":");
+    json_str(out, model);
+    if (air__route_resolve(w, model, pin, deps, &n, &rt, &why) != 0) {
+        air__buf_puts(out, ",\"route\":null,\"error\":");
+        json_str(out, why.data);
+        air__buf_puts(out, ",\"candidates\":[],\"order\":[]}");
+        air__buf_free(&why);
+        return;
+    }
+    air__buf_free(&why);
+    struct air__need need;
+    air__route_need(body, raw_len, &need);
+    enum air__strategy s = AIR_S_SCORE;
+    struct air__score_weights wts = {t->g.w_latency, t->g.w_cost, t->g.w_health,
+                                     t->g.w_load};
+    if (rt != NULL) {
+        s = t->route[rt - w->routes].strategy;
+        wts = t->route[rt - w->routes].w;
+    } else {
+        s = t->g.strategy;
+    }
+    struct cands c;
+    int64_t wait = -1;
+    build_cands(w, t, v, deps, n, NULL, now_ms, &c, &wait);
+    size_t k = air__policy_filter(c.pc, n, &need, c.ok, c.why);
+    struct air__score sc[AIR_MAX_CANDS];
+    memset(sc, 0, sizeof sc);
+    air__policy_score(c.pc, n, c.ok, &wts, &need, sc);
+    size_t order[AIR_MAX_CANDS];
+    size_t mo = 0;
+    uint64_t rr = 0, rng = 0x5eed;
+    if (k > 0)
+        mo = air__policy_rank(s, c.pc, n, c.ok, &wts, &need, &rr, &rng, order);
+    air__buf_puts(out, ",\"route\":");
+    if (rt != NULL)
+        json_str(out, rt->cfg->model);
+    else
+        air__buf_puts(out, "null");
+    air__buf_printf(out,
+                    ",\"strategy\":\"%s\",\"weights\":{\"latency\":%g,\"cost\":%g,\"health\":%g,"
+                    "\"load\":%g},\"need\":{\"tools\":%s,\"images\":%s,\"stream\":%s,"
+                    "\"json\":%s,\"est_in_tokens\":%llu,\"est_out_tokens\":%llu},\"candidates\":[",
+                    air__strategy_name(s), wts.latency, wts.cost, wts.health, wts.load,
+                    need.tools ? "true" : "false", need.images ? "true" : "false",
+                    need.stream ? "true" : "false", need.json ? "true" : "false",
+                    (unsigned long long)need.est_in_tokens,
+                    (unsigned long long)need.est_out_tokens);
+    for (size_t i = 0; i < n; i++) {
+        const struct air__dep *d = &w->deps[deps[i]];
+        const struct air__dstat *st = c.pc[i].st;
+        air__buf_printf(out, "%s{\"deployment\":", i ? "," : "");
+        json_str(out, d->id);
+        air__buf_puts(out, ",\"provider\":");
+        json_str(out, w->prov[d->prov].cfg->name);
+        air__buf_puts(out, ",\"model\":");
+        json_str(out, d->model);
+        air__buf_printf(out, ",\"eligible\":%s,\"reason\":", c.ok[i] ? "true" : "false");
+        if (c.ok[i])
+            air__buf_puts(out, "null");
+        else
+            json_str(out, c.why[i] ? c.why[i] : "filtered");
+        air__buf_printf(out,
+                        ",\"score\":{\"latency\":%.6g,\"cost\":%.6g,\"health\":%.6g,"
+                        "\"load\":%.6g,\"total\":%.6g},\"price\":{\"input_per_mtok\":%g,"
+                        "\"output_per_mtok\":%g,\"known\":%s},\"est_cost_usd\":%.8f,"
+                        "\"weight\":%g,\"enabled\":%s",
+                        sc[i].latency, sc[i].cost, sc[i].health, sc[i].load, sc[i].total,
+                        d->in_price, d->out_price, d->price_known ? "true" : "false",
+                        air__route_est_cost(d, &need), t->dep[deps[i]].weight,
+                        t->dep[deps[i]].enabled ? "true" : "false");
+        if (st != NULL)
+            air__buf_printf(out,
+                            ",\"stats\":{\"latency_ewma_us\":%.0f,\"ttft_ewma_us\":%.0f,"
+                            "\"success_ewma\":%.4f,\"p95_us\":%llu,\"inflight\":%u,"
+                            "\"requests\":%llu}",
+                            st->lat_ewma_us, st->ttft_ewma_us, st->succ_ewma,
+                            (unsigned long long)st->lat_p95_us, st->inflight,
+                            (unsigned long long)st->requests);
+        air__buf_puts(out, "}");
+    }
+    air__buf_puts(out, "],\"order\":[");
+    for (size_t j = 0; j < mo; j++) {
+        if (j)
+            air__buf_putc(out, ',');
+        json_str(out, w->deps[deps[order[j]]].id);
+    }
+    air__buf_puts(out, "]}");
+}

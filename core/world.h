@@ -1,0 +1,141 @@
+/*
+ * world.h - everything a configuration turns into: adapter instances,
+ * deployments (one model at one provider) with their shared live state,
+ * resolved routes, client limits, and the tunables snapshot.
+ *
+ * Lifetimes. A world is immutable except for the live state it owns
+ * (health, limits, budgets, statistics), which is shared by the workers and
+ * kept with atomics or per-deployment mutexes off the hot path. air_reload
+ * builds a new world and swaps r->world; each worker holds a reference on the
+ * world it routes with, plus one on each older world while it still has
+ * requests on it, so a request never sees its world freed. The tunables
+ * (struct air__tun) are replaced by air_ctl_set as a whole and reclaimed with
+ * ck_epoch once no worker can be reading the old copy.
+ */
+#ifndef AIR_CORE_WORLD_H
+#define AIR_CORE_WORLD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "airouter/provider.h"
+#include "budget.h"
+#include "config.h"
+#include "ctl.h"
+#include "health.h"
+#include "limits.h"
+#include "stats.h"
+#include "strategy.h"
+
+struct air__prov {
+    const struct air__provider_cfg *cfg;
+    const air_provider_ops_t *ops;
+    void *state;
+};
+
+/* Shared live state of one deployment. */
+struct air__dep {
+    size_t prov;        /* index into world->prov */
+    const char *model;  /* upstream model, borrowed from the config */
+    char *id;           /* "provider/model": ctl path component and stats name */
+    double in_price, out_price, cached_price; /* USD per million tokens */
+    int price_known;
+    uint32_t context_tokens;
+    uint32_t caps;
+    uint32_t rpm, tpm;  /* 0 = unlimited */
+
+    pthread_mutex_t mu;  /* health, pending observations */
+    struct air__health health;
+    _Atomic int hdirty;  /* 1 when health is not plain healthy: take mu to look */
+    _Atomic int hstate;  /* mirror of health.state (enum air__hstate) */
+    struct air__bucket rpm_bucket, tpm_bucket;
+    struct air__cap cap; /* max_inflight across workers */
+    struct air__dobs pending; /* merged worker observations awaiting a fold */
+    struct air__dstat agg;    /* folded statistics (fold lock) */
+} __attribute__((aligned(64)));
+
+struct air__route {
+    const struct air__route_cfg *cfg;
+    size_t *deps; /* deployment indices, in target order */
+    size_t ndeps;
+    struct air__budget budget;
+    int has_budget;
+};
+
+/* Limits of one client identity (air_req_set_client_key). */
+struct air__client {
+    char *name;
+    struct air__bucket rpm_bucket, tpm_bucket;
+    uint32_t rpm, tpm;
+    struct air__cap cap;
+    struct air__budget budget;
+    int has_budget;
+};
+
+/* Published statistics: a copy of every deployment's folded statistics,
+ * replaced at each fold (epoch-protected). */
+struct air__view {
+    size_t ndeps;
+    int64_t at_ms;
+    struct air__dstat d[];
+};
+
+/* Per-route and per-deployment tunables. */
+struct air__rtun {
+    enum air__strategy strategy;
+    struct air__score_weights w;
+    int hedge;  /* -1 = policy default, 0 off, 1 on */
+};
+struct air__dtun {
+    int enabled;
+    double weight;
+};
+
+/* The tunables snapshot: immutable once published. */
+struct air__tun {
+    struct air__params g;
+    struct air__rtun *route; /* [nroutes] */
+    struct air__dtun *dep;   /* [ndeps] */
+};
+
+struct air__world {
+    _Atomic uint32_t refs;
+    struct air__config *cfg;
+    struct air__prov *prov;
+    size_t nprov;
+    struct air__dep *deps;
+    size_t ndeps;
+    struct air__route *routes;
+    size_t nroutes;
+    struct air__client *clients;
+    size_t nclients;
+    uint32_t nworkers;
+    _Atomic(struct air__tun *) tun;   /* epoch-protected */
+    _Atomic(struct air__view *) view; /* epoch-protected */
+    struct air__dobs *wobs;           /* [nworkers][ndeps]: row w written by worker w only */
+    _Atomic uint32_t *winfl;          /* [nworkers][ndeps]: in-flight attempts, same rule */
+    _Atomic int64_t *wobs_due;        /* per worker: next merge time */
+    pthread_mutex_t fold_mu;
+    int64_t last_fold_ms;
+};
+
+/* Build a world from a parsed config (takes ownership of cfg, also on
+ * failure). err gets "<path>: reason". */
+air_status_t air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
+                            struct air__world **out, char *err, size_t errlen);
+void air__world_ref(struct air__world *w);
+/* Drop a reference; the last one frees the world. */
+void air__world_unref(struct air__world *w);
+
+/* Lookups (NULL / -1 when absent). */
+const struct air__route *air__world_route(const struct air__world *w, const char *model);
+long air__world_dep(const struct air__world *w, const char *provider, const char *model);
+struct air__client *air__world_client(struct air__world *w, const char *name);
+
+/* A fresh tunables snapshot from the config (defaults + config values). */
+struct air__tun *air__tun_from_config(const struct air__world *w);
+struct air__tun *air__tun_dup(const struct air__world *w, const struct air__tun *t);
+void air__tun_free(struct air__tun *t);
+
+#endif
