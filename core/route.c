@@ -368,6 +368,16 @@ air__route_outcome(struct air__world *w, const struct air__tun *t, const struct 
     pthread_mutex_unlock(&d->mu);
 }
 
+/* A JSON number, or null for NaN and infinities (JSON has neither). */
+static void
+json_num(air_buf_t *b, const char *key, double v)
+{
+    if (isfinite(v))
+        air__buf_printf(b, "\"%s\":%.6g", key, v);
+    else
+        air__buf_printf(b, "\"%s\":null", key);
+}
+
 static void
 json_str(air_buf_t *b, const char *s)
 {
@@ -445,12 +455,20 @@ air__route_explain(struct air__world *w, const struct air__tun *t, const struct 
             air__buf_puts(out, "null");
         else
             json_str(out, c.why[i] ? c.why[i] : "filtered");
+        air__buf_puts(out, ",\"score\":{");
+        json_num(out, "latency", sc[i].latency);
+        air__buf_putc(out, ',');
+        json_num(out, "cost", sc[i].cost);
+        air__buf_putc(out, ',');
+        json_num(out, "health", sc[i].health);
+        air__buf_putc(out, ',');
+        json_num(out, "load", sc[i].load);
+        air__buf_putc(out, ',');
+        json_num(out, "total", sc[i].total);
         air__buf_printf(out,
-                        ",\"score\":{\"latency\":%.6g,\"cost\":%.6g,\"health\":%.6g,"
-                        "\"load\":%.6g,\"total\":%.6g},\"price\":{\"input_per_mtok\":%g,"
+                        "},\"price\":{\"input_per_mtok\":%g,"
                         "\"output_per_mtok\":%g,\"known\":%s},\"est_cost_usd\":%.8f,"
                         "\"weight\":%g,\"enabled\":%s",
-                        sc[i].latency, sc[i].cost, sc[i].health, sc[i].load, sc[i].total,
                         d->in_price, d->out_price, d->price_known ? "true" : "false",
                         air__route_est_cost(d, &need), t->dep[deps[i]].weight,
                         t->dep[deps[i]].enabled ? "true" : "false");

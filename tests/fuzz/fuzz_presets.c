@@ -13,7 +13,8 @@
  *  - decode returns a NUL-terminated body exactly when it succeeds;
  *  - classify keeps the status; faults never contain the key;
  *  - every emitted chunk is a JSON object; a stream ends DONE or ERROR;
- *  - an encoded body is a JSON object with one "model"; Mistral bodies
+ *  - an encoded body is a JSON object with one "model", the upstream
+ *    model core asked for (Azure v1: the deployment); Mistral bodies
  *    have only valid 9-character tool-call ids and no stream_options; Groq
  *    bodies have no logprobs/logit_bias/top_logprobs and no message names;
  *  - the ratelimit slot leaves every field -1 or non-negative.
@@ -39,6 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const struct {
     const char *kind;
     const char *cfg;
+    const char *deployment; /* the model an encoded body must carry, NULL: req.model */
 } kinds[] = {
     {"deepseek", "{\"replay_reasoning\":\"tool_calls\",\"drop_fields\":[\"user\"]}"},
     {"mistral", "{\"allow_fields\":[\"guardrails\"]}"},
@@ -49,7 +51,7 @@ static const struct {
     {"ollama", "{}"},
     {"vllm", "{\"drop_fields\":[\"store\"]}"},
     {"azure", "{\"api_version\":\"2024-10-21\"}"},
-    {"azure", "{\"api_version\":\"v1\",\"deployment\":\"dep\"}"},
+    {"azure", "{\"api_version\":\"v1\",\"deployment\":\"dep\"}", "dep"},
 };
 
 struct hctx {
@@ -106,17 +108,19 @@ mistral_id_ok(const cJSON *id)
 }
 
 static void
-check_body(const char *kind, const cJSON *j)
+check_body(const char *kind, const cJSON *j, const char *model)
 {
     CHECK(cJSON_IsObject(j));
     int nmodel = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, j)
     {
-        if (it->string != NULL && strcmp(it->string, "model") == 0)
+        if (it->string != NULL && strcmp(it->string, "model") == 0) {
             nmodel++;
+            CHECK(cJSON_IsString(it) && strcmp(it->valuestring, model) == 0);
+        }
     }
-    CHECK(nmodel <= 1);
+    CHECK(nmodel == 1);
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
     if (strcmp(kind, "mistral") == 0) {
         CHECK(cJSON_GetObjectItemCaseSensitive(j, "stream_options") == NULL);
@@ -153,7 +157,8 @@ check_body(const char *kind, const cJSON *j)
 }
 
 static void
-encode_check(const air_provider_ops_t *ops, const void *st, const char *s, size_t n)
+encode_check(const air_provider_ops_t *ops, const void *st, const char *s, size_t n,
+             const char *deployment)
 {
     cJSON *root = cJSON_ParseWithLength(s, n);
     if (!cJSON_IsObject(root)) {
@@ -165,7 +170,8 @@ encode_check(const air_provider_ops_t *ops, const void *st, const char *s, size_
     req.body = root;
     req.raw = s;
     req.raw_len = n;
-    req.model = (n & 2) ? "grok-4-\"x\"" : NULL;
+    /* Core always names the upstream model (the route's). */
+    req.model = (n & 2) ? "grok-4-\"x\"" : "mistral-small";
     req.stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     req.include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
@@ -178,7 +184,7 @@ encode_check(const air_provider_ops_t *ops, const void *st, const char *s, size_
         const char *body = out.body_ref ? out.body_ref : out.body;
         cJSON *j = cJSON_ParseWithLength(body, out.body_len);
         /* A passthrough forwards the caller's bytes, which cJSON accepted. */
-        check_body(ops->name, j);
+        check_body(ops->name, j, deployment != NULL ? deployment : req.model);
         cJSON_Delete(j);
         air__http_out_clear(&out);
     } else {
@@ -298,7 +304,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strstr(sc.fault.message, KEY) == NULL);
     air__free(ss);
 
-    encode_check(ops, st, body, size);
+    encode_check(ops, st, body, size, kinds[k].deployment);
 out_body:
     air__free(body);
 out:
