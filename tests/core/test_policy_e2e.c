@@ -458,6 +458,58 @@ test_policy_config_json_redacts_keys(void **state)
     air_free(r, 100);
 }
 
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A slow first choice is hedged to the next deployment after the delay; the
+ * first to answer wins and the other is cancelled. */
+static void
+test_policy_hedge_beats_a_slow_attempt(void **state)
+{
+    (void)state;
+    air_mock_t *slow = mock_with(1500, 0);
+    air_mock_t *fast = mock_with(5, 0);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\"workers\":1,\"hedge\":{\"delay_ms\":100},"
+             "\"providers\":[{\"name\":\"slow\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\"},{\"name\":\"fast\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\"}],\"routes\":[{\"model\":\"h\","
+             "\"strategy\":\"priority\",\"hedge\":true,\"targets\":[{\"provider\":\"slow\","
+             "\"model\":\"m\"},{\"provider\":\"fast\",\"model\":\"m\"}]}]}",
+             air_mock_port(slow), air_mock_port(fast));
+    air_t *r = router_for(cfg);
+    for (int stream = 0; stream < 2; stream++) {
+        const char *body = stream ? "{\"model\":\"h\",\"stream\":true,\"messages\":[{\"role\":"
+                                    "\"user\",\"content\":\"x\"}]}"
+                                  : "{\"model\":\"h\",\"messages\":[{\"role\":\"user\","
+                                    "\"content\":\"x\"}]}";
+        air_req_t *q = NULL;
+        assert_int_equal(air_req_new(r, body, strlen(body), &q, NULL, 0), AIR_OK);
+        air_resp_t *resp = NULL;
+        uint64_t t0 = mono_ms();
+        assert_int_equal(air_call(r, q, &resp), AIR_OK);
+        uint64_t took = mono_ms() - t0;
+        assert_int_equal(air_resp_status(resp), AIR_OK);
+        assert_string_equal(air_resp_provider(resp), "fast");
+        assert_int_equal(air_resp_attempts(resp), 2);
+        assert_true(took >= 90);
+        assert_true(took < 1000); /* did not wait for the slow one */
+        air_resp_free(resp);
+    }
+    char *st = air_stats_json(r);
+    assert_non_null(strstr(st, "\"hedges\":2"));
+    free(st);
+    air_free(r, 100);
+    air_mock_stop(slow);
+    air_mock_stop(fast);
+}
+
 int
 main(void)
 {
@@ -470,6 +522,7 @@ main(void)
         cmocka_unit_test(test_policy_explain_lists_candidates_and_scores),
         cmocka_unit_test(test_policy_reload_swaps_config_atomically),
         cmocka_unit_test(test_policy_config_json_redacts_keys),
+        cmocka_unit_test(test_policy_hedge_beats_a_slow_attempt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

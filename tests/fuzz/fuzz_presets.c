@@ -42,15 +42,15 @@ static const struct {
     const char *cfg;
     const char *deployment; /* the model an encoded body must carry, NULL: req.model */
 } kinds[] = {
-    {"deepseek", "{\"replay_reasoning\":\"tool_calls\",\"drop_fields\":[\"user\"]}"},
-    {"mistral", "{\"allow_fields\":[\"guardrails\"]}"},
-    {"groq", "{}"},
-    {"together", "{}"},
-    {"openrouter", "{\"http_referer\":\"https://x.test\",\"x_title\":\"X\"}"},
-    {"xai", "{}"},
-    {"ollama", "{}"},
-    {"vllm", "{\"drop_fields\":[\"store\"]}"},
-    {"azure", "{\"api_version\":\"2024-10-21\"}"},
+    {"deepseek", "{\"replay_reasoning\":\"tool_calls\",\"drop_fields\":[\"user\"]}", NULL},
+    {"mistral", "{\"allow_fields\":[\"guardrails\"]}", NULL},
+    {"groq", "{}", NULL},
+    {"together", "{}", NULL},
+    {"openrouter", "{\"http_referer\":\"https://x.test\",\"x_title\":\"X\"}", NULL},
+    {"xai", "{}", NULL},
+    {"ollama", "{}", NULL},
+    {"vllm", "{\"drop_fields\":[\"store\"]}", NULL},
+    {"azure", "{\"api_version\":\"2024-10-21\"}", NULL},
     {"azure", "{\"api_version\":\"v1\",\"deployment\":\"dep\"}", "dep"},
 };
 
