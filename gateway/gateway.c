@@ -363,7 +363,12 @@ record(struct gwreq *q)
     const air_resp_t *p = q->resp;
     if (q->ep == EP_CHAT) {
         struct air__gw_obs o = {0};
-        o.route = p != NULL && air_resp_route(p) != NULL ? air_resp_route(p) : q->route;
+        /* The route label: the engine's, else the requested model once a
+         * provider served it; never an unserved name (a client could make
+         * up endless series). */
+        o.route = p != NULL && air_resp_route(p) != NULL            ? air_resp_route(p)
+                  : p != NULL && air_resp_provider(p) != NULL ? q->route
+                                                                    : "";
         o.provider = p ? air_resp_provider(p) : NULL;
         o.model = p ? air_resp_model(p) : NULL;
         o.status = status;

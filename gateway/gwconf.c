@@ -10,7 +10,7 @@
  * environment variable, hashed at once, and only the digest is kept.
  */
 #include "gwconf.h"
-#include "limits.h"
+#include "gwlimits.h"
 
 #include "alloc.h"
 #include "buf.h"

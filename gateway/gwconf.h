@@ -27,7 +27,7 @@
 enum { AIR_GW_WIN_MINUTE, AIR_GW_WIN_HOUR, AIR_GW_WIN_DAY, AIR_GW_WIN_MONTH };
 enum { AIR_GW_LOG_OFF, AIR_GW_LOG_ERROR, AIR_GW_LOG_INFO };
 
-struct air__gw_keystate; /* limits.h */
+struct air__gw_keystate; /* gwlimits.h */
 
 /* One client key. */
 struct air__gw_key {

@@ -15,7 +15,7 @@
 #include "buf.h"
 #include "gateway.h"
 #include "gwconf.h"
-#include "limits.h"
+#include "gwlimits.h"
 #include "metrics.h"
 
 struct air__gw {

@@ -1353,6 +1353,8 @@ chat(struct conn *c, const char *body, size_t blen)
     uint64_t delay = o->latency_ms;
     if (o->jitter_ms)
         delay += rng_next(&lp->rng) % ((uint64_t)o->jitter_ms + 1);
+    if (o->tail_rate > 0 && rng_unit(&lp->rng) < o->tail_rate)
+        delay += o->tail_ms;
     if (delay == 0) {
         act(c);
         return;

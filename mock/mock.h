@@ -20,6 +20,8 @@ typedef struct air_mock_opts {
     uint32_t threads;        /* event-loop threads, default 1 */
     uint32_t latency_ms;     /* delay before the response (stream: before headers) */
     uint32_t jitter_ms;      /* + uniform random 0..jitter_ms */
+    double tail_rate;        /* fraction of requests that also wait tail_ms (a latency tail) */
+    uint32_t tail_ms;
     double fail_rate;        /* fraction of requests answered with fail_status */
     int fail_status;         /* default 500 */
     uint32_t fail_first;     /* the first N chat requests fail with fail_status */

@@ -46,6 +46,10 @@ struct opts {
     unsigned providers;
     unsigned latency_ms;
     unsigned jitter_ms;
+    double tail_rate;
+    unsigned tail_ms;
+    int hedge_ms;      /* -1: no hedge phase; else hedge delay (0 = adaptive p95) */
+    const char *strategy;
     double fail_rate;
     int stream;
     unsigned chunks;
@@ -492,6 +496,10 @@ bench_usage(FILE *f)
             "  --workers N              router worker threads (default 2)\n"
             "  --providers K            built-in mock providers (default 1)\n"
             "  --latency-ms L --jitter-ms J --fail-rate F   mock behaviour\n"
+            "  --tail-rate X --tail-ms T  a latency tail: fraction X of requests waits T ms more\n"
+            "  --hedge-ms D             add a third phase: the router with hedging after D ms\n"
+            "                           (0 = adaptive, the deployment's p95), to compare p99\n"
+            "  --strategy S             route strategy (default priority)\n"
             "  --stream --chunks N      streamed responses with N chunks\n"
             "  --upstream URL           drive this OpenAI-compatible base URL instead of mocks\n"
             "  --no-baseline            skip the direct libcurl phase\n"
@@ -524,6 +532,8 @@ air__cmd_bench(int argc, char **argv)
         .providers = 1,
         .chunks = 8,
         .workers = 2,
+        .hedge_ms = -1,
+        .strategy = "priority",
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -551,6 +561,9 @@ air__cmd_bench(int argc, char **argv)
         } else if (strcmp(a, "--upstream") == 0) {
             o.upstream = v;
             i++;
+        } else if (strcmp(a, "--strategy") == 0) {
+            o.strategy = v;
+            i++;
         } else {
             struct {
                 const char *flag;
@@ -560,6 +573,7 @@ air__cmd_bench(int argc, char **argv)
                 {"--warmup", 0, 3600},         {"--requests", 1, 1e9},    {"--workers", 1, 256},
                 {"--providers", 1, MAX_PROVIDERS}, {"--latency-ms", 0, 600000},
                 {"--jitter-ms", 0, 600000},    {"--fail-rate", 0, 1},     {"--chunks", 1, 100000},
+                {"--tail-rate", 0, 1},         {"--tail-ms", 0, 600000},  {"--hedge-ms", 0, 600000},
             };
             size_t k;
             for (k = 0; k < sizeof nums / sizeof nums[0]; k++)
@@ -585,6 +599,9 @@ air__cmd_bench(int argc, char **argv)
             case 8: o.jitter_ms = (unsigned)d; break;
             case 9: o.fail_rate = d; break;
             case 10: o.chunks = (unsigned)d; break;
+            case 11: o.tail_rate = d; break;
+            case 12: o.tail_ms = (unsigned)d; break;
+            case 13: o.hedge_ms = (int)d; break;
             }
         }
     }
@@ -605,6 +622,8 @@ air__cmd_bench(int argc, char **argv)
         air_mock_opts_init(&mo);
         mo.latency_ms = o.latency_ms;
         mo.jitter_ms = o.jitter_ms;
+        mo.tail_rate = o.tail_rate;
+        mo.tail_ms = o.tail_ms;
         mo.fail_rate = o.fail_rate;
         mo.chunks = o.chunks;
         mo.seed = 1000 + i;
@@ -625,30 +644,39 @@ air__cmd_bench(int argc, char **argv)
     snprintf(chat_url, sizeof chat_url, "%s/chat/completions", base_url);
 
     char *body = make_body(&o);
-    air_buf_t cfg = AIR_BUF_INIT;
+    air_buf_t cfg = AIR_BUF_INIT, hcfg = AIR_BUF_INIT;
     unsigned maxinf = o.concurrency * 2 > 65536 ? o.concurrency * 2 : 65536;
     unsigned qcap = 2;
     while (qcap < o.concurrency * 2 && qcap < (1u << 20))
         qcap <<= 1;
     if (qcap < 4096)
         qcap = 4096;
-    air__buf_printf(&cfg,
-                    "{\"workers\":%u,\"queue_capacity\":%u,\"max_inflight\":%u,"
-                    "\"retry\":{\"max_attempts\":1},\"providers\":[",
-                    o.workers, qcap, maxinf);
-    for (unsigned i = 0; i < np; i++) {
-        air__buf_printf(&cfg, "%s{\"name\":\"mock%u\",\"kind\":\"openai\",\"base_url\":", i ? "," : "",
-                        i);
-        air__buf_json_str(&cfg, urls[i], strlen(urls[i]));
-        air__buf_puts(&cfg, "}");
+    for (int h = 0; h < 2; h++) {
+        air_buf_t *c = h ? &hcfg : &cfg;
+        air__buf_printf(c,
+                        "{\"workers\":%u,\"queue_capacity\":%u,\"max_inflight\":%u,"
+                        "\"retry\":{\"max_attempts\":%u},",
+                        o.workers, qcap, maxinf, h ? 2u : 1u);
+        if (h)
+            air__buf_printf(c, "\"hedge\":{\"delay_ms\":%d},", o.hedge_ms);
+        air__buf_puts(c, "\"providers\":[");
+        for (unsigned i = 0; i < np; i++) {
+            air__buf_printf(c, "%s{\"name\":\"mock%u\",\"kind\":\"openai\",\"base_url\":",
+                            i ? "," : "", i);
+            air__buf_json_str(c, urls[i], strlen(urls[i]));
+            air__buf_puts(c, "}");
+        }
+        air__buf_puts(c, "],\"routes\":[{\"model\":\"bench\",\"strategy\":");
+        air__buf_json_str(c, o.strategy, strlen(o.strategy));
+        air__buf_printf(c, ",\"hedge\":%s,\"targets\":[", h ? "true" : "false");
+        for (unsigned i = 0; i < np; i++)
+            air__buf_printf(c, "%s{\"provider\":\"mock%u\",\"model\":\"mock-model\"}",
+                            i ? "," : "", i);
+        air__buf_puts(c, "]}]}");
     }
-    air__buf_puts(&cfg, "],\"routes\":[{\"model\":\"bench\",\"targets\":[");
-    for (unsigned i = 0; i < np; i++)
-        air__buf_printf(&cfg, "%s{\"provider\":\"mock%u\",\"model\":\"mock-model\"}",
-                        i ? "," : "", i);
-    air__buf_puts(&cfg, "]}]}");
 
-    struct phase base = {.name = "baseline"}, rout = {.name = "router"};
+    struct phase base = {.name = "baseline"}, rout = {.name = "router"},
+                 hedg = {.name = "hedged"};
     int rc = 0;
     if (!o.no_baseline && run_baseline(&o, chat_url, body, &base, tty) != 0) {
         fprintf(stderr, "airouter bench: baseline failed to start\n");
@@ -664,7 +692,19 @@ air__cmd_bench(int argc, char **argv)
     if (rc == 0)
         run_router(&o, r, body, &rout, tty, &rss_delta);
     air_free(r, 5000);
+    r = NULL;
+    if (rc == 0 && o.hedge_ms >= 0) {
+        long rd2 = 0;
+        if (air_new(hcfg.data, &r, err, sizeof err) != AIR_OK) {
+            fprintf(stderr, "airouter bench: hedged router: %s\n", err);
+            rc = 1;
+        } else {
+            run_router(&o, r, body, &hedg, tty, &rd2);
+            air_free(r, 5000);
+        }
+    }
     air__buf_free(&cfg);
+    air__buf_free(&hcfg);
     air__free(body);
     for (unsigned i = 0; i < np; i++)
         air_mock_stop(mocks[i]);
@@ -672,6 +712,7 @@ air__cmd_bench(int argc, char **argv)
         return rc;
     phase_finish(&base);
     phase_finish(&rout);
+    phase_finish(&hedg);
 
     double ratio = base.rps > 0 ? rout.rps / base.rps : 0;
     long added_p50 = (long)rout.p50 - (long)base.p50;
@@ -692,15 +733,25 @@ air__cmd_bench(int argc, char **argv)
                (unsigned long long)base.requests, (unsigned long long)base.errors, base.rps,
                (unsigned long long)base.p50, (unsigned long long)base.p90,
                (unsigned long long)base.p99, (unsigned long long)base.p999, cpu_b);
+        if (o.hedge_ms >= 0)
+            printf("\"router_hedged\":{\"requests\":%llu,\"errors\":%llu,\"rps\":%.1f,"
+                   "\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,"
+                   "\"cpu_us_per_request\":%.2f},",
+                   (unsigned long long)hedg.requests, (unsigned long long)hedg.errors, hedg.rps,
+                   (unsigned long long)hedg.p50, (unsigned long long)hedg.p90,
+                   (unsigned long long)hedg.p99, (unsigned long long)hedg.p999,
+                   hedg.requests ? hedg.cpu_s * 1e6 / (double)hedg.requests : 0);
         printf("\"added_p50_us\":%ld,\"added_p99_us\":%ld,\"throughput_ratio\":%.3f,"
                "\"peak_rss_bytes\":%ld,\"bytes_per_inflight\":%ld,",
                added_p50, added_p99, ratio, peak_rss_bytes(), bpi);
         printf("\"params\":{\"mode\":\"%s\",\"concurrency\":%u,\"rate\":%.1f,\"duration_s\":%.1f,"
                "\"warmup_s\":%.1f,\"requests\":%lu,\"workers\":%u,\"providers\":%u,"
                "\"latency_ms\":%u,\"jitter_ms\":%u,\"fail_rate\":%.3f,\"stream\":%s,"
-               "\"chunks\":%u,\"upstream\":%s}}\n",
+               "\"chunks\":%u,\"tail_rate\":%.3f,\"tail_ms\":%u,\"hedge_ms\":%d,"
+               "\"strategy\":\"%s\",\"upstream\":%s}}\n",
                o.mode, o.concurrency, o.rate, o.duration_s, o.warmup_s, o.requests, o.workers,
                np, o.latency_ms, o.jitter_ms, o.fail_rate, o.stream ? "true" : "false", o.chunks,
+               o.tail_rate, o.tail_ms, o.hedge_ms, o.strategy,
                o.upstream ? "\"external\"" : "null");
     } else {
         printf("airouter bench: mode=%s %s=%g workers=%u providers=%u latency=%ums%s\n", o.mode,
@@ -708,13 +759,15 @@ air__cmd_bench(int argc, char **argv)
                o.workers, np, o.latency_ms, o.stream ? " stream" : "");
         printf("%-9s %10s %8s %10s %9s %9s %9s %9s %10s\n", "phase", "requests", "errors",
                "req/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "cpu us/req");
-        struct phase *ps[2] = {&base, &rout};
-        for (int i = 0; i < 2; i++)
+        struct phase *ps[3] = {&base, &rout, &hedg};
+        for (int i = 0; i < (o.hedge_ms >= 0 ? 3 : 2); i++)
             printf("%-9s %10llu %8llu %10.0f %9llu %9llu %9llu %9llu %10.1f\n", ps[i]->name,
                    (unsigned long long)ps[i]->requests, (unsigned long long)ps[i]->errors,
                    ps[i]->rps, (unsigned long long)ps[i]->p50, (unsigned long long)ps[i]->p90,
                    (unsigned long long)ps[i]->p99, (unsigned long long)ps[i]->p999,
-                   i ? cpu_r : cpu_b);
+                   i == 0 ? cpu_b
+                   : i == 1 ? cpu_r
+                            : (hedg.requests ? hedg.cpu_s * 1e6 / (double)hedg.requests : 0));
         printf("added latency: p50 %+ld us, p99 %+ld us; throughput router/direct %.3f\n",
                added_p50, added_p99, ratio);
         printf("peak RSS %.1f MiB; ~%ld bytes per in-flight request\n",
@@ -722,5 +775,6 @@ air__cmd_bench(int argc, char **argv)
     }
     air__free(base.lat_us);
     air__free(rout.lat_us);
+    air__free(hedg.lat_us);
     return 0;
 }

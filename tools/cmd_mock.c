@@ -39,6 +39,8 @@ enum {
     OPT_THREADS,
     OPT_LATENCY,
     OPT_JITTER,
+    OPT_TAIL_RATE,
+    OPT_TAIL_MS,
     OPT_FAIL_RATE,
     OPT_FAIL_STATUS,
     OPT_FAIL_FIRST,
@@ -57,6 +59,8 @@ static const struct mock_opt mock_opts[OPT__COUNT] = {
     {"threads", T_U32, 1, 256, "N", "event-loop threads (default 1)"},
     {"latency-ms", T_U32, 0, 3600000, "MS", "delay before each chat response (default 0)"},
     {"jitter-ms", T_U32, 0, 3600000, "MS", "plus a uniform random 0..MS (default 0)"},
+    {"tail-rate", T_RATE, 0, 1, "X", "fraction of chat requests that also wait --tail-ms"},
+    {"tail-ms", T_U32, 0, 3600000, "MS", "extra delay of the latency tail (default 0)"},
     {"fail-rate", T_RATE, 0, 1, "X", "fraction of chat requests that fail, 0..1 (default 0)"},
     {"fail-status", T_STATUS, 400, 599, "CODE", "HTTP status of injected failures (default 500)"},
     {"fail-first", T_U32, 0, UINT32_MAX, "N", "the first N chat requests fail (default 0)"},
@@ -157,6 +161,8 @@ apply(int idx, const char *val, air_mock_opts_t *o)
             return bad_value(d);
         if (idx == OPT_FAIL_RATE)
             o->fail_rate = x;
+        else if (idx == OPT_TAIL_RATE)
+            o->tail_rate = x;
         else
             o->reset_rate = x;
         return 0;
@@ -189,6 +195,9 @@ apply(int idx, const char *val, air_mock_opts_t *o)
         break;
     case OPT_JITTER:
         o->jitter_ms = (uint32_t)v;
+        break;
+    case OPT_TAIL_MS:
+        o->tail_ms = (uint32_t)v;
         break;
     case OPT_FAIL_STATUS:
         o->fail_status = (int)v;

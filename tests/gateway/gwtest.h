@@ -255,7 +255,7 @@ gwt_name_ok(const char *s, size_t n)
 static inline const char *
 prom_validate(const char *text)
 {
-    static char why[512];
+    static char why[2600];
     char fam[128] = "", type[16] = "";
     char done[256][128];
     int ndone = 0;

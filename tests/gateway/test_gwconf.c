@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "gwconf.h"
-#include "limits.h"
+#include "gwlimits.h"
 
 #define PROVIDERS                                                                                 \
     "\"providers\":[{\"name\":\"a\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:9/v1\"," \

@@ -1,5 +1,5 @@
 /*
- * limits.c - per-key token buckets and budgets (see limits.h).
+ * gwlimits.c - per-key token buckets and budgets (see gwlimits.h).
  *
  * DESIGN: buckets refill lazily: each admission adds rate * elapsed, capped
  * at the capacity (one minute's worth), so an idle key costs nothing. A
@@ -9,7 +9,7 @@
  * window starts it with nothing spent. All three checks run before anything
  * is taken, so a refusal by one limit never consumes another.
  */
-#include "limits.h"
+#include "gwlimits.h"
 #include "gwconf.h"
 
 #include "alloc.h"

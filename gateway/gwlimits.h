@@ -1,5 +1,5 @@
 /*
- * limits.h - per client key admission: requests-per-minute and
+ * gwlimits.h - per client key admission: requests-per-minute and
  * tokens-per-minute token buckets, and a spending budget over a calendar
  * window (UTC minute, hour, day or month).
  *
