@@ -15,6 +15,8 @@
 
 #if defined(AIR_CK_TSAN_SHIM) && !defined(CK_PR_H)
 #define CK_PR_H /* the definitions below replace <ck_pr.h> */
+#include <sched.h>
+#include <string.h>
 #include <ck_cc.h>
 #include <ck_md.h>
 #include <ck_stdbool.h>
@@ -53,9 +55,12 @@ ck_pr_fence_store_atomic(void)
     __asm__ __volatile__("" ::: "memory");
 }
 
+/* Yield rather than spin: TSan serialises threads, and a spinning CAS
+ * loop would starve the thread it waits for. */
 CK_CC_INLINE static void
 ck_pr_stall(void)
 {
+    sched_yield();
 }
 
 CK_CC_INLINE static bool
@@ -73,6 +78,23 @@ ck_pr_cas_uint_value(unsigned int *t, unsigned int old, unsigned int set, unsign
     *v = old;
     return ok;
 }
+/* ck's multi-consumer dequeue copies a slot before its CAS claims it and
+ * throws the copy away when the CAS fails; a producer may be rewriting that
+ * slot meanwhile. The race is benign by design, but TSan reports it, so in
+ * TSan builds pointer-sized slot copies are relaxed atomic accesses. */
+CK_CC_INLINE static void *
+air__ck_slot_copy(void *dst, const void *src, size_t n)
+{
+    if (n == sizeof(void *)) {
+        void *v = __atomic_load_n((void *const *)src, __ATOMIC_RELAXED);
+        __atomic_store_n((void **)dst, v, __ATOMIC_RELAXED);
+        return dst;
+    }
+    return memcpy(dst, src, n);
+}
+#define memcpy air__ck_slot_copy
+#include <ck_ring.h>
+#undef memcpy
 #endif /* AIR_CK_TSAN_SHIM */
 
 #include <ck_ring.h>

@@ -121,9 +121,8 @@ get_stats(struct air__gw *gw, struct MHD_Connection *c)
     cJSON *g = cJSON_CreateObject();
     cJSON_AddNumberToObject(g, "in_flight",
                             (double)atomic_load_explicit(&gw->inflight, memory_order_relaxed));
-    cJSON_AddNumberToObject(
-        g, "client_disconnects",
-        (double)atomic_load_explicit(&gw->disconnects, memory_order_relaxed));
+    cJSON_AddNumberToObject(g, "client_disconnects",
+                            (double)atomic_load_explicit(&gw->disconnects, memory_order_relaxed));
     cJSON_AddNumberToObject(g, "reloads_ok",
                             (double)atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed));
     cJSON_AddNumberToObject(
@@ -154,13 +153,20 @@ static enum MHD_Result
 ctl_error(struct MHD_Connection *c, air_status_t st, const char *msg)
 {
     switch (st) {
-    case AIR_E_NONAME: return aerror(c, 404, "not_found", msg, "unknown_path", NULL);
-    case AIR_E_READONLY: return aerror(c, 409, "invalid_request", msg, "read_only", NULL);
-    case AIR_E_RANGE: return aerror(c, 400, "invalid_request", msg, "out_of_range", NULL);
-    case AIR_E_INVAL: return aerror(c, 400, "invalid_request", msg, "invalid_value", NULL);
-    case AIR_E_CONFIG: return aerror(c, 400, "invalid_request", msg, "invalid_config", NULL);
-    case AIR_E_NOMEM: return aerror(c, 500, "upstream", "out of memory", NULL, NULL);
-    default: return aerror(c, 500, "upstream", msg, NULL, NULL);
+    case AIR_E_NONAME:
+        return aerror(c, 404, "not_found", msg, "unknown_path", NULL);
+    case AIR_E_READONLY:
+        return aerror(c, 409, "invalid_request", msg, "read_only", NULL);
+    case AIR_E_RANGE:
+        return aerror(c, 400, "invalid_request", msg, "out_of_range", NULL);
+    case AIR_E_INVAL:
+        return aerror(c, 400, "invalid_request", msg, "invalid_value", NULL);
+    case AIR_E_CONFIG:
+        return aerror(c, 400, "invalid_request", msg, "invalid_config", NULL);
+    case AIR_E_NOMEM:
+        return aerror(c, 500, "upstream", "out of memory", NULL, NULL);
+    default:
+        return aerror(c, 500, "upstream", msg, NULL, NULL);
     }
 }
 
@@ -213,8 +219,8 @@ explain(struct air__gw *gw, struct MHD_Connection *c, struct areq *a)
     const char *body = a->body.data != NULL ? a->body.data : "";
     char *out = air_explain(gw->r, body, a->body.len, err, sizeof err);
     if (out == NULL)
-        return aerror(c, 400, "invalid_request", err[0] ? err : "cannot explain this request",
-                      NULL, NULL);
+        return aerror(c, 400, "invalid_request", err[0] ? err : "cannot explain this request", NULL,
+                      NULL);
     enum MHD_Result rc = ajson(c, 200, out);
     air__free(out);
     return rc;
@@ -247,12 +253,10 @@ dispatch(struct air__gw *gw, struct MHD_Connection *c, const char *url, const ch
                       "Missing or invalid admin token: send \"Authorization: Bearer <token>\"",
                       "invalid_api_key", NULL);
     if (a->too_big)
-        return aerror(c, 413, "invalid_request", "request body too large", "body_too_large",
-                      NULL);
+        return aerror(c, 413, "invalid_request", "request body too large", "body_too_large", NULL);
     if (strcmp(url, "/metrics") == 0) {
         if (!get)
-            return aerror(c, 405, "invalid_request", "use GET", "method_not_allowed",
-                          "GET, HEAD");
+            return aerror(c, 405, "invalid_request", "use GET", "method_not_allowed", "GET, HEAD");
         air_buf_t b = AIR_BUF_INIT;
         air__gw_metrics_text(gw, &b);
         enum MHD_Result rc =
@@ -265,8 +269,7 @@ dispatch(struct air__gw *gw, struct MHD_Connection *c, const char *url, const ch
     if (strcmp(url, "/admin/config") == 0 || strcmp(url, "/admin/stats") == 0 ||
         strcmp(url, "/admin/ctl") == 0) {
         if (!get)
-            return aerror(c, 405, "invalid_request", "use GET", "method_not_allowed",
-                          "GET, HEAD");
+            return aerror(c, 405, "invalid_request", "use GET", "method_not_allowed", "GET, HEAD");
         if (url[7] == 'c' && url[8] == 'o')
             return get_config(gw, c);
         if (url[7] == 's')

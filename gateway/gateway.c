@@ -58,10 +58,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define STREAM_BUF_MAX    (8u * 1024u * 1024u) /* unsent SSE bytes before we give up */
-#define SSE_BLOCK         (16u * 1024u)
-#define DEFAULT_OUT_TOKS  1024u /* output tokens assumed for budgets without max_tokens */
-#define MAX_PROVIDER_HDR  128
+#define STREAM_BUF_MAX   (8u * 1024u * 1024u) /* unsent SSE bytes before we give up */
+#define SSE_BLOCK        (16u * 1024u)
+#define DEFAULT_OUT_TOKS 1024u /* output tokens assumed for budgets without max_tokens */
+#define MAX_PROVIDER_HDR 128
 
 enum { EP_NONE, EP_CHAT, EP_MODELS, EP_MODEL, EP_HEALTH, EP_METRICS };
 enum { P_NEW, P_BODY, P_WAIT, P_STREAM, P_DONE };
@@ -191,10 +191,10 @@ set_reqid(struct gwreq *q)
     if (q->id != 0)
         snprintf(q->reqid, sizeof q->reqid, "air-%016llx", (unsigned long long)q->id);
     else
-        snprintf(q->reqid, sizeof q->reqid, "gw-%016llx",
-                 (unsigned long long)(atomic_fetch_add_explicit(&q->gw->seq, 1,
-                                                                memory_order_relaxed) +
-                                      1));
+        snprintf(
+            q->reqid, sizeof q->reqid, "gw-%016llx",
+            (unsigned long long)(atomic_fetch_add_explicit(&q->gw->seq, 1, memory_order_relaxed) +
+                                 1));
 }
 
 /* Send an error in OpenAI's shape. retry_after_s > 0 adds Retry-After;
@@ -226,8 +226,7 @@ send_error(struct gwreq *q, unsigned status, const char *type, const char *msg, 
     q->status = (int)status;
     q->errclass = type;
     q->phase = P_DONE;
-    enum MHD_Result rc =
-        air__gw_respond(q->conn, status, "application/json", b.data, b.len, hdrs);
+    enum MHD_Result rc = air__gw_respond(q->conn, status, "application/json", b.data, b.len, hdrs);
     air__buf_free(&b);
     return rc;
 }
@@ -303,8 +302,8 @@ log_line(struct gwreq *q, int status, uint64_t lat_us)
     gmtime_r(&tv.tv_sec, &tm);
     air_buf_t b = AIR_BUF_INIT;
     air__buf_printf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"request_id\":\"%s\"",
-                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                    tm.tm_sec, (int)(tv.tv_usec / 1000), q->reqid[0] ? q->reqid : "-");
+                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                    (int)(tv.tv_usec / 1000), q->reqid[0] ? q->reqid : "-");
     air__buf_puts(&b, ",\"key\":");
     if (q->key != NULL)
         air__buf_json_str(&b, q->key->name, strlen(q->key->name));
@@ -366,9 +365,9 @@ record(struct gwreq *q)
         /* The route label: the engine's, else the requested model once a
          * provider served it; never an unserved name (a client could make
          * up endless series). */
-        o.route = p != NULL && air_resp_route(p) != NULL            ? air_resp_route(p)
+        o.route = p != NULL && air_resp_route(p) != NULL      ? air_resp_route(p)
                   : p != NULL && air_resp_provider(p) != NULL ? q->route
-                                                                    : "";
+                                                              : "";
         o.provider = p ? air_resp_provider(p) : NULL;
         o.model = p ? air_resp_model(p) : NULL;
         o.status = status;
@@ -517,18 +516,30 @@ status_for(const air_resp_t *p)
     switch (air_resp_error_class(p)) {
     case AIR_ERR_INVALID_REQUEST:
         return up == 413 || up == 422 ? (unsigned)up : 400;
-    case AIR_ERR_AUTH: return 502; /* the provider's key, not the client's */
-    case AIR_ERR_NOT_FOUND: return 404;
-    case AIR_ERR_RATE_LIMITED: return 429;
-    case AIR_ERR_BUDGET_EXCEEDED: return 429;
-    case AIR_ERR_OVERLOADED: return 503;
-    case AIR_ERR_UPSTREAM: return 502;
-    case AIR_ERR_CONNECT: return 502;
-    case AIR_ERR_TIMEOUT: return 504;
-    case AIR_ERR_CANCELLED: return 499;
-    case AIR_ERR_SHUTDOWN: return 503;
-    case AIR_ERR_BUSY: return 503;
-    default: return up >= 400 && up <= 599 ? (unsigned)up : 502;
+    case AIR_ERR_AUTH:
+        return 502; /* the provider's key, not the client's */
+    case AIR_ERR_NOT_FOUND:
+        return 404;
+    case AIR_ERR_RATE_LIMITED:
+        return 429;
+    case AIR_ERR_BUDGET_EXCEEDED:
+        return 429;
+    case AIR_ERR_OVERLOADED:
+        return 503;
+    case AIR_ERR_UPSTREAM:
+        return 502;
+    case AIR_ERR_CONNECT:
+        return 502;
+    case AIR_ERR_TIMEOUT:
+        return 504;
+    case AIR_ERR_CANCELLED:
+        return 499;
+    case AIR_ERR_SHUTDOWN:
+        return 503;
+    case AIR_ERR_BUSY:
+        return 503;
+    default:
+        return up >= 400 && up <= 599 ? (unsigned)up : 502;
     }
 }
 
@@ -568,11 +579,16 @@ send_result(struct gwreq *q)
             body = "";
             n = 0;
         }
-        const char *hdrs[] = {"x-request-id",        q->reqid,
-                              "x-airouter-provider", air_resp_provider(p),
-                              "x-airouter-model",    air_resp_model(p),
-                              "x-airouter-attempts", att,
-                              "Connection",          drain ? "close" : NULL,
+        const char *hdrs[] = {"x-request-id",
+                              q->reqid,
+                              "x-airouter-provider",
+                              air_resp_provider(p),
+                              "x-airouter-model",
+                              air_resp_model(p),
+                              "x-airouter-attempts",
+                              att,
+                              "Connection",
+                              drain ? "close" : NULL,
                               NULL};
         q->status = 200;
         q->phase = P_DONE;
@@ -585,12 +601,18 @@ send_result(struct gwreq *q)
     uint32_t ra = retry_after_s(p);
     char ras[16];
     snprintf(ras, sizeof ras, "%u", ra);
-    const char *hdrs[] = {"x-request-id",        q->reqid,
-                          "x-airouter-provider", air_resp_provider(p),
-                          "x-airouter-model",    air_resp_model(p),
-                          "x-airouter-attempts", att,
-                          "Retry-After",         ra > 0 ? ras : NULL,
-                          "Connection",          drain ? "close" : NULL,
+    const char *hdrs[] = {"x-request-id",
+                          q->reqid,
+                          "x-airouter-provider",
+                          air_resp_provider(p),
+                          "x-airouter-model",
+                          air_resp_model(p),
+                          "x-airouter-attempts",
+                          att,
+                          "Retry-After",
+                          ra > 0 ? ras : NULL,
+                          "Connection",
+                          drain ? "close" : NULL,
                           NULL};
     q->status = (int)st;
     q->errclass = cls;
@@ -719,8 +741,8 @@ static enum MHD_Result
 on_ready(struct gwreq *q)
 {
     pthread_mutex_lock(&q->mu);
-    if (q->stream && (q->chunks > 0 || (q->done && q->resp != NULL &&
-                                        air_resp_status(q->resp) == AIR_OK))) {
+    if (q->stream &&
+        (q->chunks > 0 || (q->done && q->resp != NULL && air_resp_status(q->resp) == AIR_OK))) {
         /* Snapshot what the headers need; the response is built unlocked
          * (libmicrohttpd may call the reader, which takes q->mu). */
         int done = q->done;
@@ -800,21 +822,20 @@ chat(struct gwreq *q)
     if (q->key != NULL && !air__gw_key_allows(q->key, q->route)) {
         air_req_free(areq);
         char msg[256];
-        snprintf(msg, sizeof msg, "the key '%s' may not use model '%.96s'", q->key->name,
-                 q->route);
+        snprintf(msg, sizeof msg, "the key '%s' may not use model '%.96s'", q->key->name, q->route);
         return send_error(q, 403, "auth", msg, "model", "model_not_allowed", 0, NULL);
     }
     if (q->key != NULL && q->key->st != NULL) {
         uint64_t est_tokens = blen / 4 ? blen / 4 : 1;
         const struct air__gw_model *m = air__gw_conf_model(q->conf, q->route);
-        double est_usd = m != NULL ? ((double)est_tokens * m->in_price +
-                                      (double)out_toks * m->out_price) / 1e6
-                                   : 0;
+        double est_usd =
+            m != NULL ? ((double)est_tokens * m->in_price + (double)out_toks * m->out_price) / 1e6
+                      : 0;
         uint32_t ra = 0;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        int why = air__gw_limit_admit(q->key, now_us(), ts.tv_sec, est_tokens, est_usd, &q->res,
-                                      &ra);
+        int why =
+            air__gw_limit_admit(q->key, now_us(), ts.tv_sec, est_tokens, est_usd, &q->res, &ra);
         if (why != AIR_GW_LIMIT_OK) {
             air_req_free(areq);
             char msg[256];
@@ -859,19 +880,16 @@ chat(struct gwreq *q)
         air_req_free(areq);
         if (q->reserved)
             air__gw_limit_settle(q->key, &q->res, now_us(), time(NULL), 0, 0);
-        return send_error(q, 500, "upstream", "out of memory in the gateway", NULL, NULL, 0,
-                          NULL);
+        return send_error(q, 500, "upstream", "out of memory in the gateway", NULL, NULL, 0, NULL);
     }
 
     req_ref(q); /* the engine's, dropped by on_done */
     q->phase = P_WAIT;
     uint64_t id = 0;
-    /* The callbacks may run before air_submit returns: hold mu across it,
-     * so they see q->id and cannot resume before we decided to suspend. */
-    pthread_mutex_lock(&q->mu);
+    /* The callbacks may run before air_submit returns; they only resume a
+     * connection that on_ready below has suspended, under q->mu. */
     st = air_submit(gw->r, areq, &id);
     if (st != AIR_OK) {
-        pthread_mutex_unlock(&q->mu);
         atomic_fetch_sub_explicit(&q->refs, 1, memory_order_relaxed); /* never called back */
         if (q->reserved)
             air__gw_limit_settle(q->key, &q->res, now_us(), time(NULL), 0, 0);
@@ -883,9 +901,13 @@ chat(struct gwreq *q)
                               NULL);
         return send_error(q, 500, "upstream", air_strerror(st), NULL, NULL, 0, NULL);
     }
+    pthread_mutex_lock(&q->mu);
     q->id = id;
-    set_reqid(q);
+    int overflow = q->overflow; /* on_chunk could not cancel without the id */
     pthread_mutex_unlock(&q->mu);
+    if (overflow)
+        cancel_id(gw->r, id);
+    set_reqid(q);
     watch(q);
     return on_ready(q);
 }
@@ -957,8 +979,8 @@ authorize(struct gwreq *q)
     if (c->nkeys == 0)
         return 1;
     size_t n = 0;
-    const char *hdr = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
-                                                  MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *hdr =
+        MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *tok = air__gw_bearer(hdr, &n);
     if (tok == NULL)
         return 0;
@@ -1030,8 +1052,8 @@ first_call(struct gwreq *q, const char *url, const char *method)
         return models(q, NULL);
     if (q->ep == EP_MODEL)
         return models(q, url + 11);
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL) {
         char *end;
         errno = 0;
@@ -1285,11 +1307,10 @@ start_daemon(struct air__gw *gw, const struct air__gw_addr *a, uint32_t threads,
                                 (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
                                 timeout_s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                                 MHD_OPTION_END);
-    return MHD_start_daemon(flags, 0, NULL, NULL, on_access, gw, MHD_OPTION_SOCK_ADDR,
-                            (const struct sockaddr *)&a->sa, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-                            MHD_OPTION_END);
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, gw, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a->sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_END);
 }
 
 static uint16_t
@@ -1434,8 +1455,8 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
         return AIR_E_TRANSPORT;
     }
     if (!o->quiet) {
-        fprintf(stderr, "airouter serve: listening on %s, port %u (%u HTTP threads)\n",
-                listen.text, (unsigned)gw->port, threads);
+        fprintf(stderr, "airouter serve: listening on %s, port %u (%u HTTP threads)\n", listen.text,
+                (unsigned)gw->port, threads);
         if (c->nkeys == 0)
             fprintf(stderr, "airouter serve: no client keys configured: the gateway is "
                             "UNAUTHENTICATED and serves on loopback only\n");
@@ -1529,8 +1550,7 @@ air__gw_reload(struct air__gw *gw, const char *text, char *err, size_t errlen)
         goto out;
     }
     if (c->client_timeout_ms != gw->client_to_at_start) {
-        snprintf(err, errlen,
-                 "client_timeout_ms: cannot change at run time (restart the gateway)");
+        snprintf(err, errlen, "client_timeout_ms: cannot change at run time (restart the gateway)");
         goto out;
     }
     {

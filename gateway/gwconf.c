@@ -33,9 +33,9 @@
 #define DEFAULT_MAX_CONN     4096u
 #define DEFAULT_CLIENT_TO_MS 60000u
 
-static const char *const gateway_keys[] = {"listen",  "max_body_bytes", "max_connections",
-                                           "client_timeout_ms", "keys", "admin",
-                                           "access_log"};
+static const char *const gateway_keys[] = {
+    "listen", "max_body_bytes", "max_connections", "client_timeout_ms",
+    "keys",   "admin",          "access_log"};
 
 __attribute__((format(printf, 3, 4))) static air_status_t
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -112,8 +112,8 @@ check_members(const cJSON *obj, const char *path, const char *const *known, size
 
 /* An integral JSON number in [min, max]. */
 static air_status_t
-get_int(const cJSON *v, const char *path, int64_t min, int64_t max, const char *what,
-        int64_t *out, char *err, size_t errlen)
+get_int(const cJSON *v, const char *path, int64_t min, int64_t max, const char *what, int64_t *out,
+        char *err, size_t errlen)
 {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble))
         return fail(err, errlen, "%s: expected %s", path, what);
@@ -215,8 +215,8 @@ dup_or_oom(const char *s, int *oom)
 static air_status_t
 parse_key(const cJSON *o, size_t i, struct air__gw_key *k, char *err, size_t errlen)
 {
-    static const char *const known[] = {"name", "key_env", "key_sha256", "rpm", "tpm",
-                                        "budget_usd", "budget_window", "models"};
+    static const char *const known[] = {"name", "key_env",    "key_sha256",    "rpm",
+                                        "tpm",  "budget_usd", "budget_window", "models"};
     char path[48];
     snprintf(path, sizeof path, "keys[%zu]", i);
     if (!cJSON_IsObject(o))
@@ -233,8 +233,8 @@ parse_key(const cJSON *o, size_t i, struct air__gw_key *k, char *err, size_t err
         if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
               *c == '_' || *c == '-' || *c == '.') ||
             c - name->valuestring >= 64)
-            return fail(err, errlen,
-                        "%s.name: use at most 64 letters, digits, '.', '_' or '-'", path);
+            return fail(err, errlen, "%s.name: use at most 64 letters, digits, '.', '_' or '-'",
+                        path);
     int oom = 0;
     k->name = dup_or_oom(name->valuestring, &oom);
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(o, "key_env");
@@ -257,8 +257,8 @@ parse_key(const cJSON *o, size_t i, struct air__gw_key *k, char *err, size_t err
         k->key_env = dup_or_oom(env->valuestring, &oom);
     } else {
         if (!cJSON_IsString(sha) || air__sha256_from_hex(sha->valuestring, k->digest) != 0)
-            return fail(err, errlen,
-                        "%s.key_sha256: expected the key's SHA-256 as 64 hex digits", path);
+            return fail(err, errlen, "%s.key_sha256: expected the key's SHA-256 as 64 hex digits",
+                        path);
     }
     char sub[80];
     const cJSON *v;
@@ -443,8 +443,7 @@ static double
 num_or0(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble > 0 ? v->valuedouble
-                                                                               : 0;
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble > 0 ? v->valuedouble : 0;
 }
 
 /* Prices of model `name` at provider `prov` (0 when not listed). */

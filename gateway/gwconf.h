@@ -34,7 +34,7 @@ struct air__gw_key {
     char *name;
     char *key_env; /* the variable named in the config, or NULL (key_sha256) */
     uint8_t digest[AIR_SHA256_LEN];
-    int64_t rpm, tpm; /* 0 = unlimited */
+    int64_t rpm, tpm;  /* 0 = unlimited */
     double budget_usd; /* 0 = no budget */
     int window;        /* AIR_GW_WIN_* */
     char **models;     /* allow-list, NULL = every model */
@@ -72,9 +72,9 @@ struct air__gw_conf {
     struct air__gw_addr admin_listen;
     char *admin_token_env;
     uint8_t admin_digest[AIR_SHA256_LEN];
-    int log_level;   /* AIR_GW_LOG_* */
-    char *log_path;  /* "-" = stderr */
-    int log_fd;      /* -1 when off */
+    int log_level;  /* AIR_GW_LOG_* */
+    char *log_path; /* "-" = stderr */
+    int log_fd;     /* -1 when off */
     struct air__gw_model *models;
     size_t nmodels;
 };
@@ -85,8 +85,8 @@ struct air__gw_conf {
  * error gives the engine's line/column message), AIR_E_NOMEM. Client key
  * variables are read here; their values never appear in err.
  */
-air_status_t air__gw_conf_parse(const char *text, size_t len, struct air__gw_conf **out,
-                                char *err, size_t errlen);
+air_status_t air__gw_conf_parse(const char *text, size_t len, struct air__gw_conf **out, char *err,
+                                size_t errlen);
 void air__gw_conf_ref(struct air__gw_conf *c);
 /* Drop a reference; the last one frees (and closes the log file). NULL ok. */
 void air__gw_conf_unref(struct air__gw_conf *c);

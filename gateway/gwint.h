@@ -38,8 +38,8 @@ struct air__gw {
 
     struct air__gw_metrics *metrics;
     atomic_long inflight;
-    atomic_uint_fast64_t seq;           /* ids of requests the engine never saw */
-    atomic_uint_fast64_t disconnects;   /* clients gone before their response ended */
+    atomic_uint_fast64_t seq;         /* ids of requests the engine never saw */
+    atomic_uint_fast64_t disconnects; /* clients gone before their response ended */
     atomic_uint_fast64_t reloads_ok, reloads_failed;
     atomic_int draining;
     time_t started;

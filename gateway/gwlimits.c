@@ -57,9 +57,15 @@ air__gw_window_id(int window, time_t t, uint32_t *secs_left)
 {
     int64_t len;
     switch (window) {
-    case AIR_GW_WIN_MINUTE: len = 60; break;
-    case AIR_GW_WIN_HOUR: len = 3600; break;
-    case AIR_GW_WIN_DAY: len = 86400; break;
+    case AIR_GW_WIN_MINUTE:
+        len = 60;
+        break;
+    case AIR_GW_WIN_HOUR:
+        len = 3600;
+        break;
+    case AIR_GW_WIN_DAY:
+        len = 86400;
+        break;
     default: {
         struct tm tm;
         gmtime_r(&t, &tm);
@@ -119,9 +125,8 @@ roll_window(struct air__gw_keystate *s, int64_t id)
 }
 
 int
-air__gw_limit_admit(const struct air__gw_key *k, uint64_t now_us, time_t wall,
-                    uint64_t est_tokens, double est_usd, struct air__gw_reservation *res,
-                    uint32_t *retry_after_s)
+air__gw_limit_admit(const struct air__gw_key *k, uint64_t now_us, time_t wall, uint64_t est_tokens,
+                    double est_usd, struct air__gw_reservation *res, uint32_t *retry_after_s)
 {
     struct air__gw_keystate *s = k->st;
     memset(res, 0, sizeof *res);
@@ -176,8 +181,8 @@ air__gw_limit_settle(const struct air__gw_key *k, const struct air__gw_reservati
         /* Unknown usage (a failure): give the estimate back. Otherwise
          * charge the difference; the bucket may go into debt, down to one
          * minute's worth. */
-        double adj = actual_tokens == 0 ? (double)res->tokens
-                                        : (double)res->tokens - (double)actual_tokens;
+        double adj =
+            actual_tokens == 0 ? (double)res->tokens : (double)res->tokens - (double)actual_tokens;
         s->tok_tokens = fmax(-(double)k->tpm, fmin((double)k->tpm, s->tok_tokens + adj));
     }
     int64_t win = air__gw_window_id(k->window, wall, NULL);

@@ -18,11 +18,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#define NSLOTS    512u /* power of two */
-#define NSTATUS   16
-#define KEYLEN    96
-#define NB_LAT    14
-#define NB_OVH    12
+#define NSLOTS  512u /* power of two */
+#define NSTATUS 16
+#define KEYLEN  96
+#define NB_LAT  14
+#define NB_OVH  12
 
 static const double lat_buckets[NB_LAT] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                            1,     2.5,  5,     10,   30,  60,   120};
@@ -100,9 +100,8 @@ find(struct air__gw_metrics *m, const char *r, const char *p, const char *mo)
         int st = atomic_load_explicit(&s->state, memory_order_acquire);
         if (st == S_EMPTY) {
             int exp = S_EMPTY;
-            if (atomic_compare_exchange_strong_explicit(&s->state, &exp, S_CLAIMED,
-                                                        memory_order_acq_rel,
-                                                        memory_order_acquire)) {
+            if (atomic_compare_exchange_strong_explicit(
+                    &s->state, &exp, S_CLAIMED, memory_order_acq_rel, memory_order_acquire)) {
                 s->hash = h;
                 copy_key(s->route, r);
                 copy_key(s->provider, p);
@@ -144,8 +143,8 @@ observe(struct hist *h, const double *bounds, int n, uint64_t us)
 void
 air__gw_metrics_record(struct air__gw_metrics *m, const struct air__gw_obs *o)
 {
-    struct series *s = find(m, o->route ? o->route : "", o->provider ? o->provider : "",
-                            o->model ? o->model : "");
+    struct series *s =
+        find(m, o->route ? o->route : "", o->provider ? o->provider : "", o->model ? o->model : "");
     int slot = NSTATUS - 1; /* the last slot also takes overflow */
     for (int i = 0; i < NSTATUS; i++) {
         int code = atomic_load_explicit(&s->status_code[i], memory_order_acquire);
@@ -321,8 +320,8 @@ air__gw_metrics_render(struct air__gw_metrics *m, air_buf_t *b)
     family(b, "airouter_router_overhead_seconds", "histogram",
            "Engine latency minus the time spent in upstream attempts: queueing, routing, "
            "translation and backoff waits.");
-    render_hist(b, m, "airouter_router_overhead_seconds", offsetof(struct series, ovh),
-                ovh_buckets, NB_OVH);
+    render_hist(b, m, "airouter_router_overhead_seconds", offsetof(struct series, ovh), ovh_buckets,
+                NB_OVH);
     family(b, "airouter_tokens_total", "counter",
            "Tokens reported by providers, direction=\"in\" (prompt) or \"out\" (completion).");
     render_counter(b, m, "airouter_tokens_total", offsetof(struct series, tok_in),

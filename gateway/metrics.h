@@ -21,16 +21,16 @@ struct air__gw_metrics;
 /* One finished request. Strings may be NULL (rendered as ""). */
 struct air__gw_obs {
     const char *route, *provider, *model;
-    int status;            /* HTTP status sent (499: client went away) */
-    uint64_t latency_us;   /* gateway: request start to end */
-    uint64_t ttft_us;      /* 0: none */
-    uint64_t upstream_us;  /* time in upstream attempts */
-    uint64_t engine_us;    /* engine latency (0 when it never ran) */
+    int status;           /* HTTP status sent (499: client went away) */
+    uint64_t latency_us;  /* gateway: request start to end */
+    uint64_t ttft_us;     /* 0: none */
+    uint64_t upstream_us; /* time in upstream attempts */
+    uint64_t engine_us;   /* engine latency (0 when it never ran) */
     uint64_t tokens_in, tokens_out;
     double cost_usd;
     uint32_t attempts;
     int streamed;
-    int engine;            /* 1 when the engine handled it */
+    int engine; /* 1 when the engine handled it */
 };
 
 struct air__gw_metrics *air__gw_metrics_new(void);

@@ -34,13 +34,16 @@ static const struct known top_known[] = {
     {"completed", "airouter_engine_requests_completed_total", "counter",
      "Requests the engine completed."},
     {"ok", "airouter_engine_requests_ok_total", "counter", "Requests completed successfully."},
-    {"failed", "airouter_engine_requests_failed_total", "counter", "Requests completed with an error."},
+    {"failed", "airouter_engine_requests_failed_total", "counter",
+     "Requests completed with an error."},
     {"attempts", "airouter_engine_attempts_total", "counter", "Upstream attempts made."},
     {"retries", "airouter_engine_retries_total", "counter",
      "Attempts beyond the first (retries and failovers)."},
     {"hedges", "airouter_engine_hedges_total", "counter", "Hedged (duplicate) attempts started."},
-    {"in_flight", "airouter_engine_in_flight_requests", "gauge", "Requests in flight in the engine."},
-    {"inflight", "airouter_engine_in_flight_requests", "gauge", "Requests in flight in the engine."},
+    {"in_flight", "airouter_engine_in_flight_requests", "gauge",
+     "Requests in flight in the engine."},
+    {"inflight", "airouter_engine_in_flight_requests", "gauge",
+     "Requests in flight in the engine."},
 };
 
 static const struct known member_known[] = {
@@ -50,6 +53,9 @@ static const struct known member_known[] = {
     {"completion_tokens", "completion_tokens_total", "counter", "Completion tokens reported"},
     {"cost_usd", "cost_usd_total", "counter", "Cost in US dollars"},
     {"hedges", "hedges_total", "counter", "Hedged attempts"},
+    {"failures", "failures_total", "counter", "Failed upstream requests"},
+    {"tokens_in", "tokens_in_total", "counter", "Prompt tokens reported"},
+    {"tokens_out", "tokens_out_total", "counter", "Completion tokens reported"},
 };
 
 static void
@@ -85,7 +91,7 @@ val(const cJSON *v)
 static const char *
 name_of(const cJSON *o)
 {
-    static const char *const keys[] = {"name", "id", "deployment", "provider"};
+    static const char *const keys[] = {"name", "id", "deployment", "provider", "model"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
         if (cJSON_IsString(v))
@@ -131,8 +137,8 @@ emit_family(air_buf_t *b, const cJSON *arr, const char *single, const char *m, c
         snprintf(fam, sizeof fam, "airouter_%s_%s", single, k != NULL ? k->name : sm);
     }
     if (k != NULL)
-        air__buf_printf(b, "# HELP %s %s per %s (engine stats).\n# TYPE %s counter\n", fam,
-                        k->help, single, fam);
+        air__buf_printf(b, "# HELP %s %s per %s (engine stats).\n# TYPE %s counter\n", fam, k->help,
+                        single, fam);
     else
         air__buf_printf(b,
                         "# HELP %s Engine stats field %s%s%s of each %s (see GET "
@@ -223,8 +229,8 @@ air__gw_prom_engine_stats(air_buf_t *b, const char *stats_json)
             if (k == NULL)
                 snprintf(fam, sizeof fam, "airouter_engine_%s", sn);
             air__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s ", fam,
-                            k != NULL ? k->help : "Engine stats field (see GET /admin/stats).",
-                            fam, k != NULL ? k->type : "gauge", fam);
+                            k != NULL ? k->help : "Engine stats field (see GET /admin/stats).", fam,
+                            k != NULL ? k->type : "gauge", fam);
             num(b, val(it));
             air__buf_putc(b, '\n');
         } else if (cJSON_IsObject(it) && strcmp(it->string, "errors") == 0) {

@@ -88,13 +88,24 @@ size_t
 air__policy_filter(const struct air__pcand *c, size_t n, const struct air__need *need, int *ok,
                    const char **why)
 {
+    /* Fast path: one mask test and one comparison per candidate; the
+     * reason is worked out only for a candidate that fails. */
+    uint32_t mask = 0;
+    uint64_t tokens = 0;
+    if (need != NULL) {
+        mask = (need->tools ? AIR_CAP_TOOLS : 0) | (need->images ? AIR_CAP_IMAGES : 0) |
+               (need->stream ? AIR_CAP_STREAM : 0) | (need->json ? AIR_CAP_JSON : 0);
+        tokens = need->est_in_tokens + need->est_out_tokens;
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *r = reject(&c[i], need);
-        ok[i] = r == NULL;
-        k += r == NULL;
+        const struct air__pcand *p = &c[i];
+        int pass = !p->excluded && (p->caps & mask) == mask &&
+                   (p->context_tokens == 0 || tokens <= p->context_tokens);
+        ok[i] = pass;
+        k += (size_t)pass;
         if (why)
-            why[i] = r;
+            why[i] = pass ? NULL : reject(p, need);
     }
     return k;
 }
@@ -156,58 +167,79 @@ clamp01(double v)
 static double
 weight_ok(double v)
 {
-    return v > 0 ? v : 0; /* negative and NaN -> 0 */
+    /* negative and NaN -> 0; huge values capped so that weight x 0 stays 0 */
+    return v > 0 ? (v < 1e9 ? v : 1e9) : 0;
 }
 
-/* Maxima over the candidates that passed, shared by score and rank. */
-struct maxima {
-    double lat, cost, inflight;
+/* What score_one needs besides the candidate: reciprocals of the maxima over
+ * the candidates that passed (0 when the maximum is 0) and sanitised
+ * weights. Shared by air__policy_score and the score strategy so explain
+ * shows exactly the numbers the ranking used. */
+struct norm {
+    double inv_lat, inv_cost, inv_inflight;
+    double wl, wc, wh, wload;
+    int stream;
 };
 
 static void
-find_maxima(const struct air__pcand *c, size_t n, const int *ok, const struct air__need *need,
-            struct maxima *m)
+norm_finish(struct norm *m, double max_lat, double max_cost, double max_inflight,
+            const struct air__score_weights *w, const struct air__need *need)
 {
-    int stream = need ? need->stream : 0;
-    m->lat = m->cost = m->inflight = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!ok[i])
-            continue;
-        double l = latency_of(&c[i], stream);
-        if (l > m->lat && l != HUGE_VAL)
-            m->lat = l;
-        double e = expected_cost(&c[i], need);
-        if (e > m->cost)
-            m->cost = e;
-        if (c[i].max_inflight == 0 && c[i].inflight > m->inflight)
-            m->inflight = c[i].inflight;
-    }
+    m->inv_lat = max_lat > 0 ? 1.0 / max_lat : 0;
+    m->inv_cost = max_cost > 0 ? 1.0 / max_cost : 0;
+    m->inv_inflight = max_inflight > 0 ? 1.0 / max_inflight : 0;
+    m->wl = weight_ok(w->latency);
+    m->wc = weight_ok(w->cost);
+    m->wh = weight_ok(w->health);
+    m->wload = weight_ok(w->load);
+    m->stream = need ? need->stream : 0;
+}
+
+/* The components, each in [0, 1]. l is latency_of(), e expected_cost(). */
+static inline double
+comp_latency(double l, const struct norm *m)
+{
+    if (l < 0)
+        return 0; /* never tried: explore */
+    if (l == HUGE_VAL)
+        return 1; /* tried, never succeeded */
+    return clamp01(l * m->inv_lat);
+}
+
+static inline double
+comp_health(const struct air__pcand *c)
+{
+    return c->st ? clamp01(1.0 - c->st->succ_ewma) : 0;
+}
+
+static inline double
+comp_load(const struct air__pcand *c, const struct norm *m)
+{
+    if (c->max_inflight > 0)
+        return clamp01((double)c->inflight / (double)c->max_inflight);
+    return clamp01((double)c->inflight * m->inv_inflight);
+}
+
+/* The total, computed exactly as score_one computes it (same operations in
+ * the same order, so explain and ranking agree to the bit). */
+static inline double
+total_of(const struct air__pcand *c, double l, double e, const struct norm *m)
+{
+    return m->wl * comp_latency(l, m) + m->wc * clamp01(e * m->inv_cost) +
+           m->wh * comp_health(c) + m->wload * comp_load(c, m);
 }
 
 static void
-score_one(const struct air__pcand *c, const struct air__score_weights *w,
-          const struct air__need *need, const struct maxima *m, struct air__score *s)
+score_one(const struct air__pcand *c, double l, double e, const struct norm *m,
+          struct air__score *s)
 {
-    double l = latency_of(c, need ? need->stream : 0);
-    if (l < 0) {
-        s->latency = 0; /* never tried: explore */
-        s->latency_us = 0;
-    } else if (l == HUGE_VAL) {
-        s->latency = 1; /* tried, never succeeded */
-        s->latency_us = 0;
-    } else {
-        s->latency = m->lat > 0 ? clamp01(l / m->lat) : 0;
-        s->latency_us = l;
-    }
-    s->expected_usd = expected_cost(c, need);
-    s->cost = m->cost > 0 ? clamp01(s->expected_usd / m->cost) : 0;
-    s->health = c->st ? clamp01(1.0 - c->st->succ_ewma) : 0;
-    if (c->max_inflight > 0)
-        s->load = clamp01((double)c->inflight / (double)c->max_inflight);
-    else
-        s->load = m->inflight > 0 ? clamp01((double)c->inflight / m->inflight) : 0;
-    s->total = weight_ok(w->latency) * s->latency + weight_ok(w->cost) * s->cost +
-               weight_ok(w->health) * s->health + weight_ok(w->load) * s->load;
+    s->latency = comp_latency(l, m);
+    s->latency_us = l >= 0 && l != HUGE_VAL ? l : 0;
+    s->expected_usd = e;
+    s->cost = clamp01(e * m->inv_cost);
+    s->health = comp_health(c);
+    s->load = comp_load(c, m);
+    s->total = m->wl * s->latency + m->wc * s->cost + m->wh * s->health + m->wload * s->load;
 }
 
 void
@@ -220,11 +252,24 @@ air__policy_score(const struct air__pcand *c, size_t n, const int *ok,
         air__score_weights_default(&dw);
         w = &dw;
     }
-    struct maxima m;
-    find_maxima(c, n, ok, need, &m);
+    int stream = need ? need->stream : 0;
+    double max_lat = 0, max_cost = 0, max_inflight = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        double l = latency_of(&c[i], stream), e = expected_cost(&c[i], need);
+        if (l > max_lat && l != HUGE_VAL)
+            max_lat = l;
+        if (e > max_cost)
+            max_cost = e;
+        if (c[i].max_inflight == 0 && c[i].inflight > max_inflight)
+            max_inflight = c[i].inflight;
+    }
+    struct norm m;
+    norm_finish(&m, max_lat, max_cost, max_inflight, w, need);
     for (size_t i = 0; i < n; i++) {
         if (ok[i]) {
-            score_one(&c[i], w, need, &m, &out[i]);
+            score_one(&c[i], latency_of(&c[i], stream), expected_cost(&c[i], need), &m, &out[i]);
         } else {
             memset(&out[i], 0, sizeof out[i]);
             out[i].total = HUGE_VAL;
@@ -296,24 +341,69 @@ collect(const int *ok, size_t n, struct key *a, uint64_t *rng, int rotate)
     return k;
 }
 
+/* The score strategy's sort key: the total's bit pattern (a non-negative
+ * double's bits order like the double) with the candidate index in the low
+ * 16 bits, so the sort moves single integers. Dropping the 16 lowest
+ * mantissa bits merges totals within 2^-36 of each other: a tie. */
+#define IDX_BITS 16
+#define IDX_MASK ((1ull << IDX_BITS) - 1)
+
+static uint64_t
+pack(double total, size_t i)
+{
+    uint64_t b;
+    memcpy(&b, &total, sizeof b);
+    return (b & ~IDX_MASK) | (uint64_t)i;
+}
+
+static void
+sort_u64(uint64_t *a, size_t k)
+{
+    for (size_t i = 1; i < k; i++) {
+        uint64_t x = a[i];
+        size_t j = i;
+        while (j > 0 && a[j - 1] > x) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+/* Score strategy over at most STACK_CANDS candidates (65535 with heap
+ * scratch): raw latency and cost in one pass with their maxima, totals in a
+ * second, one integer sort, then power of two choices among the top 3. */
 static size_t
 rank_score(const struct air__pcand *c, size_t n, const int *ok,
            const struct air__score_weights *w, const struct air__need *need, uint64_t *rng,
-           struct key *a)
+           uint64_t *keys, double *lat, double *cost)
 {
-    struct maxima m;
-    find_maxima(c, n, ok, need, &m);
+    int stream = need ? need->stream : 0;
+    double max_lat = 0, max_cost = 0, max_inflight = 0;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (!ok[i])
             continue;
-        struct air__score s;
-        score_one(&c[i], w, need, &m, &s);
-        a[k].v = s.total;
-        a[k].i = i;
+        const struct air__pcand *p = &c[i];
+        double l = latency_of(p, stream), e = expected_cost(p, need);
+        if (l > max_lat && l != HUGE_VAL)
+            max_lat = l;
+        if (e > max_cost)
+            max_cost = e;
+        if (p->max_inflight == 0 && p->inflight > max_inflight)
+            max_inflight = p->inflight;
+        lat[k] = l;
+        cost[k] = e;
+        keys[k] = i; /* index only, for now */
         k++;
     }
-    sort_keys(a, k);
+    struct norm m;
+    norm_finish(&m, max_lat, max_cost, max_inflight, w, need);
+    for (size_t j = 0; j < k; j++) {
+        size_t i = (size_t)keys[j];
+        keys[j] = pack(total_of(&c[i], lat[j], cost[j], &m), i);
+    }
+    sort_u64(keys, k);
     if (k < 2)
         return k;
     /* Power of two choices among the best min(3, k). */
@@ -323,13 +413,14 @@ rank_score(const struct air__pcand *c, size_t n, const int *ok,
     size_t y = (size_t)((r >> 32) % (top - 1));
     if (y >= x)
         y++;
-    /* a[] is sorted, so the lower position is the better; on a tie the
+    /* keys[] is sorted, so the lower position is the better; on a tie the
      * first draw (x) wins, which is random. */
-    size_t win = a[x].v < a[y].v ? x : a[y].v < a[x].v ? y : x;
+    uint64_t kx = keys[x] >> IDX_BITS, ky = keys[y] >> IDX_BITS;
+    size_t win = kx < ky ? x : ky < kx ? y : x;
     if (win > 0) {
-        struct key t = a[win];
-        memmove(&a[1], &a[0], win * sizeof a[0]);
-        a[0] = t;
+        uint64_t t = keys[win];
+        memmove(&keys[1], &keys[0], win * sizeof keys[0]);
+        keys[0] = t;
     }
     return k;
 }
@@ -399,8 +490,15 @@ air__policy_rank(enum air__strategy s, const struct air__pcand *c, size_t n, con
                  const struct air__score_weights *w, const struct air__need *need, uint64_t *rr,
                  uint64_t *rng, size_t *order)
 {
-    struct key stack[STACK_CANDS];
-    struct key *a = stack;
+    /* Scratch: on the stack up to STACK_CANDS candidates, else one heap
+     * block. The score strategy uses keys/lat/cost, the others a. */
+    struct key a_stack[STACK_CANDS];
+    uint64_t keys_stack[STACK_CANDS];
+    double lat_stack[STACK_CANDS], cost_stack[STACK_CANDS];
+    struct key *a = a_stack;
+    uint64_t *keys = keys_stack;
+    double *lat = lat_stack, *cost = cost_stack;
+    void *heap = NULL;
     uint64_t local_rng = 0x853c49e6748fea9bull;
     uint64_t local_rr = 0;
     struct air__score_weights dw;
@@ -414,10 +512,17 @@ air__policy_rank(enum air__strategy s, const struct air__pcand *c, size_t n, con
         air__score_weights_default(&dw);
         w = &dw;
     }
-    if (n > STACK_CANDS) {
-        a = air__malloc(n * sizeof *a);
-        if (a == NULL)
+    if (n > STACK_CANDS && s != AIR_S_PRIORITY) {
+        if (n <= IDX_MASK && n <= SIZE_MAX / (sizeof *a + 3 * sizeof(double)))
+            heap = air__malloc(n * (sizeof *a + 3 * sizeof(double)));
+        if (heap == NULL) {
             s = AIR_S_PRIORITY; /* needs no scratch: written straight to order */
+        } else {
+            a = heap;
+            keys = (uint64_t *)(void *)(a + n);
+            lat = (double *)(void *)(keys + n);
+            cost = lat + n;
+        }
     }
 
     switch (s) {
@@ -425,9 +530,7 @@ air__policy_rank(enum air__strategy s, const struct air__pcand *c, size_t n, con
         for (size_t i = 0; i < n; i++)
             if (ok[i])
                 order[k++] = i;
-        if (a != stack)
-            air__free(a);
-        return k;
+        break;
     case AIR_S_ROUND_ROBIN:
         k = collect(ok, n, a, rng, 0);
         if (k > 0) {
@@ -435,25 +538,26 @@ air__policy_rank(enum air__strategy s, const struct air__pcand *c, size_t n, con
             for (size_t j = 0; j < k; j++)
                 order[j] = a[(start + j) % k].i;
         }
-        if (a != stack)
-            air__free(a);
-        return k;
+        break;
     case AIR_S_WEIGHTED:
         k = rank_weighted(c, n, ok, rng, a);
+        for (size_t j = 0; j < k; j++)
+            order[j] = a[j].i;
         break;
     case AIR_S_LEAST_BUSY:
     case AIR_S_LOWEST_LATENCY:
     case AIR_S_LOWEST_COST:
         k = rank_keyed(s, c, n, ok, need, rng, a);
+        for (size_t j = 0; j < k; j++)
+            order[j] = a[j].i;
         break;
     case AIR_S_SCORE:
     default:
-        k = rank_score(c, n, ok, w, need, rng, a);
+        k = rank_score(c, n, ok, w, need, rng, keys, lat, cost);
+        for (size_t j = 0; j < k; j++)
+            order[j] = (size_t)(keys[j] & IDX_MASK);
         break;
     }
-    for (size_t j = 0; j < k; j++)
-        order[j] = a[j].i;
-    if (a != stack)
-        air__free(a);
+    air__free(heap);
     return k;
 }

@@ -44,9 +44,9 @@ struct azure_cfg {
 /* Per-request stream state; openai.c's part first (it casts sc->state). */
 struct azure_stream {
     struct air__openai_stream base;
-    char id[128];     /* first non-empty chunk id */
-    char model[128];  /* first non-empty chunk model */
-    double created;   /* first non-zero created */
+    char id[128];    /* first non-empty chunk id */
+    char model[128]; /* first non-empty chunk model */
+    double created;  /* first non-zero created */
     int have_created;
 };
 
@@ -213,9 +213,9 @@ azure_fix_chunk(const struct air__openai *s, air_stream_ctx_t *sc, cJSON *chunk)
     changed |= fill_string(chunk, "object", "chat.completion.chunk");
     if (as->have_created && !(cJSON_IsNumber(created) && created->valuedouble > 0)) {
         cJSON *v = cJSON_CreateNumber(as->created);
-        int ok = v != NULL && (created != NULL
-                                   ? cJSON_ReplaceItemInObjectCaseSensitive(chunk, "created", v)
-                                   : cJSON_AddItemToObject(chunk, "created", v));
+        int ok = v != NULL &&
+                 (created != NULL ? cJSON_ReplaceItemInObjectCaseSensitive(chunk, "created", v)
+                                  : cJSON_AddItemToObject(chunk, "created", v));
         if (!ok)
             cJSON_Delete(v);
         changed |= ok;
@@ -228,9 +228,9 @@ azure_fix_chunk(const struct air__openai *s, air_stream_ctx_t *sc, cJSON *chunk)
         if (!cJSON_IsObject(ch) || cJSON_IsObject(item(ch, "delta")))
             continue;
         cJSON *d = cJSON_CreateObject();
-        int ok = d != NULL && (item(ch, "delta") != NULL
-                                   ? cJSON_ReplaceItemInObjectCaseSensitive(ch, "delta", d)
-                                   : cJSON_AddItemToObject(ch, "delta", d));
+        int ok = d != NULL &&
+                 (item(ch, "delta") != NULL ? cJSON_ReplaceItemInObjectCaseSensitive(ch, "delta", d)
+                                            : cJSON_AddItemToObject(ch, "delta", d));
         if (!ok)
             cJSON_Delete(d);
         changed |= ok;

@@ -1167,6 +1167,12 @@ air__openai_decode(const void *state, const air_req_view_t *req, const air_http_
     /* Blank lines before the JSON are legal (DeepSeek keeps slow
      * connections alive with them). */
     const char *p = skip_ws(in->body, e);
+    /* A raw NUL is never valid JSON text (strings must escape it); the body
+     * is forwarded as a C string, so refuse it rather than truncate it. */
+    if (memchr(in->body, '\0', in->body_len) != NULL) {
+        proto_fault(f, in->status, "provider reply contains a NUL byte");
+        return AIR_E_PROTOCOL;
+    }
     const char *jend = NULL;
     cJSON *root = p < e ? parse_strict(p, (size_t)(e - p), &jend) : NULL;
     if (!cJSON_IsObject(root)) {

@@ -41,13 +41,13 @@
 #include "ratelimit.h"
 
 /* Request rules. */
-#define R_DEVELOPER (1u << 0)  /* role developer -> system */
-#define R_FOREIGN   (1u << 1)  /* drop metadata, thinking_blocks, tool_calls[].extra_content */
-#define R_MAXTOK    (1u << 2)  /* max_completion_tokens -> max_tokens */
-#define R_MISTRAL   (1u << 3)  /* allow-list, random_seed, "any", 9-char tool ids */
-#define R_GROQ      (1u << 4)  /* strip logprobs & co, n must be 1, temperature 0 -> 1e-8 */
-#define R_DEEPSEEK  (1u << 5)  /* reasoning_content replay rule, reasoner strips logprobs */
-#define R_XAI       (1u << 6)  /* per-model strip of unsupported parameters */
+#define R_DEVELOPER (1u << 0) /* role developer -> system */
+#define R_FOREIGN   (1u << 1) /* drop metadata, thinking_blocks, tool_calls[].extra_content */
+#define R_MAXTOK    (1u << 2) /* max_completion_tokens -> max_tokens */
+#define R_MISTRAL   (1u << 3) /* allow-list, random_seed, "any", 9-char tool ids */
+#define R_GROQ      (1u << 4) /* strip logprobs & co, n must be 1, temperature 0 -> 1e-8 */
+#define R_DEEPSEEK  (1u << 5) /* reasoning_content replay rule, reasoner strips logprobs */
+#define R_XAI       (1u << 6) /* per-model strip of unsupported parameters */
 
 /* Response rules. */
 #define F_FINISH    (1u << 0) /* eos, model_length, insufficient_system_resource, error */
@@ -336,8 +336,8 @@ rewrite_messages(struct rw *w, cJSON *msgs)
         if ((r & R_DEEPSEEK) && strcmp(role, "assistant") == 0 && item(m, "reasoning_content")) {
             const cJSON *tc = item(m, "tool_calls");
             int calls = cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0;
-            int keep = w->pi->replay == REPLAY_ALWAYS ||
-                       (w->pi->replay == REPLAY_TOOL_CALLS && calls);
+            int keep =
+                w->pi->replay == REPLAY_ALWAYS || (w->pi->replay == REPLAY_TOOL_CALLS && calls);
             if (!keep)
                 drop(w, m, "reasoning_content");
         }
@@ -385,8 +385,9 @@ rewrite_body(struct rw *w, cJSON *b)
             badreq(w, "unsupported_value", "n must be 1 (the vendor returns one choice only)");
         const cJSON *t = item(b, "temperature");
         if (cJSON_IsNumber(t) && t->valuedouble == 0) {
-            /* Groq turns 0 into 1e-8 itself when it accepts it; sending the
-             * small value keeps greedy sampling on every model. */
+            /* Spec section 4 (Groq documents the same conversion on its
+             * side; sending 1e-8 keeps the request valid whatever the
+             * server version does with an exact 0). */
             w->changes++;
             if (w->apply)
                 put(w, b, "temperature", cJSON_CreateNumber(1e-8));
@@ -403,11 +404,24 @@ rewrite_body(struct rw *w, cJSON *b)
         if (str_is(item(b, "tool_choice"), "required"))
             set_string(w, b, "tool_choice", "any");
         static const char *const allow[] = {
-            "model",       "messages",          "temperature",     "top_p",
-            "max_tokens",  "stream",            "stop",            "random_seed",
-            "tools",       "tool_choice",       "response_format", "presence_penalty",
-            "n",           "frequency_penalty", "prediction",      "parallel_tool_calls",
-            "safe_prompt", "prompt_mode",
+            "model",
+            "messages",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "stream",
+            "stop",
+            "random_seed",
+            "tools",
+            "tool_choice",
+            "response_format",
+            "presence_penalty",
+            "n",
+            "frequency_penalty",
+            "prediction",
+            "parallel_tool_calls",
+            "safe_prompt",
+            "prompt_mode",
         };
         keep_only(w, b, allow, sizeof allow / sizeof allow[0], (const char *const *)w->pi->allow,
                   w->pi->nallow);
@@ -438,11 +452,14 @@ preset_needs_rewrite(const struct air__openai *s, const air_req_view_t *req)
 }
 
 static air_status_t
-preset_rewrite(const struct air__openai *s, const air_req_view_t *req, cJSON *body,
-               air_fault_t *f)
+preset_rewrite(const struct air__openai *s, const air_req_view_t *req, cJSON *body, air_fault_t *f)
 {
-    struct rw w = {.p = preset_of(s), .pi = s->preset, .model = model_of(req), .apply = 1,
-                   .st = AIR_OK, .f = f};
+    struct rw w = {.p = preset_of(s),
+                   .pi = s->preset,
+                   .model = model_of(req),
+                   .apply = 1,
+                   .st = AIR_OK,
+                   .f = f};
     rewrite_body(&w, body);
     return w.st;
 }
@@ -799,8 +816,7 @@ fail:
 
 /* Response hooks only for presets with response rules: the others keep
  * openai.c's allocation-free chunk scanner. */
-#define PRESET_FIXES                                                                               \
-    .fix_response = preset_fix_response, .fix_chunk = preset_fix_chunk
+#define PRESET_FIXES .fix_response = preset_fix_response, .fix_chunk = preset_fix_chunk
 
 static const char *const keys_common[] = {"drop_fields", NULL};
 static const char *const keys_deepseek[] = {"drop_fields", "replay_reasoning", NULL};

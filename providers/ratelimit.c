@@ -390,9 +390,8 @@ air__ratelimit_anthropic(const air_http_in_t *in, air_ratelimit_t *out)
         ant_group(in, "input-tokens", &itok);
         ant_group(in, "output-tokens", &otok);
         t = &itok;
-        if (!itok.present ||
-            (otok.present && otok.remaining >= 0 &&
-             (itok.remaining < 0 || otok.remaining < itok.remaining)))
+        if (!itok.present || (otok.present && otok.remaining >= 0 &&
+                              (itok.remaining < 0 || otok.remaining < itok.remaining)))
             t = otok.present ? &otok : &itok;
     }
     out->limit_requests = req.limit;

@@ -53,8 +53,7 @@ void air__ratelimit_anthropic(const air_http_in_t *in, air_ratelimit_t *out);
  * unused), for the ops tables. */
 void air__ratelimit_openai_op(const void *state, const air_http_in_t *in, air_ratelimit_t *out);
 void air__ratelimit_azure_op(const void *state, const air_http_in_t *in, air_ratelimit_t *out);
-void air__ratelimit_anthropic_op(const void *state, const air_http_in_t *in,
-                                 air_ratelimit_t *out);
+void air__ratelimit_anthropic_op(const void *state, const air_http_in_t *in, air_ratelimit_t *out);
 /* Gemini sends no rate-limit headers: always "unknown" (present 0). Wired
  * explicitly so that core never guesses from another vendor's names. */
 void air__ratelimit_none_op(const void *state, const air_http_in_t *in, air_ratelimit_t *out);

@@ -22,6 +22,12 @@
 #                         and never <curl/...> (no transport in adapters).
 #   unsafe   sprintf, vsprintf, strcpy, strcat, gets anywhere in the
 #            project's C code: use snprintf or the util/buf.h helpers.
+#   shadow   a header in a directory that is on the include path (core/,
+#            policy/, providers/, util/, mock/, tests/support/) named like a
+#            standard C or POSIX header (limits.h, time.h, ...): the layers
+#            are added with -I, which is searched before the system
+#            directories for <...> too, so `#include <limits.h>` anywhere in
+#            those targets would pick up the project's file instead.
 #
 # Prints `file:line: [rule] message` plus the offending line for each
 # violation, and exits 1 when there is any (0 when clean, 2 on usage error).
@@ -46,11 +52,11 @@ cd "$root" || exit 2
 list_c_files()
 {
     if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-        git -C "$root" ls-files --cached --others --exclude-standard -- '*.c' '*.h' |
+        git -C "$root" ls-files --cached --others --exclude-standard -- '*.c' '*.h' '*.def' '*.inc' |
             while IFS= read -r f; do [ -f "$f" ] && printf '%s\n' "$f"; done
     else
         find . \( -name 'build*' -o -name .git -o -name 'corpus-*' -o -name out \) -prune -o \
-            -type f \( -name '*.c' -o -name '*.h' \) -print | sed 's|^\./||'
+            -type f \( -name '*.c' -o -name '*.h' -o -name '*.def' -o -name '*.inc' \) -print | sed 's|^\./||'
     fi
 }
 
@@ -60,11 +66,13 @@ if [ -z "$files" ]; then
     exit 2
 fi
 
-# Basenames of the headers of each layer, for the include rules.
+# Basenames of the includable files (headers, X-macro .def/.inc lists) of
+# each layer, for the include rules.
 headers_of()
 {
     if [ -d "$1" ]; then
-        find "$1" -maxdepth 1 -type f -name '*.h' -printf '%f\n' | LC_ALL=C sort -u | tr '\n' ' '
+        find "$1" -maxdepth 1 -type f \( -name '*.h' -o -name '*.def' -o -name '*.inc' \) \
+            -printf '%f\n' | LC_ALL=C sort -u | tr '\n' ' '
     fi
 }
 export AIR_CS_CORE_H AIR_CS_POLICY_H AIR_CS_PROVIDERS_H AIR_CS_UTIL_H AIR_CS_QUIET=$quiet
@@ -84,6 +92,20 @@ my %util = map { $_ => 1 } split " ", $ENV{AIR_CS_UTIL_H};
 
 my $nviol = 0;
 my $nfiles = 0;
+
+# C11 and common POSIX/glibc header names a project header must not reuse.
+my %system_h = map { $_ => 1 } qw(
+    assert.h complex.h ctype.h errno.h fenv.h float.h inttypes.h iso646.h
+    limits.h locale.h math.h setjmp.h signal.h stdalign.h stdarg.h stdatomic.h
+    stdbool.h stddef.h stdint.h stdio.h stdlib.h stdnoreturn.h string.h
+    tgmath.h threads.h time.h uchar.h wchar.h wctype.h
+    aio.h alloca.h arpa.h dirent.h dlfcn.h endian.h fcntl.h fnmatch.h glob.h
+    grp.h iconv.h langinfo.h libgen.h malloc.h memory.h netdb.h poll.h
+    pthread.h pwd.h regex.h sched.h search.h semaphore.h spawn.h strings.h
+    syslog.h termios.h ucontext.h unistd.h utime.h wordexp.h features.h
+    cmocka.h curl.h cJSON.h microhttpd.h jemalloc.h
+);
+my $include_path_dirs = qr{^(core|policy|providers|util|mock|tests/support)/[^/]+$};
 
 sub report {
     my ($file, $line, $rule, $msg, $text) = @_;
@@ -147,6 +169,11 @@ while (my $file = <STDIN>) {
     my $orig = <$fh>;
     close $fh;
     $nfiles++;
+    if ($file =~ $include_path_dirs && $file =~ m{([^/]+\.h)$} && $system_h{$1}) {
+        print "$file:1: [shadow] header named like the system header <$1>; on the -I path it"
+            . " replaces <$1> for every file of the target: rename it\n";
+        $nviol++;
+    }
     my @olines = split /\n/, $orig, -1;
     my @slines = split /\n/, strip($orig), -1;
     my ($dir) = $file =~ m{^([^/]+)/};

@@ -22,6 +22,7 @@ usage(FILE *f)
             "usage: airouter <command> [options]\n"
             "\n"
             "commands:\n"
+            "  serve  run the OpenAI-compatible gateway (--config FILE, or --demo)\n"
             "  chat   send one chat request through the router\n"
             "  mock   run an OpenAI-compatible mock provider on 127.0.0.1\n"
             "  bench  measure throughput and added latency against a direct libcurl baseline\n"

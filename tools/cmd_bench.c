@@ -49,6 +49,7 @@ struct opts {
     double tail_rate;
     unsigned tail_ms;
     int hedge_ms;      /* -1: no hedge phase; else hedge delay (0 = adaptive p95) */
+    unsigned mock_threads;
     const char *strategy;
     double fail_rate;
     int stream;
@@ -500,6 +501,7 @@ bench_usage(FILE *f)
             "  --hedge-ms D             add a third phase: the router with hedging after D ms\n"
             "                           (0 = adaptive, the deployment's p95), to compare p99\n"
             "  --strategy S             route strategy (default priority)\n"
+            "  --mock-threads N         event-loop threads of each built-in mock (default 1)\n"
             "  --stream --chunks N      streamed responses with N chunks\n"
             "  --upstream URL           drive this OpenAI-compatible base URL instead of mocks\n"
             "  --no-baseline            skip the direct libcurl phase\n"
@@ -574,6 +576,7 @@ air__cmd_bench(int argc, char **argv)
                 {"--providers", 1, MAX_PROVIDERS}, {"--latency-ms", 0, 600000},
                 {"--jitter-ms", 0, 600000},    {"--fail-rate", 0, 1},     {"--chunks", 1, 100000},
                 {"--tail-rate", 0, 1},         {"--tail-ms", 0, 600000},  {"--hedge-ms", 0, 600000},
+                {"--mock-threads", 1, 64},
             };
             size_t k;
             for (k = 0; k < sizeof nums / sizeof nums[0]; k++)
@@ -602,6 +605,7 @@ air__cmd_bench(int argc, char **argv)
             case 11: o.tail_rate = d; break;
             case 12: o.tail_ms = (unsigned)d; break;
             case 13: o.hedge_ms = (int)d; break;
+            case 14: o.mock_threads = (unsigned)d; break;
             }
         }
     }
@@ -623,6 +627,7 @@ air__cmd_bench(int argc, char **argv)
         mo.latency_ms = o.latency_ms;
         mo.jitter_ms = o.jitter_ms;
         mo.tail_rate = o.tail_rate;
+        mo.threads = o.mock_threads ? o.mock_threads : 1;
         mo.tail_ms = o.tail_ms;
         mo.fail_rate = o.fail_rate;
         mo.chunks = o.chunks;

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void
@@ -123,22 +124,24 @@ demo_start(struct demo *d, const char *listen, char *admin_listen, size_t alen)
     setenv("AIROUTER_DEMO_ADMIN_TOKEN", tok, 1);
 
     air_buf_t b = AIR_BUF_INIT;
-    air__buf_puts(&b, "{\"comment\":\"airouter serve --demo\",\"workers\":2,"
-                      "\"retry\":{\"max_attempts\":3,\"backoff_base_ms\":20,\"backoff_cap_ms\":200},"
-                      "\"providers\":[");
+    air__buf_puts(&b,
+                  "{\"comment\":\"airouter serve --demo\",\"workers\":2,"
+                  "\"retry\":{\"max_attempts\":3,\"backoff_base_ms\":20,\"backoff_cap_ms\":200},"
+                  "\"providers\":[");
     for (int i = 0; i < 3; i++)
         air__buf_printf(&b,
                         "%s{\"name\":\"%s\",\"kind\":\"openai\",\"base_url\":"
                         "\"http://127.0.0.1:%u/v1\",\"models\":[{\"name\":\"%s\","
                         "\"input_price_per_mtok\":%g,\"output_price_per_mtok\":%g}]}",
-                        i ? "," : "", spec[i].name, (unsigned)air_mock_port(d->m[i]),
-                        spec[i].model, spec[i].in, spec[i].out);
-    air__buf_puts(&b, "],\"routes\":[{\"model\":\"demo\",\"targets\":["
-                      "{\"provider\":\"flaky\",\"model\":\"demo-flaky\"},"
-                      "{\"provider\":\"fast\",\"model\":\"demo-fast\"},"
-                      "{\"provider\":\"cheap\",\"model\":\"demo-cheap\"}]},"
-                      "{\"model\":\"demo-cheap\",\"targets\":["
-                      "{\"provider\":\"cheap\"},{\"provider\":\"fast\",\"model\":\"demo-fast\"}]}],");
+                        i ? "," : "", spec[i].name, (unsigned)air_mock_port(d->m[i]), spec[i].model,
+                        spec[i].in, spec[i].out);
+    air__buf_puts(&b,
+                  "],\"routes\":[{\"model\":\"demo\",\"targets\":["
+                  "{\"provider\":\"flaky\",\"model\":\"demo-flaky\"},"
+                  "{\"provider\":\"fast\",\"model\":\"demo-fast\"},"
+                  "{\"provider\":\"cheap\",\"model\":\"demo-cheap\"}]},"
+                  "{\"model\":\"demo-cheap\",\"targets\":["
+                  "{\"provider\":\"cheap\"},{\"provider\":\"fast\",\"model\":\"demo-fast\"}]}],");
     air__buf_puts(&b, "\"listen\":");
     air__buf_json_str(&b, listen, strlen(listen));
     air__buf_puts(&b, ",\"admin\":{\"listen\":");
@@ -189,6 +192,14 @@ air__cmd_serve(int argc, char **argv)
         return 2;
     }
 
+    /* Each connection is a descriptor, and so is each upstream transfer:
+     * allow as many as the hard limit does. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
     /* Block the signals before any thread exists; every thread inherits the
      * mask, so only sigwait below sees them. */
     sigset_t set;
@@ -203,8 +214,8 @@ air__cmd_serve(int argc, char **argv)
     char *demo_text = NULL;
     char demo_admin[64];
     if (demo) {
-        demo_text = demo_start(&d, listen ? listen : "127.0.0.1:8080", demo_admin,
-                               sizeof demo_admin);
+        demo_text =
+            demo_start(&d, listen ? listen : "127.0.0.1:8080", demo_admin, sizeof demo_admin);
         if (demo_text == NULL)
             return 1;
     }
@@ -226,23 +237,26 @@ air__cmd_serve(int argc, char **argv)
     }
     if (demo) {
         unsigned port = air__gw_port(gw);
-        fprintf(stderr,
-                "\nairouter serve --demo: model \"demo\" fails over flaky -> fast -> cheap;\n"
-                "model \"demo-cheap\" prefers the slow, cheap provider. Try:\n\n"
-                "  curl -s http://127.0.0.1:%u/v1/chat/completions -H 'content-type: "
-                "application/json' \\\n"
-                "    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":"
-                "\"Hello\"}]}'\n"
-                "  curl -sN http://127.0.0.1:%u/v1/chat/completions -H 'content-type: "
-                "application/json' \\\n"
-                "    -d '{\"model\":\"demo\",\"stream\":true,\"messages\":[{\"role\":\"user\","
-                "\"content\":\"Hello\"}]}'\n\n"
-                "Metrics: http://127.0.0.1:%u/metrics\n"
-                "Admin:   curl -s -H \"Authorization: Bearer $AIROUTER_DEMO_ADMIN_TOKEN\" "
-                "http://127.0.0.1:%u/admin/stats\n"
-                "         (token for this run: %s)\n\n",
-                port, port, port, (unsigned)air__gw_admin_port(gw),
-                getenv("AIROUTER_DEMO_ADMIN_TOKEN"));
+        fprintf(
+            stderr,
+            "\nairouter serve --demo: model \"demo\" is routed over three mock providers:\n"
+            "  fast  (~40 ms, $5/$15 per Mtok), cheap (~400 ms, $0.1/$0.4), flaky (40%% 503s);\n"
+            "failed attempts fail over. \"demo-cheap\" lists cheap, then fast. The response\n"
+            "headers x-airouter-provider and x-airouter-attempts show what happened. Try:\n\n"
+            "  curl -s http://127.0.0.1:%u/v1/chat/completions -H 'content-type: "
+            "application/json' \\\n"
+            "    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":"
+            "\"Hello\"}]}'\n"
+            "  curl -sN http://127.0.0.1:%u/v1/chat/completions -H 'content-type: "
+            "application/json' \\\n"
+            "    -d '{\"model\":\"demo\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+            "\"content\":\"Hello\"}]}'\n\n"
+            "Metrics: http://127.0.0.1:%u/metrics\n"
+            "Admin:   curl -s -H \"Authorization: Bearer $AIROUTER_DEMO_ADMIN_TOKEN\" "
+            "http://127.0.0.1:%u/admin/stats\n"
+            "         (token for this run: %s)\n\n",
+            port, port, port, (unsigned)air__gw_admin_port(gw),
+            getenv("AIROUTER_DEMO_ADMIN_TOKEN"));
     }
     for (;;) {
         int sig = 0;
@@ -259,8 +273,9 @@ air__cmd_serve(int argc, char **argv)
             if (st == AIR_OK)
                 fprintf(stderr, "airouter serve: configuration reloaded from %s\n", config);
             else
-                fprintf(stderr, "airouter serve: reload failed, still running the previous "
-                                "configuration: %s\n",
+                fprintf(stderr,
+                        "airouter serve: reload failed, still running the previous "
+                        "configuration: %s\n",
                         err);
             continue;
         }

@@ -123,7 +123,8 @@ http_header(const struct http_resp *r, const char *name, char *out, size_t n)
 {
     const char *found = NULL;
     size_t nl = strlen(name);
-    for (const char *p = r->headers; p != NULL && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+    for (const char *p = r->headers; p != NULL && *p;
+         p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
         if (strncasecmp(p, name, nl) == 0 && p[nl] == ':')
             found = p + nl + 1;
     }
@@ -202,8 +203,8 @@ gwt_config(air_mock_t **mocks, int n, const char *extra)
                         i ? "," : "", i, (unsigned)air_mock_port(mocks[i]), i);
     off += snprintf(buf + off, cap - (size_t)off, "],\"routes\":[{\"model\":\"m\",\"targets\":[");
     for (int i = 0; i < n; i++)
-        off += snprintf(buf + off, cap - (size_t)off, "%s{\"provider\":\"p%d\",\"model\":\"up-%d\"}",
-                        i ? "," : "", i, i);
+        off += snprintf(buf + off, cap - (size_t)off,
+                        "%s{\"provider\":\"p%d\",\"model\":\"up-%d\"}", i ? "," : "", i, i);
     snprintf(buf + off, cap - (size_t)off, "]}]}");
     return buf;
 }
@@ -313,7 +314,7 @@ prom_validate(const char *text)
                     snprintf(why, sizeof why, "line %d: bad type '%s'", lineno, rest);
                     return why;
                 }
-                snprintf(type, sizeof type, "%s", rest);
+                snprintf(type, sizeof type, "%.15s", rest);
             }
             continue;
         }
@@ -405,8 +406,8 @@ prom_validate(const char *text)
             }
         }
         if (!ok || !type[0]) {
-            snprintf(why, sizeof why, "line %d: sample %s outside its family (current %s)",
-                     lineno, name, fam);
+            snprintf(why, sizeof why, "line %d: sample %s outside its family (current %s)", lineno,
+                     name, fam);
             return why;
         }
     }

@@ -17,12 +17,12 @@
 #include "gwconf.h"
 #include "gwlimits.h"
 
-#define PROVIDERS                                                                                 \
-    "\"providers\":[{\"name\":\"a\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:9/v1\"," \
-    "\"models\":[{\"name\":\"x1\",\"input_price_per_mtok\":2,\"output_price_per_mtok\":8},"      \
-    "{\"name\":\"x2\"}]},{\"name\":\"b\",\"kind\":\"openai\",\"base_url\":"                       \
-    "\"http://127.0.0.1:9/v1\",\"models\":[{\"name\":\"y1\",\"input_price_per_mtok\":5,"         \
-    "\"output_price_per_mtok\":3}]}],\"routes\":[{\"model\":\"chat\",\"targets\":[{\"provider\":" \
+#define PROVIDERS                                                                                  \
+    "\"providers\":[{\"name\":\"a\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:9/v1\","   \
+    "\"models\":[{\"name\":\"x1\",\"input_price_per_mtok\":2,\"output_price_per_mtok\":8},"        \
+    "{\"name\":\"x2\"}]},{\"name\":\"b\",\"kind\":\"openai\",\"base_url\":"                        \
+    "\"http://127.0.0.1:9/v1\",\"models\":[{\"name\":\"y1\",\"input_price_per_mtok\":5,"           \
+    "\"output_price_per_mtok\":3}]}],\"routes\":[{\"model\":\"chat\",\"targets\":[{\"provider\":"  \
     "\"a\",\"model\":\"x1\"},{\"provider\":\"b\",\"model\":\"y1\"}]}]"
 
 static struct air__gw_conf *
@@ -179,13 +179,13 @@ test_gwconf_errors_name_the_path(void **state)
     expect_error("{\"admin\":{\"token\":\"x\"}}", "admin.token: unknown key");
     expect_error("{\"access_log\":{\"level\":\"debug\"}}",
                  "access_log.level: expected one of \"off\", \"error\", \"info\"");
-    expect_error("{\"listen\":\"127.0.0.1:1\",\"listen\":\"127.0.0.1:2\"}", "listen: duplicate key");
+    expect_error("{\"listen\":\"127.0.0.1:1\",\"listen\":\"127.0.0.1:2\"}",
+                 "listen: duplicate key");
     /* A key pasted where the variable name goes is refused without echo. */
     struct air__gw_conf *c = NULL;
     char err[512];
     const char *pasted = "{\"keys\":[{\"name\":\"a\",\"key_env\":\"sk-live-XYZ987\"}]}";
-    assert_int_equal(air__gw_conf_parse(pasted, strlen(pasted), &c, err, sizeof err),
-                     AIR_E_CONFIG);
+    assert_int_equal(air__gw_conf_parse(pasted, strlen(pasted), &c, err, sizeof err), AIR_E_CONFIG);
     assert_null(strstr(err, "sk-live-XYZ987"));
     assert_non_null(strstr(err, "keys[0].key_env"));
 }

@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "limits.h"
@@ -183,6 +184,7 @@ test_limits_cap_enter_leave(void **state)
 /* ------------------------------------------------------------ threads */
 
 struct hammer {
+    _Atomic int *go; /* start gate: every thread begins at once */
     struct air__bucket *b;
     struct air__cap *cap;
     _Atomic int *inside;
@@ -196,6 +198,8 @@ static void *
 hammer_bucket(void *arg)
 {
     struct hammer *h = arg;
+    while (!atomic_load(h->go))
+        sched_yield();
     for (int i = 0; i < ITERS; i++) {
         int64_t now = h->step_div ? T0 + i / h->step_div : T0;
         if (air__bucket_take(h->b, 1, now) == 0)
@@ -210,11 +214,14 @@ run_bucket(struct air__bucket *b, int64_t step_div, int *total, int64_t *max_now
 {
     pthread_t t[NTHREADS];
     struct hammer h[NTHREADS] = {{0}};
+    _Atomic int go = 0;
     for (int i = 0; i < NTHREADS; i++) {
+        h[i].go = &go;
         h[i].b = b;
         h[i].step_div = step_div;
         assert_int_equal(pthread_create(&t[i], NULL, hammer_bucket, &h[i]), 0);
     }
+    atomic_store(&go, 1);
     *total = 0;
     *max_now = T0;
     for (int i = 0; i < NTHREADS; i++) {
@@ -251,6 +258,8 @@ static void *
 hammer_cap(void *arg)
 {
     struct hammer *h = arg;
+    while (!atomic_load(h->go))
+        sched_yield();
     for (int i = 0; i < ITERS / 4; i++) {
         if (!air__cap_enter(h->cap))
             continue;
@@ -273,12 +282,15 @@ test_limits_threads_never_exceed_cap(void **state)
     _Atomic int inside = 0, max_inside = 0;
     pthread_t t[NTHREADS];
     struct hammer h[NTHREADS] = {{0}};
+    _Atomic int go = 0;
     for (int i = 0; i < NTHREADS; i++) {
+        h[i].go = &go;
         h[i].cap = &cap;
         h[i].inside = &inside;
         h[i].max_inside = &max_inside;
         assert_int_equal(pthread_create(&t[i], NULL, hammer_cap, &h[i]), 0);
     }
+    atomic_store(&go, 1);
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(t[i], NULL);
     assert_true(atomic_load(&max_inside) <= 2);

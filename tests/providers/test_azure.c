@@ -57,8 +57,10 @@ test_azure_deployment_follows_request_model(void **state)
     (void)state;
     const air_provider_ops_t *ops = azure_ops();
     cJSON *pj = cJSON_Parse("{\"api_version\":\"2024-06-01\"}");
-    air_provider_cfg_t cfg = {.name = "az", .kind = "azure",
-                              .base_url = "https://r.openai.azure.com", .api_key = "k",
+    air_provider_cfg_t cfg = {.name = "az",
+                              .kind = "azure",
+                              .base_url = "https://r.openai.azure.com",
+                              .api_key = "k",
                               .json = pj};
     void *st = NULL;
     char err[128];
@@ -68,8 +70,7 @@ test_azure_deployment_follows_request_model(void **state)
     cJSON *body = cJSON_Parse(raw);
     static const char *const models[] = {"east-gpt4o", "west-mini"};
     for (int i = 0; i < 2; i++) {
-        air_req_view_t req = {.body = body, .raw = raw, .raw_len = strlen(raw),
-                              .model = models[i]};
+        air_req_view_t req = {.body = body, .raw = raw, .raw_len = strlen(raw), .model = models[i]};
         air_http_out_t out;
         air_fault_t f;
         assert_int_equal(ops->encode(st, &req, &out, &f), AIR_OK);
@@ -94,8 +95,10 @@ test_azure_alloc_failure_sweep_is_clean(void **state)
     int ok_seen = 0;
     for (unsigned long n = 1; n < 100 && !ok_seen; n++) {
         cJSON *pj = cJSON_Parse("{\"deployment\":\"d\",\"api_version\":\"v1\"}");
-        air_provider_cfg_t cfg = {.name = "az", .kind = "azure",
-                                  .base_url = "https://r.openai.azure.com", .api_key = "k",
+        air_provider_cfg_t cfg = {.name = "az",
+                                  .kind = "azure",
+                                  .base_url = "https://r.openai.azure.com",
+                                  .api_key = "k",
                                   .json = pj};
         void *st = NULL;
         char err[128];

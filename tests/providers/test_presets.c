@@ -27,7 +27,7 @@ ops_of(const char *kind)
 }
 
 #define GOLDEN_TEST(kind)                                                                          \
-    static void test_presets_##kind##_golden_cases_pass(void **state)                             \
+    static void test_presets_##kind##_golden_cases_pass(void **state)                              \
     {                                                                                              \
         (void)state;                                                                               \
         air_test_golden_run_all(ops_of(#kind), #kind);                                             \
@@ -50,14 +50,10 @@ test_presets_ops_tables_are_complete(void **state)
         const char *kind;
         const char *base;
     } want[] = {
-        {"deepseek", "https://api.deepseek.com"},
-        {"mistral", "https://api.mistral.ai/v1"},
-        {"groq", "https://api.groq.com/openai/v1"},
-        {"together", "https://api.together.xyz/v1"},
-        {"openrouter", "https://openrouter.ai/api/v1"},
-        {"xai", "https://api.x.ai/v1"},
-        {"ollama", "http://localhost:11434/v1"},
-        {"vllm", "http://localhost:8000/v1"},
+        {"deepseek", "https://api.deepseek.com"},       {"mistral", "https://api.mistral.ai/v1"},
+        {"groq", "https://api.groq.com/openai/v1"},     {"together", "https://api.together.xyz/v1"},
+        {"openrouter", "https://openrouter.ai/api/v1"}, {"xai", "https://api.x.ai/v1"},
+        {"ollama", "http://localhost:11434/v1"},        {"vllm", "http://localhost:8000/v1"},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const air_provider_ops_t *ops = ops_of(want[i].kind);
@@ -165,16 +161,16 @@ test_presets_mistral_tool_ids_match_and_are_valid(void **state)
     cJSON *j = out_json(&e);
     assert_non_null(j);
     cJSON *msgs = cJSON_GetObjectItem(j, "messages");
-    const char *a0 = cJSON_GetObjectItem(
-                         cJSON_GetArrayItem(
-                             cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_calls"), 0),
-                         "id")
-                         ->valuestring;
-    const char *a1 = cJSON_GetObjectItem(
-                         cJSON_GetArrayItem(
-                             cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_calls"), 1),
-                         "id")
-                         ->valuestring;
+    const char *a0 =
+        cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_calls"), 0),
+            "id")
+            ->valuestring;
+    const char *a1 =
+        cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "tool_calls"), 1),
+            "id")
+            ->valuestring;
     const char *t0 = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 3), "tool_call_id")->valuestring;
     const char *t1 = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 4), "tool_call_id")->valuestring;
     assert_true(valid_mistral_id(a0));
@@ -190,8 +186,8 @@ test_presets_mistral_tool_ids_match_and_are_valid(void **state)
     assert_int_equal(cJSON_GetObjectItem(j, "random_seed")->valueint, 7);
     assert_int_equal(cJSON_GetObjectItem(j, "max_tokens")->valueint, 64);
     assert_string_equal(cJSON_GetObjectItem(j, "tool_choice")->valuestring, "any");
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "role")->valuestring, "system");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "role")->valuestring,
+                        "system");
     assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 1), "name"));
     assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 2), "refusal"));
 
@@ -211,8 +207,8 @@ static void
 test_presets_check_mode_leaves_caller_body_untouched(void **state)
 {
     (void)state;
-    static const char *const kinds[] = {"deepseek", "mistral", "groq",   "together",
-                                        "openrouter", "xai",   "ollama", "vllm"};
+    static const char *const kinds[] = {"deepseek",   "mistral", "groq",   "together",
+                                        "openrouter", "xai",     "ollama", "vllm"};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         struct enc e;
         enc_setup(&e, kinds[i], mistral_req, NULL);
@@ -273,8 +269,7 @@ test_presets_alloc_failure_sweep_is_clean(void **state)
         for (unsigned long n = 1; n < 200 && !ok_seen; n++) {
             const air_provider_ops_t *ops = ops_of(kinds[k]);
             cJSON *pj = cJSON_Parse("{\"drop_fields\":[\"x\",\"y\"],\"http_referer\":\"r\"}");
-            air_provider_cfg_t cfg = {.name = "p", .kind = kinds[k], .api_key = "sk-x",
-                                      .json = pj};
+            air_provider_cfg_t cfg = {.name = "p", .kind = kinds[k], .api_key = "sk-x", .json = pj};
             void *st = NULL;
             char err[128];
             air__alloc_fail_after(n);
@@ -287,8 +282,8 @@ test_presets_alloc_failure_sweep_is_clean(void **state)
                 continue;
             }
             cJSON *body = cJSON_Parse(mistral_req);
-            air_req_view_t req = {.body = body, .raw = mistral_req,
-                                  .raw_len = strlen(mistral_req), .stream = 1};
+            air_req_view_t req = {
+                .body = body, .raw = mistral_req, .raw_len = strlen(mistral_req), .stream = 1};
             air_http_out_t out;
             air_fault_t f;
             s = ops->encode(st, &req, &out, &f);

@@ -34,8 +34,8 @@ lookup(const void *hctx, const char *name)
 static air_http_in_t
 http_in(const struct hdrs *h, int status)
 {
-    air_http_in_t in = {.status = status, .body = "", .header = lookup, .hctx = h,
-                        .now_unix_ms = NOW_MS};
+    air_http_in_t in = {
+        .status = status, .body = "", .header = lookup, .hctx = h, .now_unix_ms = NOW_MS};
     return in;
 }
 
@@ -80,8 +80,8 @@ test_ratelimit_go_durations_reject_junk(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "", " ", "s", "ms", "-1s", "1x", "1s2", "1 s", "1s 2m", "1e3s", "..5s", "1.s.",
-        "abc", "1d", "1s,", "2 3",
+        "",      " ",    "s",    "ms",   "-1s", "1x", "1s2", "1 s",
+        "1s 2m", "1e3s", "..5s", "1.s.", "abc", "1d", "1s,", "2 3",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         print_message("bad[%zu] = '%s'\n", i, bad[i]);
@@ -116,8 +116,8 @@ test_ratelimit_rfc3339_parses_offsets_and_fractions(void **state)
     assert_int_equal(air__ratelimit_rfc3339_ms("1970-01-01T00:00:00Z", &v), 0);
     assert_int_equal(v, 0);
     static const char *const bad[] = {
-        "2025-10-09T09:33:20",   "2025-13-09T09:33:20Z", "2025-10-09T24:00:00Z",
-        "2025-10-9T09:33:20Z",   "2025-10-09T09:33:20.Z", "2025-10-09T09:33:20+0200",
+        "2025-10-09T09:33:20",   "2025-13-09T09:33:20Z",          "2025-10-09T24:00:00Z",
+        "2025-10-9T09:33:20Z",   "2025-10-09T09:33:20.Z",         "2025-10-09T09:33:20+0200",
         "2025-10-09T09:33:20Zx", "Thu, 09 Oct 2025 09:33:20 GMT", "",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -131,9 +131,18 @@ test_ratelimit_openai_headers_fill_every_field(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "x-ratelimit-limit-requests", "10000",   "x-ratelimit-remaining-requests", "9999",
-        "x-ratelimit-reset-requests", "6ms",     "x-ratelimit-limit-tokens",       "30000000",
-        "X-RateLimit-Remaining-Tokens", "29999", "x-ratelimit-reset-tokens",       "1m0.5s",
+        "x-ratelimit-limit-requests",
+        "10000",
+        "x-ratelimit-remaining-requests",
+        "9999",
+        "x-ratelimit-reset-requests",
+        "6ms",
+        "x-ratelimit-limit-tokens",
+        "30000000",
+        "X-RateLimit-Remaining-Tokens",
+        "29999",
+        "x-ratelimit-reset-tokens",
+        "1m0.5s",
         NULL,
     };
     struct hdrs h = {kv};
@@ -154,8 +163,14 @@ test_ratelimit_openai_absent_or_odd_values_are_unknown(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "x-ratelimit-limit-requests", "lots", "x-ratelimit-remaining-requests", "-1",
-        "x-ratelimit-reset-requests", "soon", "x-ratelimit-remaining-tokens",   "0",
+        "x-ratelimit-limit-requests",
+        "lots",
+        "x-ratelimit-remaining-requests",
+        "-1",
+        "x-ratelimit-reset-requests",
+        "soon",
+        "x-ratelimit-remaining-tokens",
+        "0",
         NULL,
     };
     struct hdrs h = {kv};
@@ -188,9 +203,18 @@ test_ratelimit_azure_ignores_nonpositive_values(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "x-ratelimit-limit-requests", "0",    "x-ratelimit-remaining-requests", "-1",
-        "x-ratelimit-reset-requests", "0s",   "x-ratelimit-limit-tokens",       "120000",
-        "x-ratelimit-remaining-tokens", "0",  "x-ratelimit-reset-tokens",       "12s",
+        "x-ratelimit-limit-requests",
+        "0",
+        "x-ratelimit-remaining-requests",
+        "-1",
+        "x-ratelimit-reset-requests",
+        "0s",
+        "x-ratelimit-limit-tokens",
+        "120000",
+        "x-ratelimit-remaining-tokens",
+        "0",
+        "x-ratelimit-reset-tokens",
+        "12s",
         NULL,
     };
     struct hdrs h = {kv};
@@ -217,13 +241,20 @@ test_ratelimit_anthropic_prefers_tokens_group(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "anthropic-ratelimit-requests-limit",         "50",
-        "anthropic-ratelimit-requests-remaining",     "49",
-        "anthropic-ratelimit-requests-reset",         "2025-10-09T08:53:21Z",
-        "anthropic-ratelimit-tokens-limit",           "90000",
-        "anthropic-ratelimit-tokens-remaining",       "80000",
-        "anthropic-ratelimit-tokens-reset",           "2025-10-09T08:54:20.5Z",
-        "anthropic-ratelimit-input-tokens-remaining", "1",
+        "anthropic-ratelimit-requests-limit",
+        "50",
+        "anthropic-ratelimit-requests-remaining",
+        "49",
+        "anthropic-ratelimit-requests-reset",
+        "2025-10-09T08:53:21Z",
+        "anthropic-ratelimit-tokens-limit",
+        "90000",
+        "anthropic-ratelimit-tokens-remaining",
+        "80000",
+        "anthropic-ratelimit-tokens-reset",
+        "2025-10-09T08:54:20.5Z",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "1",
         NULL,
     };
     struct hdrs h = {kv};
@@ -244,13 +275,20 @@ test_ratelimit_anthropic_binding_token_group_and_past_reset(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "anthropic-ratelimit-input-tokens-limit",      "40000",
-        "anthropic-ratelimit-input-tokens-remaining",  "39000",
-        "anthropic-ratelimit-input-tokens-reset",      "2025-10-09T08:53:30Z",
-        "anthropic-ratelimit-output-tokens-limit",     "8000",
-        "anthropic-ratelimit-output-tokens-remaining", "100",
-        "anthropic-ratelimit-output-tokens-reset",     "2025-10-09T08:53:00Z", /* past */
-        "anthropic-ratelimit-requests-reset",          "not a date",
+        "anthropic-ratelimit-input-tokens-limit",
+        "40000",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "39000",
+        "anthropic-ratelimit-input-tokens-reset",
+        "2025-10-09T08:53:30Z",
+        "anthropic-ratelimit-output-tokens-limit",
+        "8000",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "100",
+        "anthropic-ratelimit-output-tokens-reset",
+        "2025-10-09T08:53:00Z", /* past */
+        "anthropic-ratelimit-requests-reset",
+        "not a date",
         NULL,
     };
     struct hdrs h = {kv};
@@ -286,9 +324,7 @@ test_ratelimit_every_builtin_kind_has_the_slot(void **state)
 {
     (void)state;
     static const char *const kv[] = {
-        "x-ratelimit-remaining-requests", "7",
-        "anthropic-ratelimit-requests-remaining", "3",
-        NULL,
+        "x-ratelimit-remaining-requests", "7", "anthropic-ratelimit-requests-remaining", "3", NULL,
     };
     struct hdrs h = {kv};
     air_http_in_t in = http_in(&h, 200);
@@ -296,9 +332,9 @@ test_ratelimit_every_builtin_kind_has_the_slot(void **state)
         const char *kind;
         int64_t remaining; /* -1: the kind reads neither family */
     } want[] = {
-        {"openai", 7},   {"anthropic", 3}, {"gemini", -1},    {"deepseek", 7},
-        {"mistral", 7},  {"groq", 7},      {"together", 7},   {"openrouter", 7},
-        {"xai", 7},      {"ollama", 7},    {"vllm", 7},       {"azure", 7},
+        {"openai", 7},  {"anthropic", 3}, {"gemini", -1},  {"deepseek", 7},
+        {"mistral", 7}, {"groq", 7},      {"together", 7}, {"openrouter", 7},
+        {"xai", 7},     {"ollama", 7},    {"vllm", 7},     {"azure", 7},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const air_provider_ops_t *ops = air__provider_find(want[i].kind);
