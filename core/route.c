@@ -344,24 +344,20 @@ air__route_outcome(struct air__world *w, const struct air__tun *t, const struct 
                    size_t di, enum air__outcome o, int64_t retry_after_ms, int64_t now_ms)
 {
     struct air__dep *d = &w->deps[di];
-    if (o == AIR_O_SUCCESS && !atomic_load_explicit(&d->hdirty, memory_order_acquire))
+    if (o == AIR_O_SUCCESS && retry_after_ms < 0 &&
+        !atomic_load_explicit(&d->hdirty, memory_order_acquire))
         return; /* the common case: nothing to change, no lock */
     uint32_t ejected = 0, total = 1;
     if (rt != NULL) {
         total = (uint32_t)rt->ndeps;
-        for (size_t i = 0; i < rt->ndeps; i++)
-            if (atomic_load_explicit(&w->deps[rt->deps[i]].hstate, memory_order_relaxed) ==
-                AIR_H_EJECTED)
-                ejected++;
+        for (size_t i = 0; i < rt->ndeps; i++) {
+            int hs = atomic_load_explicit(&w->deps[rt->deps[i]].hstate, memory_order_relaxed);
+            if (hs == AIR_H_EJECTED || hs == AIR_H_PROBING || hs == AIR_H_UNUSABLE)
+                ejected++; /* out of rotation */
+        }
     }
     struct air__eject_cfg ec;
-    air__eject_cfg_default(&ec);
-    ec.consecutive_errors = (uint32_t)t->g.eject_consecutive_errors;
-    ec.base_ejection_ms = (uint32_t)t->g.eject_base_ms;
-    ec.max_ejection_ms = (uint32_t)t->g.eject_max_ms;
-    ec.max_ejection_percent = t->g.eject_max_percent;
-    ec.cooldown_default_ms = (uint32_t)t->g.cooldown_default_ms;
-    ec.cooldown_max_ms = (uint32_t)t->g.cooldown_max_ms;
+    air__params_eject_cfg(&t->g, &ec);
     pthread_mutex_lock(&d->mu);
     air__health_on_outcome(&d->health, &ec, o, retry_after_ms, now_ms, ejected, total);
     mirror_health(d);

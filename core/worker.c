@@ -1171,8 +1171,8 @@ learn_ratelimit(struct air__worker *w, struct air__att *a)
         /* Out of requests until the reset: cool the deployment down. */
         air__epoch_begin(w->erec);
         const struct air__tun *t = atomic_load_explicit(&a->q->world->tun, memory_order_acquire);
-        air__route_outcome(a->q->world, t, a->q->rt, a->q->deps[a->ci], AIR_O_RATE_LIMITED,
-                           rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 1000, now);
+        air__route_outcome(a->q->world, t, a->q->rt, a->q->deps[a->ci], AIR_O_SUCCESS,
+                           rl.reset_requests_ms > 0 ? rl.reset_requests_ms : 0, now);
         air__epoch_end(w->erec);
     }
 }

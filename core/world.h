@@ -24,7 +24,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "health.h"
-#include "limits.h"
+#include "limiter.h"
 #include "stats.h"
 #include "strategy.h"
 

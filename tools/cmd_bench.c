@@ -31,6 +31,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "cmds.h"
+#include "gateway.h"
 #include "mock.h"
 
 #define MAX_PROVIDERS 16
@@ -487,7 +488,8 @@ bench_usage(FILE *f)
 {
     fprintf(f,
             "usage: airouter bench [options]\n"
-            "  --mode engine            what to drive (engine: the library in-process)\n"
+            "  --mode engine|gateway    what to drive: engine = the library in-process;\n"
+            "                           gateway = HTTP clients -> airouter serve -> mock\n"
             "  --concurrency N          closed loop with N requests in flight (default 64)\n"
             "  --rate R                 open loop at R requests/s instead (latency from the\n"
             "                           intended send time)\n"
@@ -554,8 +556,9 @@ air__cmd_bench(int argc, char **argv)
             fprintf(stderr, "airouter bench: unknown or incomplete option '%s'\n", a);
             return 2;
         } else if (strcmp(a, "--mode") == 0) {
-            if (strcmp(v, "engine") != 0) {
-                fprintf(stderr, "airouter bench: --mode: '%s' is not available (engine)\n", v);
+            if (strcmp(v, "engine") != 0 && strcmp(v, "gateway") != 0) {
+                fprintf(stderr, "airouter bench: --mode: '%s' is not a mode (engine, gateway)\n",
+                        v);
                 return 2;
             }
             o.mode = v;
@@ -690,14 +693,35 @@ air__cmd_bench(int argc, char **argv)
     air_t *r = NULL;
     char err[512];
     long rss_delta = 0;
-    if (rc == 0 && air_new(cfg.data, &r, err, sizeof err) != AIR_OK) {
-        fprintf(stderr, "airouter bench: router: %s\n", err);
-        rc = 1;
+    if (rc == 0 && strcmp(o.mode, "gateway") == 0) {
+        /* The gateway in this process, driven over HTTP by the same client
+         * loop as the baseline. */
+        struct air__gw_opts go = {.config_text = cfg.data, .listen = "127.0.0.1:0",
+                                  .admin_listen = NULL, .threads = 0, .quiet = 1};
+        struct air__gw *gw = NULL;
+        if (air__gw_start(&go, &gw, err, sizeof err) != AIR_OK) {
+            fprintf(stderr, "airouter bench: gateway: %s\n", err);
+            rc = 1;
+        } else {
+            char gurl[128];
+            snprintf(gurl, sizeof gurl, "http://127.0.0.1:%u/v1/chat/completions",
+                     air__gw_port(gw));
+            long rss0 = current_rss_bytes();
+            if (run_baseline(&o, gurl, body, &rout, tty) != 0)
+                rc = 1;
+            rss_delta = current_rss_bytes() - rss0;
+            air__gw_stop(gw, 5000);
+        }
+    } else if (rc == 0) {
+        if (air_new(cfg.data, &r, err, sizeof err) != AIR_OK) {
+            fprintf(stderr, "airouter bench: router: %s\n", err);
+            rc = 1;
+        }
+        if (rc == 0)
+            run_router(&o, r, body, &rout, tty, &rss_delta);
+        air_free(r, 5000);
+        r = NULL;
     }
-    if (rc == 0)
-        run_router(&o, r, body, &rout, tty, &rss_delta);
-    air_free(r, 5000);
-    r = NULL;
     if (rc == 0 && o.hedge_ms >= 0) {
         long rd2 = 0;
         if (air_new(hcfg.data, &r, err, sizeof err) != AIR_OK) {

@@ -249,12 +249,17 @@ static void
 run_concurrent(int exact)
 {
     static struct shared s;
-    air__budget_init(&s.b, 10.0, AIR_W_MONTH, 1000);
+    /* A limit the threads fill about three quarters of the way through
+     * (mean estimate 1.05 cents), so they contend for a long time, both
+     * while there is room and at the edge. */
+    double limit = (double)(ITERS * NTHREADS) * 0.0105 * (exact ? 0.75 : 0.4);
+    limit = floor(limit);
+    air__budget_init(&s.b, limit, AIR_W_MONTH, 1000);
     atomic_store(&s.go, 0);
     atomic_store(&s.stop, 0);
     atomic_store(&s.violations, 0);
     atomic_store(&s.admitted, 0);
-    s.limit_micro = 10000000;
+    s.limit_micro = (int64_t)limit * 1000000;
     pthread_t mon, t[NTHREADS];
     struct worker w[NTHREADS];
     assert_int_equal(pthread_create(&mon, NULL, monitor, &s), 0);

@@ -1,5 +1,5 @@
 /*
- * limits.c - lock-free token bucket and concurrency cap. DESIGN: the two
+ * limiter.c - lock-free token bucket and concurrency cap. DESIGN: the two
  * pieces of bucket state (tokens and the refill clock) are separate atomics,
  * kept consistent by an ordering rule instead of a lock: time is claimed
  * first (CAS on last_ms, so an interval is credited once), then its tokens
@@ -10,7 +10,7 @@
  * thread that observes a refilled count also observes the claimed time
  * (keeps the wait estimate sane), at no measurable cost on x86.
  */
-#include "limits.h"
+#include "limiter.h"
 
 #include <math.h>
 

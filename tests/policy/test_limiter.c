@@ -1,5 +1,5 @@
 /*
- * test_limits.c - policy/limits.c with a fake clock: token bucket refill and
+ * test_limiter.c - policy/limiter.c with a fake clock: token bucket refill and
  * cap at the burst, the wait reported when short (and nothing taken),
  * separate burst, no loss of fractional refill over many small steps,
  * put (give back, clamp, negative = debt), sync from rate-limit headers,
@@ -20,7 +20,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "limits.h"
+#include "limiter.h"
 
 #define T0 5000000
 
@@ -37,7 +37,7 @@
 #define NTHREADS 4
 
 static void
-test_limits_bucket_starts_full_and_refills(void **state)
+test_limiter_bucket_starts_full_and_refills(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -56,7 +56,7 @@ test_limits_bucket_starts_full_and_refills(void **state)
 }
 
 static void
-test_limits_bucket_wait_is_exact_and_takes_nothing(void **state)
+test_limiter_bucket_wait_is_exact_and_takes_nothing(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -75,7 +75,7 @@ test_limits_bucket_wait_is_exact_and_takes_nothing(void **state)
 }
 
 static void
-test_limits_bucket_separate_burst(void **state)
+test_limiter_bucket_separate_burst(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -87,7 +87,7 @@ test_limits_bucket_separate_burst(void **state)
 }
 
 static void
-test_limits_bucket_fractional_refill_not_lost(void **state)
+test_limiter_bucket_fractional_refill_not_lost(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -99,7 +99,7 @@ test_limits_bucket_fractional_refill_not_lost(void **state)
 }
 
 static void
-test_limits_bucket_put_gives_back_and_takes(void **state)
+test_limiter_bucket_put_gives_back_and_takes(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -115,7 +115,7 @@ test_limits_bucket_put_gives_back_and_takes(void **state)
 }
 
 static void
-test_limits_bucket_sync_from_headers(void **state)
+test_limiter_bucket_sync_from_headers(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -133,7 +133,7 @@ test_limits_bucket_sync_from_headers(void **state)
 }
 
 static void
-test_limits_bucket_oversized_request_needs_full_bucket(void **state)
+test_limiter_bucket_oversized_request_needs_full_bucket(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -145,7 +145,7 @@ test_limits_bucket_oversized_request_needs_full_bucket(void **state)
 }
 
 static void
-test_limits_bucket_unlimited_and_backwards_time(void **state)
+test_limiter_bucket_unlimited_and_backwards_time(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -160,7 +160,7 @@ test_limits_bucket_unlimited_and_backwards_time(void **state)
 }
 
 static void
-test_limits_cap_enter_leave(void **state)
+test_limiter_cap_enter_leave(void **state)
 {
     (void)state;
     struct air__cap c;
@@ -233,7 +233,7 @@ run_bucket(struct air__bucket *b, int64_t step_div, int *total, int64_t *max_now
 }
 
 static void
-test_limits_threads_never_grant_more_than_capacity(void **state)
+test_limiter_threads_never_grant_more_than_capacity(void **state)
 {
     (void)state;
     struct air__bucket b;
@@ -274,7 +274,7 @@ hammer_cap(void *arg)
 }
 
 static void
-test_limits_threads_never_exceed_cap(void **state)
+test_limiter_threads_never_exceed_cap(void **state)
 {
     (void)state;
     struct air__cap cap;
@@ -302,17 +302,17 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits_bucket_starts_full_and_refills),
-        cmocka_unit_test(test_limits_bucket_wait_is_exact_and_takes_nothing),
-        cmocka_unit_test(test_limits_bucket_separate_burst),
-        cmocka_unit_test(test_limits_bucket_fractional_refill_not_lost),
-        cmocka_unit_test(test_limits_bucket_put_gives_back_and_takes),
-        cmocka_unit_test(test_limits_bucket_sync_from_headers),
-        cmocka_unit_test(test_limits_bucket_oversized_request_needs_full_bucket),
-        cmocka_unit_test(test_limits_bucket_unlimited_and_backwards_time),
-        cmocka_unit_test(test_limits_cap_enter_leave),
-        cmocka_unit_test(test_limits_threads_never_grant_more_than_capacity),
-        cmocka_unit_test(test_limits_threads_never_exceed_cap),
+        cmocka_unit_test(test_limiter_bucket_starts_full_and_refills),
+        cmocka_unit_test(test_limiter_bucket_wait_is_exact_and_takes_nothing),
+        cmocka_unit_test(test_limiter_bucket_separate_burst),
+        cmocka_unit_test(test_limiter_bucket_fractional_refill_not_lost),
+        cmocka_unit_test(test_limiter_bucket_put_gives_back_and_takes),
+        cmocka_unit_test(test_limiter_bucket_sync_from_headers),
+        cmocka_unit_test(test_limiter_bucket_oversized_request_needs_full_bucket),
+        cmocka_unit_test(test_limiter_bucket_unlimited_and_backwards_time),
+        cmocka_unit_test(test_limiter_cap_enter_leave),
+        cmocka_unit_test(test_limiter_threads_never_grant_more_than_capacity),
+        cmocka_unit_test(test_limiter_threads_never_exceed_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

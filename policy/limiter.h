@@ -1,5 +1,5 @@
 /*
- * limits.h - token buckets (requests or tokens per minute) and concurrency
+ * limiter.h - token buckets (requests or tokens per minute) and concurrency
  * caps, shared between worker threads without locks.
  *
  * Token bucket: capacity `burst` tokens, refilled continuously at
@@ -30,9 +30,12 @@
  *
  * Thread: take/put/sync/tokens: any thread, concurrently. init: before
  * sharing.
+ *
+ * (Named limiter.h, not limits.h: the policy directory is on the -I path,
+ * where a limits.h would replace the C library's <limits.h>.)
  */
-#ifndef AIR_POLICY_LIMITS_H
-#define AIR_POLICY_LIMITS_H
+#ifndef AIR_POLICY_LIMITER_H
+#define AIR_POLICY_LIMITER_H
 
 #include <stdatomic.h>
 #include <stdint.h>
