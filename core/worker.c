@@ -443,6 +443,10 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
     uint64_t now = air__now_us();
     for (int i = 0; i < 2; i++)
         att_stop(w, &q->att[i], -1);
+    /* A hedge loser queued for cancellation dies with its request. */
+    for (size_t i = 0; i < w->nlosers; i++)
+        if (w->losers[i] != NULL && w->losers[i]->q == q)
+            w->losers[i] = NULL;
     heap_remove(w, q);
     unlink_active(w, q);
 
@@ -1607,7 +1611,7 @@ cancel_losers(struct air__worker *w)
 {
     for (size_t i = 0; i < w->nlosers; i++) {
         struct air__att *a = w->losers[i];
-        if (a->active && a->loser) {
+        if (a != NULL && a->active && a->loser) {
             att_record(w, a, 0, NULL);
             att_stop(w, a, -1);
         }
