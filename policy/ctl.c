@@ -285,20 +285,20 @@ air__ctl_set_json(struct air__params *p, const char *path, const cJSON *v, char 
         return st;
     switch (e->type) {
     case AIR_CTL_BOOL: {
-        int b;
+        int b = 0;
         if ((st = air__ctl_json_bool(v, e->path, &b, err, n)) == AIR_OK)
             memcpy(field(p, e), &b, sizeof b);
         return st;
     }
     case AIR_CTL_I64: {
-        int64_t i;
+        int64_t i = 0;
         if ((st = air__ctl_json_i64(v, e->path, (int64_t)e->min, (int64_t)e->max, &i, err, n)) ==
             AIR_OK)
             memcpy(field(p, e), &i, sizeof i);
         return st;
     }
     case AIR_CTL_F64: {
-        double d;
+        double d = 0;
         if ((st = air__ctl_json_f64(v, e->path, e->min, e->max, &d, err, n)) == AIR_OK)
             memcpy(field(p, e), &d, sizeof d);
         return st;
@@ -353,7 +353,7 @@ air__ctl_set_f64(struct air__params *p, const char *path, double v, char *err, s
         return AIR_OK;
     }
     if (e->type == AIR_CTL_I64) {
-        int64_t i;
+        int64_t i = 0;
         if (as_i64(v, &i) != 0) {
             msg(err, n, "%s: expected an integer", e->path);
             return AIR_E_INVAL;

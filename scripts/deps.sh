@@ -9,7 +9,7 @@ PKGS=(
     libcurl4-openssl-dev libck-dev libcjson-dev libjemalloc-dev
     libmicrohttpd-dev libcmocka-dev
     clang libclang-rt-14-dev
-    curl valgrind
+    curl valgrind haproxy
 )
 
 missing=()

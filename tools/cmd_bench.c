@@ -51,6 +51,7 @@ struct opts {
     unsigned tail_ms;
     int hedge_ms;      /* -1: no hedge phase; else hedge delay (0 = adaptive p95) */
     unsigned mock_threads;
+    const char *proxy_url; /* --mode proxy: drive this URL (a proxy in front of the mock) */
     const char *strategy;
     double fail_rate;
     int stream;
@@ -489,7 +490,9 @@ bench_usage(FILE *f)
     fprintf(f,
             "usage: airouter bench [options]\n"
             "  --mode engine|gateway    what to drive: engine = the library in-process;\n"
-            "                           gateway = HTTP clients -> airouter serve -> mock\n"
+            "                           gateway = HTTP clients -> airouter serve -> mock;\n"
+            "                           proxy = HTTP clients -> --proxy-url URL (e.g. HAProxy\n"
+            "                           in front of the same --upstream mock)\n"
             "  --concurrency N          closed loop with N requests in flight (default 64)\n"
             "  --rate R                 open loop at R requests/s instead (latency from the\n"
             "                           intended send time)\n"
@@ -556,8 +559,10 @@ air__cmd_bench(int argc, char **argv)
             fprintf(stderr, "airouter bench: unknown or incomplete option '%s'\n", a);
             return 2;
         } else if (strcmp(a, "--mode") == 0) {
-            if (strcmp(v, "engine") != 0 && strcmp(v, "gateway") != 0) {
-                fprintf(stderr, "airouter bench: --mode: '%s' is not a mode (engine, gateway)\n",
+            if (strcmp(v, "engine") != 0 && strcmp(v, "gateway") != 0 &&
+                strcmp(v, "proxy") != 0) {
+                fprintf(stderr,
+                        "airouter bench: --mode: '%s' is not a mode (engine, gateway, proxy)\n",
                         v);
                 return 2;
             }
@@ -565,6 +570,9 @@ air__cmd_bench(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--upstream") == 0) {
             o.upstream = v;
+            i++;
+        } else if (strcmp(a, "--proxy-url") == 0) {
+            o.proxy_url = v;
             i++;
         } else if (strcmp(a, "--strategy") == 0) {
             o.strategy = v;
@@ -693,7 +701,14 @@ air__cmd_bench(int argc, char **argv)
     air_t *r = NULL;
     char err[512];
     long rss_delta = 0;
-    if (rc == 0 && strcmp(o.mode, "gateway") == 0) {
+    if (rc == 0 && strcmp(o.mode, "proxy") == 0) {
+        if (o.proxy_url == NULL) {
+            fprintf(stderr, "airouter bench: --mode proxy needs --proxy-url URL\n");
+            rc = 2;
+        } else if (run_baseline(&o, o.proxy_url, body, &rout, tty) != 0) {
+            rc = 1;
+        }
+    } else if (rc == 0 && strcmp(o.mode, "gateway") == 0) {
         /* The gateway in this process, driven over HTTP by the same client
          * loop as the baseline. */
         struct air__gw_opts go = {.config_text = cfg.data, .listen = "127.0.0.1:0",
