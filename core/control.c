@@ -699,3 +699,46 @@ air_stats_json(air_t *r)
     air__world_unref(w);
     return to_libc(&b);
 }
+
+/* ---------------------------------------------------------------- models */
+
+char *
+air_models_json(air_t *r)
+{
+    if (r == NULL)
+        return NULL;
+    struct air__world *w = air__router_world(r);
+    const struct air__config *c = w->cfg;
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    int first = 1;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        air__buf_puts(&b, first ? "{" : ",{");
+        first = 0;
+        kv_str(&b, "id", c->routes[i].model, 0);
+        air__buf_puts(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"airouter\"}");
+    }
+    for (size_t p = 0; p < c->nproviders; p++)
+        for (size_t m = 0; m < c->providers[p].nmodels; m++) {
+            const char *name = c->providers[p].models[m].name;
+            if (air__config_route(c, name) != NULL)
+                continue;
+            /* A model two providers list appears once. */
+            int dup = 0;
+            for (size_t q = 0; q < p && !dup; q++)
+                for (size_t k = 0; k < c->providers[q].nmodels; k++)
+                    if (strcmp(c->providers[q].models[k].name, name) == 0)
+                        dup = 1;
+            if (dup)
+                continue;
+            air__buf_puts(&b, first ? "{" : ",{");
+            first = 0;
+            kv_str(&b, "id", name, 0);
+            air__buf_puts(&b, ",\"object\":\"model\",\"created\":0");
+            kv_str(&b, "owned_by", c->providers[p].name, 1);
+            air__buf_puts(&b, "}");
+        }
+    air__buf_puts(&b, "]}");
+    air__world_unref(w);
+    return to_libc(&b);
+}

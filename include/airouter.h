@@ -402,6 +402,14 @@ AIR_API AIR_NODISCARD air_status_t air_reload(air_t *r, const char *config_json,
 /* The effective configuration as JSON with every secret redacted (API keys
  * never appear; key variable names do). Ownership: malloc'd, free() it. */
 AIR_API char *air_config_json(air_t *r);
+/*
+ * The models this router serves, in OpenAI's list shape:
+ * {"object":"list","data":[{"id","object":"model","created","owned_by"}]}:
+ * every route's public name ("owned_by":"airouter") and every model a
+ * provider lists in models[] without a route of the same name ("owned_by":
+ * the provider's name). For GET /v1/models. Ownership: malloc'd, free() it.
+ */
+AIR_API char *air_models_json(air_t *r);
 /* Requests waiting in the ingress queue right now. Thread: any. */
 AIR_API uint32_t air_queue_depth(air_t *r);
 

@@ -403,6 +403,12 @@ test_policy_reload_swaps_config_atomically(void **state)
     air_t *r = router_for(trio_config(&m, "priority", NULL));
     char err[512];
     /* A bad config is refused and the old one keeps serving. */
+    char *ml0 = air_models_json(r);
+    assert_non_null(strstr(ml0, "\"id\":\"chat\""));
+    assert_non_null(strstr(ml0, "\"id\":\"all\""));
+    assert_non_null(strstr(ml0, "\"id\":\"m-fast\",\"object\":\"model\",\"created\":0,"
+                                "\"owned_by\":\"fast\""));
+    free(ml0);
     assert_int_equal(air_reload(r, "{\"providers\":[]}", err, sizeof err), AIR_E_CONFIG);
     assert_non_null(strstr(err, "providers"));
     assert_int_equal(air_reload(r, "{\"workers\":7,\"providers\":[{\"name\":\"a\","
@@ -435,6 +441,16 @@ test_policy_reload_swaps_config_atomically(void **state)
     assert_non_null(j);
     cJSON_Delete(j);
     free(c);
+    /* The model list follows the reload too. */
+    char *ml = air_models_json(r);
+    cJSON *mj = cJSON_Parse(ml);
+    assert_non_null(mj);
+    cJSON *data = cJSON_GetObjectItem(mj, "data");
+    assert_int_equal(cJSON_GetArraySize(data), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 0), "id")->valuestring,
+                        "chat");
+    cJSON_Delete(mj);
+    free(ml);
     air_free(r, 2000);
     trio_stop(&m);
 }
