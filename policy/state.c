@@ -459,7 +459,6 @@ air__lease_plan(struct air__slimit *l, int64_t now_ms, int final, struct air__le
             ls->returned += x;
         } else {
             rq->must += -x; /* debt: charge it, nothing more */
-            ls->granted -= -x; /* balanced by the grant of `must` on apply */
         }
     } else {
         int64_t end = atomic_load_explicit(&ls->win_end_ms, memory_order_relaxed);
@@ -472,7 +471,6 @@ air__lease_plan(struct air__slimit *l, int64_t now_ms, int final, struct air__le
                 ls->returned += x;
             } else {
                 rq->must += -x;
-                ls->granted -= -x;
             }
             atomic_store_explicit(&ls->win_end_ms, 0, memory_order_relaxed);
         }
@@ -481,7 +479,7 @@ air__lease_plan(struct air__slimit *l, int64_t now_ms, int final, struct air__le
             rq->must += -a; /* granted on apply, which brings avail back to 0 + want */
         int64_t have = a > 0 ? a : 0;
         if (have < target / 2 || have < ask || (have == 0 && target > 0)) {
-            rq->want = target - have;
+            rq->want = target > have ? target - have : 0;
         } else if (have > 2 * target) {
             int64_t r = have - target;
             if (atomic_compare_exchange_strong_explicit(&ls->avail, &a, a - r,

@@ -33,6 +33,16 @@ curl -sS -N "$base/v1/chat/completions" -H 'Content-Type: application/json' \
     -d '{"model":"demo","stream":true,"messages":[{"role":"user","content":"Stream please."}]}'
 
 echo
+echo "== the library directly: airouter chat (engine in this process -> the gateway as its provider)"
+cfg=$(mktemp /tmp/airouter-demo-XXXX.json)
+cat >"$cfg" <<JSON
+{"providers": [{"name": "gateway", "kind": "openai", "base_url": "$base/v1"}],
+ "routes": [{"model": "demo", "targets": [{"provider": "gateway", "model": "demo"}]}]}
+JSON
+"$bin" chat --config "$cfg" --model demo --stream 'Hello from the library.'
+rm -f "$cfg"
+
+echo
 echo "== 20 more requests, then what the router learnt"
 for _ in $(seq 20); do
     curl -sS -o /dev/null "$base/v1/chat/completions" -H 'Content-Type: application/json' \
