@@ -1,5 +1,6 @@
 /*
- * mock.c - the mock OpenAI-compatible provider (see mock.h).
+ * mock.c - the mock provider (see mock.h): OpenAI, Anthropic, Gemini and
+ * Azure OpenAI wire formats.
  *
  * DESIGN: N event loops, each a thread that owns one epoll instance, one
  * SO_REUSEPORT listener on the shared port, its connections and a min-heap of
@@ -20,6 +21,20 @@
  * socket does not take at once is copied into the connection's output buffer.
  * Connections are recycled through a per-loop free list, so a steady state
  * allocates only cJSON's parse of each chat body.
+ *
+ * Formats: one server speaks one format (chosen at start). Everything above
+ * the response layer (HTTP parsing, timers, faults, pacing) is shared; the
+ * format decides the chat endpoint, how the key is checked, the reply and
+ * error bodies and the stream framing. An answer is a list of "pieces" (the
+ * text tokens, or slices of a tool call's arguments) that every format
+ * frames its own way, so --chunks, --chunk-delay-ms, resets and injected
+ * stream errors mean the same thing in each. Replies are written by hand
+ * into buffers (no cJSON tree): the stream path is the hot one.
+ *
+ * --record writes one JSON line per request from the loop thread, under a
+ * mutex shared by the loops, flushed at once, before the reply is sent: a
+ * client that has its reply finds its request in the file. It is a test aid;
+ * file I/O on the loop thread is accepted for it.
  */
 #include "mock.h"
 #include "alloc.h"
@@ -64,6 +79,7 @@ enum { ACT_OK, ACT_FAIL, ACT_RESET };
 enum { M_OTHER, M_GET, M_POST };
 enum { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
 enum { P_MORE = 0, P_DONE = 1 }; /* parse results; a negative value is -HTTP status */
+enum { F_OPENAI, F_ANTHROPIC, F_GEMINI, F_AZURE };
 
 struct tag {
     int kind;
@@ -71,6 +87,7 @@ struct tag {
 
 struct counters {
     atomic_uint_fast64_t connections, requests, ok, failed, resets, streams, unauthorized;
+    atomic_uint_fast64_t stream_errors;
 };
 
 struct loop;
@@ -93,8 +110,9 @@ struct conn {
     uint64_t clen;  /* Content-Length */
     int method;
     size_t path_off, path_len, auth_off, auth_len;
+    size_t key_off, key_len; /* the format's own key header (x-api-key, ...) */
     unsigned chunked : 1, expect : 1, continue_sent : 1, peer_eof : 1, io_err : 1;
-    unsigned keep : 1, http10 : 1;
+    unsigned keep : 1, http10 : 1, has_auth : 1, has_key : 1, has_version : 1;
     int ch_state;
     size_t ch_raw, ch_dec; /* chunked decoder: next raw byte, end of the decoded body */
     uint64_t ch_left;
@@ -106,12 +124,17 @@ struct conn {
     /* the response being produced */
     int action;
     unsigned stream : 1, include_usage : 1, chunked_resp : 1;
+    unsigned tool : 1;      /* the answer is a tool call */
+    unsigned serr : 1;      /* this stream ends half-way with an error event */
+    unsigned gem_array : 1; /* gemini stream without alt=sse: one JSON array */
     uint64_t id;
     long long created;
-    uint64_t prompt_tokens;
-    uint32_t next_piece;
-    air_buf_t model; /* the request's model as a JSON string literal */
-    air_buf_t pre;   /* stream: the common prefix of every chunk object */
+    uint64_t prompt_tokens, ctoks;
+    uint32_t next_piece, npieces, nev;
+    air_buf_t model;     /* the request's model as a JSON string literal */
+    air_buf_t pre;       /* openai stream: the common prefix of every chunk object */
+    air_buf_t tool_name; /* the called tool's name as a JSON string literal */
+    air_buf_t args;      /* the tool call's arguments, raw JSON text */
 };
 
 struct loop {
@@ -132,7 +155,7 @@ struct loop {
     pthread_mutex_t rec_mu;
     int rec_mu_ok;
     uint64_t rec_stamp;
-    air_buf_t rec_body, rec_auth;
+    air_buf_t rec_body, rec_auth, rec_path, rec_head;
     char pad[64]; /* keep neighbouring loops' hot fields on other cache lines */
 };
 
@@ -140,6 +163,11 @@ struct air_mock {
     air_mock_opts_t o;
     char *host, *api_key;
     size_t api_key_len;
+    int fmt; /* F_* */
+    /* --record: the file, and the lock that keeps lines whole */
+    FILE *rec_fp;
+    pthread_mutex_t rec_fp_mu;
+    int rec_fp_mu_ok;
     uint16_t port;
     unsigned nloops;
     struct loop *loops;
@@ -150,9 +178,15 @@ struct air_mock {
     size_t content_len;
 };
 
+static const char *const format_names[] = {"openai", "anthropic", "gemini", "azure"};
+
 static const char models_json[] =
     "{\"object\":\"list\",\"data\":[{\"id\":\"mock-model\",\"object\":\"model\","
     "\"created\":1700000000,\"owned_by\":\"airouter-mock\"}]}";
+
+static const char gemini_models_json[] =
+    "{\"models\":[{\"name\":\"models/mock-model\",\"displayName\":\"Mock Model\","
+    "\"supportedGenerationMethods\":[\"generateContent\",\"streamGenerateContent\"]}]}";
 
 static const char unauthorized_json[] =
     "{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":\"invalid_request_error\","
@@ -413,6 +447,8 @@ conn_reset_request(struct conn *c)
     c->clen = 0;
     c->method = M_OTHER;
     c->path_off = c->path_len = c->auth_off = c->auth_len = 0;
+    c->key_off = c->key_len = 0;
+    c->has_auth = c->has_key = c->has_version = 0;
     c->chunked = c->expect = c->continue_sent = 0;
     c->ch_state = CH_SIZE;
     c->ch_raw = c->ch_dec = 0;
@@ -493,6 +529,8 @@ conn_free(struct conn *c)
     air__buf_free(&c->out);
     air__buf_free(&c->model);
     air__buf_free(&c->pre);
+    air__buf_free(&c->tool_name);
+    air__buf_free(&c->args);
     air__free(c);
 }
 
@@ -640,17 +678,156 @@ error_body(air_buf_t *b, const char *msg, size_t mlen, const char *type, const c
     air__buf_puts(b, "}}");
 }
 
+/* Anthropic's error.type for an HTTP status (spec 2.6). */
+static const char *
+ant_error_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 402:
+        return "billing_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 504:
+        return "timeout_error";
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* Google's canonical error status for an HTTP status (spec 3.5). */
+static const char *
+gem_error_status(int status)
+{
+    switch (status) {
+    case 401:
+        return "UNAUTHENTICATED";
+    case 403:
+        return "PERMISSION_DENIED";
+    case 404:
+        return "NOT_FOUND";
+    case 409:
+        return "ABORTED";
+    case 429:
+        return "RESOURCE_EXHAUSTED";
+    case 499:
+        return "CANCELLED";
+    case 501:
+        return "UNIMPLEMENTED";
+    case 503:
+        return "UNAVAILABLE";
+    case 504:
+        return "DEADLINE_EXCEEDED";
+    default:
+        return status >= 500 ? "INTERNAL" : "INVALID_ARGUMENT";
+    }
+}
+
+/* {"type":"error","error":{"type":...,"message":...}} */
 static void
-respond_error(struct conn *c, int status, const char *msg, size_t mlen, const char *type,
-              const char *param, const char *code, const char *extra)
+ant_error_body(air_buf_t *b, int status, const char *msg, size_t mlen)
+{
+    air__buf_reset(b);
+    air__buf_puts(b, "{\"type\":\"error\",\"error\":{\"type\":\"");
+    air__buf_puts(b, ant_error_type(status));
+    air__buf_puts(b, "\",\"message\":");
+    air__buf_json_str(b, msg, mlen);
+    air__buf_puts(b, "}}");
+}
+
+/* {"error":{"code":N,"message":...,"status":...[,"details":[...]]}}: reason
+ * adds a google.rpc.ErrorInfo, retry_s >= 0 a google.rpc.RetryInfo. `nl`
+ * pretty-prints it over several lines, as Gemini writes an error that
+ * interrupts a stream. */
+static void
+gem_error_body(air_buf_t *b, int status, const char *msg, size_t mlen, const char *reason,
+               int32_t retry_s, int nl)
+{
+    const char *sep = nl ? ",\n    " : ",";
+    air__buf_reset(b);
+    air__buf_puts(b, nl ? "{\n  \"error\": {\n    \"code\": " : "{\"error\":{\"code\":");
+    put_u64(b, (uint64_t)status);
+    air__buf_puts(b, sep);
+    air__buf_puts(b, nl ? "\"message\": " : "\"message\":");
+    air__buf_json_str(b, msg, mlen);
+    air__buf_puts(b, sep);
+    air__buf_puts(b, nl ? "\"status\": \"" : "\"status\":\"");
+    air__buf_puts(b, gem_error_status(status));
+    air__buf_putc(b, '"');
+    if (reason != NULL || retry_s >= 0) {
+        air__buf_puts(b, sep);
+        air__buf_puts(b, "\"details\":[");
+        if (reason != NULL) {
+            air__buf_puts(b, "{\"@type\":\"type.googleapis.com/google.rpc.ErrorInfo\","
+                             "\"reason\":\"");
+            air__buf_puts(b, reason);
+            air__buf_puts(b, "\",\"domain\":\"googleapis.com\"}");
+        }
+        if (retry_s >= 0) {
+            if (reason != NULL)
+                air__buf_putc(b, ',');
+            air__buf_puts(b, "{\"@type\":\"type.googleapis.com/google.rpc.RetryInfo\","
+                             "\"retryDelay\":\"");
+            put_u64(b, (uint64_t)retry_s);
+            air__buf_puts(b, "s\"}");
+        }
+        air__buf_putc(b, ']');
+    }
+    air__buf_puts(b, nl ? "\n  }\n}\n" : "}}");
+}
+
+/* Azure's own shape for the errors its front end makes (401, 404, 429):
+ * {"error":{"code":"429","message":...}}. */
+static void
+azure_error_body(air_buf_t *b, const char *code, const char *msg, size_t mlen)
+{
+    air__buf_reset(b);
+    air__buf_puts(b, "{\"error\":{\"code\":\"");
+    air__buf_puts(b, code);
+    air__buf_puts(b, "\",\"message\":");
+    air__buf_json_str(b, msg, mlen);
+    air__buf_puts(b, "}}");
+}
+
+static void
+respond_scratch(struct conn *c, int status, const char *extra)
 {
     air_buf_t *b = &c->lp->scratch;
-    error_body(b, msg, mlen, type, param, code);
     if (b->oom) {
         c->io_err = 1;
         return;
     }
     respond(c, status, "application/json", b->data, b->len, extra);
+}
+
+/* An error in the server's format. type, param and code are OpenAI's fields
+ * (openai and azure); anthropic and gemini derive theirs from the status. */
+static void
+respond_error(struct conn *c, int status, const char *msg, size_t mlen, const char *type,
+              const char *param, const char *code, const char *extra)
+{
+    air_buf_t *b = &c->lp->scratch;
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC:
+        ant_error_body(b, status, msg, mlen);
+        break;
+    case F_GEMINI:
+        gem_error_body(b, status, msg, mlen, NULL, -1, 0);
+        break;
+    default:
+        error_body(b, msg, mlen, type, param, code);
+        break;
+    }
+    respond_scratch(c, status, extra);
 }
 
 /* Errors found while reading the request: answer, then close. */
@@ -713,6 +890,22 @@ has_token(const char *v, size_t n, const char *tok)
     return 0;
 }
 
+/* The header that carries the key in this format (besides Authorization). */
+static const char *
+key_header_name(int fmt)
+{
+    switch (fmt) {
+    case F_ANTHROPIC:
+        return "x-api-key";
+    case F_GEMINI:
+        return "x-goog-api-key";
+    case F_AZURE:
+        return "api-key";
+    default:
+        return NULL;
+    }
+}
+
 /* Parse the request line and headers in c->in[0, hdr_len). Returns 0 or an
  * HTTP error status. */
 static int
@@ -758,6 +951,7 @@ parse_head(struct conn *c)
 
     int has_cl = 0, conn_close = 0, conn_ka = 0;
     uint64_t cl = 0;
+    const char *key_hdr = key_header_name(c->lp->m->fmt);
     char *p = eol + 2;
     while (p < end) {
         eol = memmem(p, (size_t)(end - p) + 2, "\r\n", 2);
@@ -806,6 +1000,13 @@ parse_head(struct conn *c)
         } else if (token_eq(p, nlen, "authorization")) {
             c->auth_off = (size_t)(v - base);
             c->auth_len = vl;
+            c->has_auth = 1;
+        } else if (key_hdr != NULL && token_eq(p, nlen, key_hdr)) {
+            c->key_off = (size_t)(v - base);
+            c->key_len = vl;
+            c->has_key = 1;
+        } else if (token_eq(p, nlen, "anthropic-version")) {
+            c->has_version = vl > 0;
         }
         p = eol + 2;
     }
@@ -1034,60 +1235,367 @@ read_in(struct conn *c)
     }
 }
 
-/* ------------------------------------------------------------------ chat responses */
+/* ------------------------------------------------------------------ output helpers */
+
+static void
+out_u64(struct conn *c, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_append(c, tmp + i, sizeof tmp - i);
+}
+
+static void
+out_json_str(struct conn *c, const char *s, size_t n)
+{
+    air__buf_json_str(&c->out, s, n);
+    if (c->out.oom)
+        c->io_err = 1;
+}
+
+static void
+out_buf(struct conn *c, const air_buf_t *b)
+{
+    if (b->len)
+        out_append(c, b->data, b->len);
+}
+
+/* The text of piece i: "tok<i> " for text, a slice of the arguments for a
+ * tool call (cut between UTF-8 characters, so every slice is valid text). */
+static void
+piece_text(const struct conn *c, uint32_t i, char *tmp, size_t tmplen, const char **p, size_t *n)
+{
+    if (!c->tool) {
+        int k = snprintf(tmp, tmplen, "tok%u ", (unsigned)i);
+        *p = tmp;
+        *n = k > 0 ? (size_t)k : 0;
+        return;
+    }
+    size_t len = c->args.len, np = c->npieces ? c->npieces : 1;
+    size_t a = (size_t)i * len / np, e = ((size_t)i + 1) * len / np;
+    while (a > 0 && a < len && ((unsigned char)c->args.data[a] & 0xC0) == 0x80)
+        a++;
+    while (e > a && e < len && ((unsigned char)c->args.data[e] & 0xC0) == 0x80)
+        e++;
+    if (e < a)
+        e = a;
+    *p = c->args.data ? c->args.data + a : "";
+    *n = e - a;
+}
+
+static void
+put_usage_openai(air_buf_t *b, uint64_t p, uint64_t ct)
+{
+    air__buf_puts(b, "{\"prompt_tokens\":");
+    put_u64(b, p);
+    air__buf_puts(b, ",\"completion_tokens\":");
+    put_u64(b, ct);
+    air__buf_puts(b, ",\"total_tokens\":");
+    put_u64(b, p + ct);
+    air__buf_putc(b, '}');
+}
+
+static void
+put_usage_gemini(air_buf_t *b, uint64_t p, uint64_t ct, int final)
+{
+    air__buf_puts(b, "{\"promptTokenCount\":");
+    put_u64(b, p);
+    if (final) {
+        air__buf_puts(b, ",\"candidatesTokenCount\":");
+        put_u64(b, ct);
+    }
+    air__buf_puts(b, ",\"totalTokenCount\":");
+    put_u64(b, final ? p + ct : p);
+    air__buf_putc(b, '}');
+}
+
+static const char azure_cfr[] = "{\"hate\":{\"filtered\":false,\"severity\":\"safe\"},"
+                                "\"self_harm\":{\"filtered\":false,\"severity\":\"safe\"},"
+                                "\"sexual\":{\"filtered\":false,\"severity\":\"safe\"},"
+                                "\"violence\":{\"filtered\":false,\"severity\":\"safe\"}}";
+
+/* ------------------------------------------------------------------ failures */
+
+/* The message of an injected failure in the vendor's words. */
+static const char *
+fail_message(int fmt, int status)
+{
+    switch (fmt) {
+    case F_ANTHROPIC:
+        if (status == 529)
+            return "Overloaded";
+        if (status == 429)
+            return "Number of requests has exceeded your per-minute rate limit (mock)";
+        if (status == 402)
+            return "Your credit balance is too low to access the Anthropic API (mock)";
+        return status >= 500 ? "Internal server error (mock)" : "Injected failure (mock)";
+    case F_GEMINI:
+        if (status == 429)
+            return "Resource has been exhausted (e.g. check quota). (mock)";
+        if (status == 503)
+            return "The model is overloaded. Please try again later. (mock)";
+        return status >= 500 ? "An internal error has occurred. Please retry or report it. (mock)"
+                             : "Injected failure (mock)";
+    default:
+        if (status == 429)
+            return "Rate limit reached for requests (mock)";
+        if (status == 503 || status == 529)
+            return "The server is overloaded, please try again later (mock)";
+        if (status == 401)
+            return "Incorrect API key provided";
+        return status >= 500 ? "The server had an error while processing your request (mock)"
+                             : "Injected failure (mock)";
+    }
+}
+
+static void
+openai_fail_body(air_buf_t *b, int status)
+{
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
+    const char *code = NULL;
+    const char *msg = fail_message(F_OPENAI, status);
+    if (status == 429) {
+        type = "requests";
+        code = "rate_limit_exceeded";
+    } else if (status == 401) {
+        code = "invalid_api_key";
+    }
+    error_body(b, msg, strlen(msg), type, NULL, code);
+}
 
 static void
 respond_fail(struct conn *c)
 {
-    const air_mock_opts_t *o = &c->lp->m->o;
+    const struct air_mock *m = c->lp->m;
+    const air_mock_opts_t *o = &m->o;
     int status = o->fail_status;
-    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
-    const char *code = NULL;
-    const char *msg = "The server had an error while processing your request (mock)";
-    if (status == 429) {
-        type = "requests";
-        code = "rate_limit_exceeded";
-        msg = "Rate limit reached for requests (mock)";
-    } else if (status == 503 || status == 529) {
-        msg = "The server is overloaded, please try again later (mock)";
-    } else if (status == 401) {
-        code = "invalid_api_key";
-        msg = "Incorrect API key provided";
-    } else if (status < 500) {
-        msg = "Injected failure (mock)";
+    char extra[96] = "";
+    if (o->retry_after_s >= 0 && m->fmt != F_GEMINI) {
+        if (m->fmt == F_AZURE)
+            snprintf(extra, sizeof extra, "Retry-After: %d\r\nretry-after-ms: %lld\r\n",
+                     (int)o->retry_after_s, (long long)o->retry_after_s * 1000);
+        else
+            snprintf(extra, sizeof extra, "Retry-After: %d\r\n", (int)o->retry_after_s);
     }
-    char extra[48] = "";
-    if (o->retry_after_s >= 0)
-        snprintf(extra, sizeof extra, "Retry-After: %d\r\n", (int)o->retry_after_s);
     cnt_inc(&c->lp->cnt.failed);
-    respond_error(c, status, msg, strlen(msg), type, NULL, code, extra);
+    air_buf_t *b = &c->lp->scratch;
+    const char *msg = fail_message(m->fmt, status);
+    switch (m->fmt) {
+    case F_ANTHROPIC:
+        ant_error_body(b, status, msg, strlen(msg));
+        break;
+    case F_GEMINI:
+        /* Gemini sends no Retry-After: the wait rides in RetryInfo. */
+        gem_error_body(b, status, msg, strlen(msg), NULL, o->retry_after_s, 0);
+        break;
+    case F_AZURE:
+        if (status == 429) {
+            char am[256];
+            int n = snprintf(am, sizeof am,
+                             "Requests to the ChatCompletions_Create Operation under Azure OpenAI "
+                             "API version have exceeded call rate limit of your current pricing "
+                             "tier. Please retry after %d seconds. (mock)",
+                             o->retry_after_s >= 0 ? (int)o->retry_after_s : 1);
+            azure_error_body(b, "429", am, n > 0 ? (size_t)n : 0);
+            break;
+        }
+        openai_fail_body(b, status); /* Azure's other errors have OpenAI's shape */
+        break;
+    default:
+        openai_fail_body(b, status);
+        break;
+    }
+    respond_scratch(c, status, extra);
 }
 
 static void
-respond_plain(struct conn *c)
+respond_unauthorized(struct conn *c, int key_present)
 {
-    struct loop *lp = c->lp;
-    struct air_mock *m = lp->m;
-    air_buf_t *b = &lp->scratch;
-    uint64_t ctoks = m->o.chunks;
-    air__buf_reset(b);
+    air_buf_t *b = &c->lp->scratch;
+    cnt_inc(&c->lp->cnt.unauthorized);
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC: {
+        static const char msg[] = "invalid x-api-key";
+        ant_error_body(b, 401, msg, sizeof msg - 1);
+        respond_scratch(c, 401, NULL);
+        return;
+    }
+    case F_GEMINI:
+        /* Google answers a wrong key with 400 API_KEY_INVALID and a missing
+         * one with 403 (spec 3.5). */
+        if (key_present) {
+            static const char msg[] = "API key not valid. Please pass a valid API key.";
+            gem_error_body(b, 400, msg, sizeof msg - 1, "API_KEY_INVALID", -1, 0);
+            respond_scratch(c, 400, NULL);
+        } else {
+            static const char msg[] =
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.";
+            gem_error_body(b, 403, msg, sizeof msg - 1, NULL, -1, 0);
+            respond_scratch(c, 403, NULL);
+        }
+        return;
+    case F_AZURE: {
+        static const char msg[] =
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+            "provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource.";
+        azure_error_body(b, "401", msg, sizeof msg - 1);
+        respond_scratch(c, 401, NULL);
+        return;
+    }
+    default:
+        respond(c, 401, "application/json", unauthorized_json, sizeof unauthorized_json - 1, NULL);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------------ plain replies */
+
+static void
+body_openai(struct conn *c, air_buf_t *b)
+{
+    const struct air_mock *m = c->lp->m;
     air__buf_puts(b, "{\"id\":\"chatcmpl-mock-");
     put_u64(b, c->id);
     air__buf_puts(b, "\",\"object\":\"chat.completion\",\"created\":");
     put_u64(b, (uint64_t)c->created);
     air__buf_puts(b, ",\"model\":");
     air__buf_append(b, c->model.data, c->model.len);
-    air__buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                     "\"content\":\"");
-    air__buf_append(b, m->content, m->content_len);
-    air__buf_puts(b, "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
-                     "\"usage\":{\"prompt_tokens\":");
+    if (m->fmt == F_AZURE) {
+        air__buf_puts(b, ",\"prompt_filter_results\":[{\"prompt_index\":0,"
+                         "\"content_filter_results\":");
+        air__buf_puts(b, azure_cfr);
+        air__buf_puts(b, "}]");
+    }
+    air__buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",");
+    if (c->tool) {
+        air__buf_puts(b, "\"content\":null,\"tool_calls\":[{\"id\":\"call_mock_");
+        put_u64(b, c->id);
+        air__buf_puts(b, "_0\",\"type\":\"function\",\"function\":{\"name\":");
+        air__buf_append(b, c->tool_name.data, c->tool_name.len);
+        air__buf_puts(b, ",\"arguments\":");
+        air__buf_json_str(b, c->args.data ? c->args.data : "", c->args.len);
+        air__buf_puts(b, "}}]}");
+    } else {
+        air__buf_puts(b, "\"content\":\"");
+        air__buf_append(b, m->content, m->content_len);
+        air__buf_puts(b, "\"}");
+    }
+    if (m->fmt == F_AZURE) {
+        air__buf_puts(b, ",\"content_filter_results\":");
+        air__buf_puts(b, c->tool ? "{}" : azure_cfr);
+    }
+    air__buf_puts(b, ",\"logprobs\":null,\"finish_reason\":\"");
+    air__buf_puts(b, c->tool ? "tool_calls" : "stop");
+    air__buf_puts(b, "\"}],\"usage\":");
+    put_usage_openai(b, c->prompt_tokens, c->ctoks);
+    air__buf_putc(b, '}');
+}
+
+static void
+body_anthropic(struct conn *c, air_buf_t *b)
+{
+    const struct air_mock *m = c->lp->m;
+    air__buf_puts(b, "{\"id\":\"msg_mock_");
+    put_u64(b, c->id);
+    air__buf_puts(b, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    air__buf_append(b, c->model.data, c->model.len);
+    air__buf_puts(b, ",\"content\":[");
+    if (c->tool) {
+        air__buf_puts(b, "{\"type\":\"tool_use\",\"id\":\"toolu_mock_");
+        put_u64(b, c->id);
+        air__buf_puts(b, "_0\",\"name\":");
+        air__buf_append(b, c->tool_name.data, c->tool_name.len);
+        air__buf_puts(b, ",\"input\":");
+        air__buf_append(b, c->args.data, c->args.len);
+        air__buf_putc(b, '}');
+    } else {
+        air__buf_puts(b, "{\"type\":\"text\",\"text\":\"");
+        air__buf_append(b, m->content, m->content_len);
+        air__buf_puts(b, "\"}");
+    }
+    air__buf_puts(b, "],\"stop_reason\":\"");
+    air__buf_puts(b, c->tool ? "tool_use" : "end_turn");
+    air__buf_puts(b, "\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
     put_u64(b, c->prompt_tokens);
-    air__buf_puts(b, ",\"completion_tokens\":");
-    put_u64(b, ctoks);
-    air__buf_puts(b, ",\"total_tokens\":");
-    put_u64(b, c->prompt_tokens + ctoks);
+    air__buf_puts(b, ",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,"
+                     "\"output_tokens\":");
+    put_u64(b, c->ctoks);
     air__buf_puts(b, "}}");
+}
+
+/* One GenerateContentResponse with the given parts JSON (without brackets).
+ * final: it carries finishReason and the complete usage. */
+static void
+gem_response(struct conn *c, air_buf_t *b, const char *parts, size_t plen, int final)
+{
+    air__buf_puts(b, "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[");
+    air__buf_append(b, parts, plen);
+    air__buf_puts(b, "]},");
+    if (final)
+        air__buf_puts(b, "\"finishReason\":\"STOP\",");
+    air__buf_puts(b, "\"index\":0}],\"usageMetadata\":");
+    put_usage_gemini(b, c->prompt_tokens, c->ctoks, final);
+    air__buf_puts(b, ",\"modelVersion\":");
+    air__buf_append(b, c->model.data, c->model.len);
+    air__buf_puts(b, ",\"responseId\":\"mock-");
+    put_u64(b, c->id);
+    air__buf_puts(b, "\"}");
+}
+
+/* The functionCall part of a tool answer, into b. */
+static void
+gem_call_part(const struct conn *c, air_buf_t *b)
+{
+    air__buf_puts(b, "{\"functionCall\":{\"name\":");
+    air__buf_append(b, c->tool_name.data, c->tool_name.len);
+    air__buf_puts(b, ",\"args\":");
+    air__buf_append(b, c->args.data, c->args.len);
+    air__buf_puts(b, "}}");
+}
+
+static void
+body_gemini(struct conn *c, air_buf_t *b)
+{
+    const struct air_mock *m = c->lp->m;
+    air_buf_t parts = AIR_BUF_INIT;
+    if (c->tool) {
+        gem_call_part(c, &parts);
+    } else {
+        air__buf_puts(&parts, "{\"text\":\"");
+        air__buf_append(&parts, m->content, m->content_len);
+        air__buf_puts(&parts, "\"}");
+    }
+    if (parts.oom)
+        b->oom = 1;
+    else
+        gem_response(c, b, parts.data, parts.len, 1);
+    air__buf_free(&parts);
+}
+
+static void
+respond_plain(struct conn *c)
+{
+    struct loop *lp = c->lp;
+    air_buf_t *b = &lp->scratch;
+    air__buf_reset(b);
+    switch (lp->m->fmt) {
+    case F_ANTHROPIC:
+        body_anthropic(c, b);
+        break;
+    case F_GEMINI:
+        body_gemini(c, b);
+        break;
+    default:
+        body_openai(c, b);
+        break;
+    }
     if (b->oom) {
         c->io_err = 1;
         return;
@@ -1110,6 +1618,8 @@ respond_plain(struct conn *c)
     cnt_inc(&lp->cnt.ok);
     respond(c, 200, "application/json", b->data, b->len, NULL);
 }
+
+/* ------------------------------------------------------------------ streams */
 
 /* Stream events: each one is its own HTTP chunk. The chunk size is written
  * into a fixed 8-digit placeholder once the event is complete (leading zeros
@@ -1137,75 +1647,274 @@ ev_end(struct conn *c, size_t at)
     out_append(c, "\r\n", 2);
 }
 
-/* "data: " + prefix + choice + "]" [+ ,"usage":null] + "}\n\n" */
+/* Open one event in the format's framing (name: Anthropic's event name). */
+static size_t
+ev_open(struct conn *c, const char *name)
+{
+    size_t at = ev_begin(c);
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC:
+        out_puts(c, "event: ");
+        out_puts(c, name);
+        out_puts(c, "\ndata: ");
+        break;
+    case F_GEMINI:
+        if (c->gem_array)
+            out_puts(c, c->nev == 0 ? "[" : ",\r\n");
+        else
+            out_puts(c, "data: ");
+        break;
+    default:
+        out_puts(c, "data: ");
+        break;
+    }
+    c->nev++;
+    return at;
+}
+
+static void
+ev_close(struct conn *c, size_t at)
+{
+    if (c->lp->m->fmt == F_GEMINI)
+        out_puts(c, c->gem_array ? "" : "\r\n\r\n"); /* Gemini frames with CRLF */
+    else
+        out_puts(c, "\n\n");
+    ev_end(c, at);
+}
+
+/* openai: prefix + choice + "]" [+ ,"usage":null] + "}" */
 static void
 ev_chunk(struct conn *c, const char *choice, size_t clen)
 {
-    out_append(c, "data: ", 6);
+    size_t at = ev_open(c, NULL);
     out_append(c, c->pre.data, c->pre.len);
     out_append(c, choice, clen);
     if (c->include_usage)
-        out_puts(c, "],\"usage\":null}\n\n");
+        out_puts(c, "],\"usage\":null}");
     else
-        out_puts(c, "]}\n\n");
+        out_puts(c, "]}");
+    ev_close(c, at);
 }
 
 static void
 ev_piece(struct conn *c, uint32_t i)
 {
-    char choice[96];
-    int n = snprintf(choice, sizeof choice,
-                     "{\"index\":0,\"delta\":{\"content\":\"tok%u \"},\"finish_reason\":null}",
-                     (unsigned)i);
-    size_t at = ev_begin(c);
-    ev_chunk(c, choice, (size_t)n);
-    ev_end(c, at);
+    char tmp[32];
+    const char *p;
+    size_t n;
+    piece_text(c, i, tmp, sizeof tmp, &p, &n);
+    air_buf_t *b = &c->lp->scratch;
+    air__buf_reset(b);
+    size_t at;
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC:
+        at = ev_open(c, "content_block_delta");
+        out_puts(c, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":");
+        out_puts(c,
+                 c->tool ? "\"input_json_delta\",\"partial_json\":" : "\"text_delta\",\"text\":");
+        out_json_str(c, p, n);
+        out_puts(c, "}}");
+        ev_close(c, at);
+        return;
+    case F_GEMINI: {
+        air_buf_t parts = AIR_BUF_INIT;
+        if (c->tool) {
+            gem_call_part(c, &parts); /* function calls arrive whole (spec 3.4) */
+        } else {
+            air__buf_puts(&parts, "{\"text\":");
+            air__buf_json_str(&parts, p, n);
+            air__buf_putc(&parts, '}');
+        }
+        if (parts.oom)
+            b->oom = 1;
+        else
+            gem_response(c, b, parts.data, parts.len, i + 1 == c->npieces);
+        air__buf_free(&parts);
+        if (b->oom) {
+            c->io_err = 1;
+            return;
+        }
+        at = ev_open(c, NULL);
+        out_buf(c, b);
+        ev_close(c, at);
+        return;
+    }
+    default:
+        if (c->tool) {
+            air__buf_puts(b, "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                             "\"function\":{\"arguments\":");
+            air__buf_json_str(b, p, n);
+            air__buf_puts(b, "}}]},\"finish_reason\":null}");
+        } else {
+            air__buf_puts(b, "{\"index\":0,\"delta\":{\"content\":");
+            air__buf_json_str(b, p, n);
+            air__buf_puts(b, "},\"finish_reason\":null}");
+        }
+        if (b->oom) {
+            c->io_err = 1;
+            return;
+        }
+        ev_chunk(c, b->data, b->len);
+        return;
+    }
+}
+
+static void
+stream_finish_http(struct conn *c)
+{
+    if (c->chunked_resp)
+        out_append(c, "0\r\n\r\n", 5);
 }
 
 static void
 stream_tail(struct conn *c)
 {
-    static const char fin[] = "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}";
-    uint64_t ctoks = c->lp->m->o.chunks;
-    size_t at = ev_begin(c);
-    ev_chunk(c, fin, sizeof fin - 1);
-    if (c->include_usage) {
-        air_buf_t *b = &c->lp->scratch;
-        air__buf_reset(b);
-        air__buf_puts(b, "data: ");
-        air__buf_append(b, c->pre.data, c->pre.len);
-        air__buf_puts(b, "],\"usage\":{\"prompt_tokens\":");
-        put_u64(b, c->prompt_tokens);
-        air__buf_puts(b, ",\"completion_tokens\":");
-        put_u64(b, ctoks);
-        air__buf_puts(b, ",\"total_tokens\":");
-        put_u64(b, c->prompt_tokens + ctoks);
-        air__buf_puts(b, "}}\n\n");
-        if (b->oom)
-            c->io_err = 1;
+    size_t at;
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC:
+        at = ev_open(c, "content_block_stop");
+        out_puts(c, "{\"type\":\"content_block_stop\",\"index\":0}");
+        ev_close(c, at);
+        at = ev_open(c, "message_delta");
+        out_puts(c, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"");
+        out_puts(c, c->tool ? "tool_use" : "end_turn");
+        out_puts(c, "\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
+        out_u64(c, c->ctoks);
+        out_puts(c, "}}");
+        ev_close(c, at);
+        at = ev_open(c, "message_stop");
+        out_puts(c, "{\"type\":\"message_stop\"}");
+        ev_close(c, at);
+        break;
+    case F_GEMINI:
+        if (c->npieces == 0) { /* no piece carried the finish: one event does */
+            air_buf_t *b = &c->lp->scratch;
+            static const char empty[] = "{\"text\":\"\"}";
+            air__buf_reset(b);
+            gem_response(c, b, empty, sizeof empty - 1, 1);
+            if (b->oom) {
+                c->io_err = 1;
+                return;
+            }
+            at = ev_open(c, NULL);
+            out_buf(c, b);
+            ev_close(c, at);
+        }
+        if (c->gem_array) {
+            at = ev_begin(c);
+            out_puts(c, "]");
+            ev_end(c, at);
+        }
+        break;
+    default: {
+        static const char fin[] = "{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}";
+        static const char fin_tool[] =
+            "{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}";
+        if (c->tool)
+            ev_chunk(c, fin_tool, sizeof fin_tool - 1);
         else
-            out_append(c, b->data, b->len);
+            ev_chunk(c, fin, sizeof fin - 1);
+        if (c->include_usage) {
+            air_buf_t *b = &c->lp->scratch;
+            air__buf_reset(b);
+            air__buf_append(b, c->pre.data, c->pre.len);
+            air__buf_puts(b, "],\"usage\":");
+            put_usage_openai(b, c->prompt_tokens, c->ctoks);
+            air__buf_putc(b, '}');
+            if (b->oom) {
+                c->io_err = 1;
+                return;
+            }
+            at = ev_open(c, NULL);
+            out_buf(c, b);
+            ev_close(c, at);
+        }
+        at = ev_open(c, NULL);
+        out_puts(c, "[DONE]");
+        ev_close(c, at);
+        break;
     }
-    out_puts(c, "data: [DONE]\n\n");
-    ev_end(c, at);
-    if (c->chunked_resp)
-        out_append(c, "0\r\n\r\n", 5);
+    }
+    stream_finish_http(c);
+}
+
+/* The injected mid-stream failure: the vendor's error event, then the end of
+ * the stream (no [DONE], no message_stop, no finishReason). */
+static void
+stream_error_tail(struct conn *c)
+{
+    const struct air_mock *m = c->lp->m;
+    int status = m->o.fail_status;
+    air_buf_t *b = &c->lp->scratch;
+    size_t at;
+    switch (m->fmt) {
+    case F_ANTHROPIC: {
+        const char *msg = fail_message(m->fmt, status);
+        ant_error_body(b, status, msg, strlen(msg));
+        if (b->oom) {
+            c->io_err = 1;
+            return;
+        }
+        at = ev_open(c, "error");
+        out_buf(c, b);
+        ev_close(c, at);
+        break;
+    }
+    case F_GEMINI: {
+        const char *msg = fail_message(m->fmt, status);
+        gem_error_body(b, status, msg, strlen(msg), NULL, -1, !c->gem_array);
+        if (b->oom) {
+            c->io_err = 1;
+            return;
+        }
+        /* With alt=sse Gemini writes the error as bare JSON lines, outside
+         * any data: field (spec 3.4); in the array form it is an element. */
+        at = ev_begin(c);
+        if (c->gem_array)
+            out_puts(c, c->nev == 0 ? "[" : ",\r\n");
+        out_buf(c, b);
+        if (c->gem_array)
+            out_puts(c, "]");
+        ev_end(c, at);
+        break;
+    }
+    default: {
+        openai_fail_body(b, status);
+        if (b->oom) {
+            c->io_err = 1;
+            return;
+        }
+        at = ev_open(c, NULL);
+        out_buf(c, b);
+        ev_close(c, at);
+        break;
+    }
+    }
+    stream_finish_http(c);
 }
 
 /* Emit what is due now; arm the next chunk timer or finish. Pieces come
- * chunk_delay_ms apart, the first one chunk_delay_ms after the role chunk,
- * and the closing events right after the last piece. */
+ * chunk_delay_ms apart, the first one chunk_delay_ms after the opening
+ * events, and the closing events right after the last piece. A reset or an
+ * injected stream error happens once half the pieces are out. */
 static void
 stream_continue(struct conn *c, int timer_fired)
 {
     struct loop *lp = c->lp;
-    uint32_t n = lp->m->o.chunks, delay = lp->m->o.chunk_delay_ms;
+    uint32_t n = c->npieces, delay = lp->m->o.chunk_delay_ms;
     if (timer_fired)
         ev_piece(c, c->next_piece++);
     for (;;) {
         if (c->action == ACT_RESET && c->next_piece >= n / 2) {
             cnt_inc(&lp->cnt.resets);
             c->state = ST_RESET;
+            return;
+        }
+        if (c->serr && c->next_piece >= n / 2) {
+            stream_error_tail(c);
+            cnt_inc(&lp->cnt.stream_errors);
+            cnt_inc(&lp->cnt.failed);
+            c->state = c->keep ? ST_IDLE : ST_CLOSE;
             return;
         }
         if (c->next_piece >= n) {
@@ -1225,7 +1934,23 @@ stream_continue(struct conn *c, int timer_fired)
 }
 
 static void
-stream_start(struct conn *c)
+stream_headers(struct conn *c, const char *ctype)
+{
+    /* HTTP/1.0 has no chunked coding: the end of the stream is the close. */
+    c->chunked_resp = !c->http10;
+    if (c->http10)
+        c->keep = 0;
+    out_puts(c, "HTTP/1.1 200 OK\r\nContent-Type: ");
+    out_puts(c, ctype);
+    out_puts(c, "\r\nCache-Control: no-cache\r\n");
+    if (c->chunked_resp)
+        out_puts(c, "Transfer-Encoding: chunked\r\n");
+    out_puts(c, conn_header(c));
+    out_puts(c, "\r\n");
+}
+
+static void
+stream_open_openai(struct conn *c)
 {
     static const char role[] =
         "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}";
@@ -1242,19 +1967,92 @@ stream_start(struct conn *c)
         c->io_err = 1;
         return;
     }
-    /* HTTP/1.0 has no chunked coding: the end of the stream is the close. */
-    c->chunked_resp = !c->http10;
-    if (c->http10)
-        c->keep = 0;
-    out_puts(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                "Cache-Control: no-cache\r\n");
-    if (c->chunked_resp)
-        out_puts(c, "Transfer-Encoding: chunked\r\n");
-    out_puts(c, conn_header(c));
-    out_puts(c, "\r\n");
-    size_t at = ev_begin(c);
-    ev_chunk(c, role, sizeof role - 1);
-    ev_end(c, at);
+    stream_headers(c, "text/event-stream");
+    size_t at;
+    if (c->lp->m->fmt == F_AZURE) {
+        /* Azure opens with the prompt annotations: empty choices and envelope
+         * (spec 5). */
+        at = ev_open(c, NULL);
+        out_puts(c, "{\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
+                    "\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":");
+        out_puts(c, azure_cfr);
+        out_puts(c, "}]}");
+        ev_close(c, at);
+    }
+    if (!c->tool) {
+        ev_chunk(c, role, sizeof role - 1);
+        return;
+    }
+    air_buf_t *b = &c->lp->scratch;
+    air__buf_reset(b);
+    air__buf_puts(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,"
+                     "\"tool_calls\":[{\"index\":0,\"id\":\"call_mock_");
+    put_u64(b, c->id);
+    air__buf_puts(b, "_0\",\"type\":\"function\",\"function\":{\"name\":");
+    air__buf_append(b, c->tool_name.data, c->tool_name.len);
+    air__buf_puts(b, ",\"arguments\":\"\"}}]},\"finish_reason\":null}");
+    if (b->oom) {
+        c->io_err = 1;
+        return;
+    }
+    ev_chunk(c, b->data, b->len);
+}
+
+static void
+stream_open_anthropic(struct conn *c)
+{
+    stream_headers(c, "text/event-stream");
+    size_t at = ev_open(c, "message_start");
+    out_puts(c, "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_mock_");
+    out_u64(c, c->id);
+    out_puts(c, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    out_buf(c, &c->model);
+    out_puts(c, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+                "\"usage\":{\"input_tokens\":");
+    out_u64(c, c->prompt_tokens);
+    out_puts(c, ",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,"
+                "\"output_tokens\":1}}}");
+    ev_close(c, at);
+    at = ev_open(c, "content_block_start");
+    out_puts(c, "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":");
+    if (c->tool) {
+        out_puts(c, "{\"type\":\"tool_use\",\"id\":\"toolu_mock_");
+        out_u64(c, c->id);
+        out_puts(c, "_0\",\"name\":");
+        out_buf(c, &c->tool_name);
+        out_puts(c, ",\"input\":{}}}");
+    } else {
+        out_puts(c, "{\"type\":\"text\",\"text\":\"\"}}");
+    }
+    ev_close(c, at);
+    at = ev_open(c, "ping");
+    out_puts(c, "{\"type\": \"ping\"}");
+    ev_close(c, at);
+    if (c->tool) { /* the API opens every tool_use with an empty fragment */
+        at = ev_open(c, "content_block_delta");
+        out_puts(c, "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+                    "{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}");
+        ev_close(c, at);
+    }
+}
+
+static void
+stream_start(struct conn *c)
+{
+    c->nev = 0;
+    switch (c->lp->m->fmt) {
+    case F_ANTHROPIC:
+        stream_open_anthropic(c);
+        break;
+    case F_GEMINI:
+        stream_headers(c, c->gem_array ? "application/json" : "text/event-stream");
+        break;
+    default:
+        stream_open_openai(c);
+        break;
+    }
+    if (c->io_err)
+        return;
     cnt_inc(&c->lp->cnt.streams);
     c->next_piece = 0;
     stream_continue(c, 0);
@@ -1272,66 +2070,653 @@ act(struct conn *c)
         respond_plain(c);
 }
 
+/* ------------------------------------------------------------------ recording */
+
+/* The last chat request, for air_mock_last_request and friends. */
 static void
-record(struct loop *lp, const char *body, size_t blen, const char *auth, size_t alen)
+record_last(struct conn *c, const char *body, size_t blen, const char *key, size_t klen)
 {
+    struct loop *lp = c->lp;
     uint64_t stamp = atomic_fetch_add_explicit(&lp->m->rec_seq, 1, memory_order_relaxed) + 1;
     pthread_mutex_lock(&lp->rec_mu);
     air__buf_reset(&lp->rec_body);
     air__buf_append(&lp->rec_body, body, blen);
     air__buf_reset(&lp->rec_auth);
-    air__buf_append(&lp->rec_auth, auth, alen);
+    air__buf_append(&lp->rec_auth, key, klen);
+    air__buf_reset(&lp->rec_path);
+    air__buf_append(&lp->rec_path, c->in + c->path_off, c->path_len);
+    air__buf_reset(&lp->rec_head);
+    air__buf_append(&lp->rec_head, c->in, c->hdr_len);
     lp->rec_stamp = stamp;
     pthread_mutex_unlock(&lp->rec_mu);
 }
 
 static int
-auth_ok(const struct air_mock *m, const char *v, size_t n)
+is_secret_header(const char *name, size_t n)
 {
-    if (n != 7 + m->api_key_len || strncasecmp(v, "Bearer ", 7) != 0)
+    return token_eq(name, n, "authorization") || token_eq(name, n, "proxy-authorization") ||
+           token_eq(name, n, "x-api-key") || token_eq(name, n, "api-key") ||
+           token_eq(name, n, "x-goog-api-key");
+}
+
+/* "***" + the last 4 characters; only "***" for values under 8 bytes, where
+ * 4 characters would give away half of them. */
+static void
+put_masked(air_buf_t *b, const char *v, size_t n)
+{
+    air__buf_puts(b, "***");
+    if (n >= 8)
+        air__buf_append(b, v + n - 4, 4);
+}
+
+/* A cJSON string from bytes that are not NUL-terminated. */
+static cJSON *
+jstr_n(air_buf_t *tmp, const char *s, size_t n)
+{
+    air__buf_reset(tmp);
+    air__buf_append(tmp, s, n);
+    air__buf_putc(tmp, '\0');
+    if (tmp->oom)
+        return NULL;
+    return cJSON_CreateString(tmp->data);
+}
+
+/* The query with the value of every key= parameter masked. */
+static void
+masked_query(air_buf_t *b, const char *q, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t s = i;
+        while (i < n && q[i] != '&')
+            i++;
+        const char *eq = memchr(q + s, '=', i - s);
+        if (eq != NULL && token_eq(q + s, (size_t)(eq - (q + s)), "key")) {
+            air__buf_append(b, q + s, (size_t)(eq - (q + s)) + 1);
+            put_masked(b, eq + 1, (size_t)(q + i - eq - 1));
+        } else {
+            air__buf_append(b, q + s, i - s);
+        }
+        if (i < n)
+            air__buf_putc(b, q[i++]);
+    }
+}
+
+/* One line for --record: {"method","path","query","headers","body"}. */
+static void
+record_line(struct conn *c, const char *body, size_t blen)
+{
+    struct air_mock *m = c->lp->m;
+    const char *base = c->in;
+    const char *end = base + c->hdr_len - 2;
+    const char *eol = memmem(base, (size_t)(end - base) + 2, "\r\n", 2);
+    const char *sp = memchr(base, ' ', (size_t)(eol - base));
+    const char *target = c->in + c->path_off;
+    const char *q = memchr(target, '?', c->path_len);
+    size_t plen = q ? (size_t)(q - target) : c->path_len;
+    air_buf_t tmp = AIR_BUF_INIT, val = AIR_BUF_INIT;
+    int oom = 0;
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON *hdrs = cJSON_CreateObject();
+    oom |= root == NULL || hdrs == NULL;
+    if (!oom) {
+        oom |= !cJSON_AddItemToObject(root, "method", jstr_n(&tmp, base, (size_t)(sp - base)));
+        oom |= !cJSON_AddItemToObject(root, "path", jstr_n(&tmp, target, plen));
+        air__buf_reset(&val);
+        if (q)
+            masked_query(&val, q + 1, c->path_len - plen - 1);
+        oom |=
+            !cJSON_AddItemToObject(root, "query", jstr_n(&tmp, val.data ? val.data : "", val.len));
+    }
+    for (const char *p = eol + 2; !oom && p < end; p = eol + 2) {
+        eol = memmem(p, (size_t)(end - p) + 2, "\r\n", 2);
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        size_t nlen = (size_t)(colon - p);
+        const char *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        /* Names are case-insensitive: record them in lower case. */
+        char name[128];
+        size_t k = nlen < sizeof name - 1 ? nlen : sizeof name - 1;
+        for (size_t i = 0; i < k; i++)
+            name[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+        name[k] = '\0';
+        air__buf_reset(&val);
+        const cJSON *prev = cJSON_GetObjectItemCaseSensitive(hdrs, name);
+        if (cJSON_IsString(prev)) { /* a repeated header: one comma-joined value */
+            air__buf_puts(&val, prev->valuestring);
+            air__buf_puts(&val, ", ");
+        }
+        if (is_secret_header(p, nlen))
+            put_masked(&val, v, (size_t)(ve - v));
+        else
+            air__buf_append(&val, v, (size_t)(ve - v));
+        cJSON *js = jstr_n(&tmp, val.data ? val.data : "", val.len);
+        if (js == NULL) {
+            oom = 1;
+            break;
+        }
+        if (prev != NULL)
+            oom |= !cJSON_ReplaceItemInObjectCaseSensitive(hdrs, name, js);
+        else
+            oom |= !cJSON_AddItemToObject(hdrs, name, js);
+    }
+    if (!oom) {
+        oom |= !cJSON_AddItemToObject(root, "headers", hdrs);
+        hdrs = NULL;
+    }
+    if (!oom) {
+        cJSON *jb = blen ? cJSON_ParseWithLength(body, blen) : cJSON_CreateNull();
+        if (jb == NULL)
+            jb = jstr_n(&tmp, body, blen);
+        oom |= !cJSON_AddItemToObject(root, "body", jb);
+    }
+    char *line = oom ? NULL : cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    cJSON_Delete(hdrs);
+    air__buf_free(&tmp);
+    air__buf_free(&val);
+    pthread_mutex_lock(&m->rec_fp_mu);
+    if (line != NULL) {
+        fputs(line, m->rec_fp);
+    } else {
+        /* Out of memory: still one line per request, so counts stay true. */
+        fputs("{\"error\":\"out of memory\"}", m->rec_fp);
+    }
+    fputc('\n', m->rec_fp);
+    fflush(m->rec_fp);
+    pthread_mutex_unlock(&m->rec_fp_mu);
+    cJSON_free(line);
+}
+
+/* ------------------------------------------------------------------ chat requests */
+
+/* What the path says about a chat request. */
+struct target {
+    const char *name; /* gemini model / azure deployment (percent-encoded), or NULL */
+    size_t name_len;
+    const char *query;
+    size_t query_len;
+    unsigned gem_stream : 1; /* :streamGenerateContent */
+    unsigned gem_sse : 1;    /* alt=sse */
+};
+
+static int
+path_is(const char *p, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(p, lit, n) == 0;
+}
+
+static int
+has_prefix(const char *p, size_t n, const char *lit, size_t *after)
+{
+    size_t l = strlen(lit);
+    if (n < l || memcmp(p, lit, l) != 0)
         return 0;
-    unsigned char diff = 0; /* constant time in the key's length */
-    for (size_t i = 0; i < m->api_key_len; i++)
-        diff |= (unsigned char)(v[7 + i] ^ m->api_key[i]);
+    *after = l;
+    return 1;
+}
+
+/* The value of parameter `name` in a query string, or NULL. */
+static const char *
+query_param(const char *q, size_t n, const char *name, size_t *vlen)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t s = i;
+        while (i < n && q[i] != '&')
+            i++;
+        const char *eq = memchr(q + s, '=', i - s);
+        if (eq != NULL && token_eq(q + s, (size_t)(eq - (q + s)), name)) {
+            *vlen = (size_t)(q + i - eq - 1);
+            return eq + 1;
+        }
+        i++;
+    }
+    return NULL;
+}
+
+/* Is this the format's chat endpoint? Fills t. */
+static int
+chat_target(int fmt, const char *path, size_t plen, const char *q, size_t qlen, struct target *t)
+{
+    size_t at = 0;
+    memset(t, 0, sizeof *t);
+    t->query = q;
+    t->query_len = qlen;
+    switch (fmt) {
+    case F_ANTHROPIC:
+        return path_is(path, plen, "/v1/messages");
+    case F_GEMINI: {
+        if (!has_prefix(path, plen, "/v1beta/models/", &at) &&
+            !has_prefix(path, plen, "/v1/models/", &at))
+            return 0;
+        const char *colon = NULL;
+        for (size_t i = at; i < plen; i++)
+            if (path[i] == ':')
+                colon = path + i;
+        if (colon == NULL || colon == path + at)
+            return 0;
+        size_t ml = (size_t)(path + plen - colon - 1);
+        if (ml == 15 && memcmp(colon + 1, "generateContent", 15) == 0)
+            t->gem_stream = 0;
+        else if (ml == 21 && memcmp(colon + 1, "streamGenerateContent", 21) == 0)
+            t->gem_stream = 1;
+        else
+            return 0;
+        t->name = path + at;
+        t->name_len = (size_t)(colon - t->name);
+        size_t vl = 0;
+        const char *alt = query_param(q, qlen, "alt", &vl);
+        t->gem_sse = alt != NULL && vl == 3 && memcmp(alt, "sse", 3) == 0;
+        return 1;
+    }
+    case F_AZURE: {
+        if (path_is(path, plen, "/openai/v1/chat/completions"))
+            return 1; /* the versionless v1 API: the body names the deployment */
+        static const char tail[] = "/chat/completions";
+        size_t tl = sizeof tail - 1, vl = 0;
+        if (!has_prefix(path, plen, "/openai/deployments/", &at) || plen < at + tl + 1 ||
+            memcmp(path + plen - tl, tail, tl) != 0)
+            return 0;
+        t->name = path + at;
+        t->name_len = plen - tl - at;
+        if (memchr(t->name, '/', t->name_len) != NULL)
+            return 0;
+        const char *ver = query_param(q, qlen, "api-version", &vl);
+        return ver != NULL && vl > 0; /* Azure answers 404 without one */
+    }
+    default:
+        return path_is(path, plen, "/v1/chat/completions") ||
+               path_is(path, plen, "/chat/completions");
+    }
+}
+
+static int
+hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* dst = the JSON string literal of the percent-decoded s ("models/" dropped). */
+static void
+model_from_path(air_buf_t *dst, const char *s, size_t n)
+{
+    air_buf_t dec = AIR_BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        int h, l;
+        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
+            (l = hexval(s[i + 2])) >= 0) {
+            air__buf_putc(&dec, (char)(h * 16 + l));
+            i += 2;
+        } else {
+            air__buf_putc(&dec, s[i]);
+        }
+    }
+    const char *m = dec.data ? dec.data : "";
+    size_t ml = dec.len;
+    if (ml > 7 && memcmp(m, "models/", 7) == 0) {
+        m += 7;
+        ml -= 7;
+    }
+    air__buf_reset(dst);
+    air__buf_json_str(dst, m, ml);
+    if (dec.oom)
+        dst->oom = 1;
+    air__buf_free(&dec);
+}
+
+static const cJSON *
+jget(const cJSON *o, const char *k)
+{
+    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+}
+
+static const char *
+jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = jget(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The array itself when it is one, else NULL (for cJSON_ArrayForEach). */
+static const cJSON *
+jarr(const cJSON *a)
+{
+    return cJSON_IsArray(a) ? a : NULL;
+}
+
+static const cJSON *
+last_item(const cJSON *arr)
+{
+    const cJSON *it, *last = NULL;
+    cJSON_ArrayForEach(it, jarr(arr))
+    {
+        last = it;
+    }
+    return last;
+}
+
+/* Which tool the answer calls: 1 with *name (and *schema, possibly NULL)
+ * set, 0 for a text answer (no tools, tools forbidden by the tool choice, or
+ * the conversation ends with a tool result, which a model would now answer
+ * in words). */
+static int
+pick_tool(int fmt, const cJSON *j, const char **name, const cJSON **schema)
+{
+    const char *want = NULL;
+    const cJSON *tools = jarr(jget(j, "tools")), *it, *p;
+    *name = NULL;
+    *schema = NULL;
+    if (cJSON_GetArraySize(tools) == 0)
+        return 0;
+    switch (fmt) {
+    case F_ANTHROPIC: {
+        const cJSON *tc = jget(j, "tool_choice");
+        const char *tt = jstr(tc, "type");
+        if (tt != NULL && strcmp(tt, "none") == 0)
+            return 0;
+        if (tt != NULL && strcmp(tt, "tool") == 0)
+            want = jstr(tc, "name");
+        const cJSON *last = last_item(jget(j, "messages"));
+        cJSON_ArrayForEach(p, jarr(jget(last, "content")))
+        {
+            const char *bt = jstr(p, "type");
+            if (bt != NULL && strcmp(bt, "tool_result") == 0)
+                return 0;
+        }
+        cJSON_ArrayForEach(it, tools)
+        {
+            const char *n = jstr(it, "name");
+            if (n != NULL && (want == NULL || strcmp(n, want) == 0)) {
+                *name = n;
+                *schema = jget(it, "input_schema");
+                return 1;
+            }
+        }
+        break;
+    }
+    case F_GEMINI: {
+        const cJSON *fcc = jget(jget(j, "toolConfig"), "functionCallingConfig");
+        const char *mode = jstr(fcc, "mode");
+        if (mode != NULL && strcmp(mode, "NONE") == 0)
+            return 0;
+        const cJSON *allowed = jarr(jget(fcc, "allowedFunctionNames"));
+        if (allowed != NULL && cJSON_IsString(allowed->child))
+            want = allowed->child->valuestring;
+        const cJSON *last = last_item(jget(j, "contents"));
+        cJSON_ArrayForEach(p, jarr(jget(last, "parts")))
+        {
+            if (jget(p, "functionResponse") != NULL)
+                return 0;
+        }
+        cJSON_ArrayForEach(it, tools)
+        {
+            const cJSON *d;
+            cJSON_ArrayForEach(d, jarr(jget(it, "functionDeclarations")))
+            {
+                const char *n = jstr(d, "name");
+                if (n != NULL && (want == NULL || strcmp(n, want) == 0)) {
+                    *name = n;
+                    *schema = jget(d, "parameters");
+                    if (*schema == NULL)
+                        *schema = jget(d, "parametersJsonSchema");
+                    return 1;
+                }
+            }
+        }
+        break;
+    }
+    default: {
+        const cJSON *tc = jget(j, "tool_choice");
+        if (cJSON_IsString(tc) && strcmp(tc->valuestring, "none") == 0)
+            return 0;
+        want = jstr(jget(tc, "function"), "name");
+        const char *role = jstr(last_item(jget(j, "messages")), "role");
+        if (role != NULL && (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0))
+            return 0;
+        cJSON_ArrayForEach(it, tools)
+        {
+            const cJSON *fn = jget(it, "function");
+            const char *n = jstr(fn, "name");
+            if (n != NULL && (want == NULL || strcmp(n, want) == 0)) {
+                *name = n;
+                *schema = jget(fn, "parameters");
+                return 1;
+            }
+        }
+        break;
+    }
+    }
+    if (want != NULL) { /* a forced tool that is not in the list: call it anyway */
+        *name = want;
+        return 1;
+    }
+    return 0;
+}
+
+/* A deterministic value for a parameter schema: its first enum value, else
+ * by type ("mock", 1, true, [], {}, null). Gemini writes types in capitals. */
+static void
+put_mock_value(air_buf_t *b, const cJSON *prop)
+{
+    const cJSON *en = jarr(jget(prop, "enum"));
+    if (en != NULL && en->child != NULL) {
+        char *s = cJSON_PrintUnformatted(en->child);
+        if (s == NULL) {
+            b->oom = 1;
+            return;
+        }
+        air__buf_puts(b, s);
+        cJSON_free(s);
+        return;
+    }
+    const cJSON *ty = jget(prop, "type");
+    if (cJSON_IsArray(ty))
+        ty = ty->child;
+    const char *t = cJSON_IsString(ty) ? ty->valuestring : "string";
+    if (strcasecmp(t, "integer") == 0 || strcasecmp(t, "number") == 0)
+        air__buf_puts(b, "1");
+    else if (strcasecmp(t, "boolean") == 0)
+        air__buf_puts(b, "true");
+    else if (strcasecmp(t, "array") == 0)
+        air__buf_puts(b, "[]");
+    else if (strcasecmp(t, "object") == 0)
+        air__buf_puts(b, "{}");
+    else if (strcasecmp(t, "null") == 0)
+        air__buf_puts(b, "null");
+    else
+        air__buf_puts(b, "\"mock\"");
+}
+
+/* The tool call's arguments: every required parameter (up to 16) with a mock
+ * value, {"city":"mock"}; {} when the schema requires none. */
+static void
+build_args(air_buf_t *b, const cJSON *schema)
+{
+    const cJSON *props = jget(schema, "properties"), *r;
+    int n = 0;
+    air__buf_reset(b);
+    air__buf_putc(b, '{');
+    cJSON_ArrayForEach(r, jarr(jget(schema, "required")))
+    {
+        if (!cJSON_IsString(r) || n >= 16)
+            continue;
+        if (n++)
+            air__buf_putc(b, ',');
+        air__buf_json_str(b, r->valuestring, strlen(r->valuestring));
+        air__buf_putc(b, ':');
+        put_mock_value(b, jget(props, r->valuestring));
+    }
+    air__buf_putc(b, '}');
+}
+
+/* Constant time in the key's length. */
+static int
+key_eq(const struct air_mock *m, const char *v, size_t n)
+{
+    if (n != m->api_key_len)
+        return 0;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(v[i] ^ m->api_key[i]);
     return diff == 0;
 }
 
+static int
+bearer_ok(const struct air_mock *m, const char *v, size_t n)
+{
+    return n >= 7 && strncasecmp(v, "Bearer ", 7) == 0 && key_eq(m, v + 7, n - 7);
+}
+
+/* The value of the header this format authenticates with. */
 static void
-chat(struct conn *c, const char *body, size_t blen)
+key_value(const struct conn *c, const char **v, size_t *n)
+{
+    int fmt = c->lp->m->fmt;
+    int key = fmt == F_ANTHROPIC || fmt == F_GEMINI || (fmt == F_AZURE && c->has_key);
+    *v = c->in + (key ? c->key_off : c->auth_off);
+    *n = key ? c->key_len : c->auth_len;
+}
+
+/* 1 when the request carries the key; *present: whether it carried one. */
+static int
+key_ok(const struct conn *c, const struct target *t, int *present)
+{
+    const struct air_mock *m = c->lp->m;
+    const char *auth = c->in + c->auth_off, *key = c->in + c->key_off;
+    switch (m->fmt) {
+    case F_ANTHROPIC:
+        *present = c->has_key;
+        return c->has_key && key_eq(m, key, c->key_len);
+    case F_GEMINI: {
+        size_t ql = 0;
+        const char *qk = query_param(t->query, t->query_len, "key", &ql);
+        *present = c->has_key || qk != NULL;
+        if (c->has_key)
+            return key_eq(m, key, c->key_len);
+        return qk != NULL && key_eq(m, qk, ql);
+    }
+    case F_AZURE:
+        *present = c->has_key || c->has_auth;
+        if (c->has_key)
+            return key_eq(m, key, c->key_len);
+        return c->has_auth && bearer_ok(m, auth, c->auth_len);
+    default:
+        *present = c->has_auth;
+        return bearer_ok(m, auth, c->auth_len);
+    }
+}
+
+/* A 400 for a body that does not fit the format (message in its words). */
+static void
+bad_body(struct conn *c, cJSON *j, const char *msg, const char *param)
+{
+    cJSON_Delete(j);
+    respond_error(c, 400, msg, strlen(msg), "invalid_request_error", param, NULL, NULL);
+}
+
+static void
+chat(struct conn *c, const char *body, size_t blen, const struct target *t)
 {
     struct loop *lp = c->lp;
     struct air_mock *m = lp->m;
-    const char *auth = c->in + c->auth_off;
+    const char *kv;
+    size_t kl;
 
     cnt_inc(&lp->cnt.requests);
-    record(lp, body, blen, auth, c->auth_len);
-    if (m->api_key && !auth_ok(m, auth, c->auth_len)) {
-        cnt_inc(&lp->cnt.unauthorized);
-        respond(c, 401, "application/json", unauthorized_json, sizeof unauthorized_json - 1, NULL);
+    key_value(c, &kv, &kl);
+    record_last(c, body, blen, kv, kl);
+    int present = 0;
+    if (m->api_key && !key_ok(c, t, &present)) {
+        respond_unauthorized(c, present);
+        return;
+    }
+    if (m->fmt == F_ANTHROPIC && !c->has_version) {
+        bad_body(c, NULL, "anthropic-version: header is required", NULL);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(body, blen);
     if (j == NULL || !cJSON_IsObject(j)) {
-        static const char msg[] = "We could not parse the JSON body of your request. (mock)";
-        cJSON_Delete(j);
-        respond_error(c, 400, msg, sizeof msg - 1, "invalid_request_error", NULL, NULL, NULL);
+        bad_body(c, j, "We could not parse the JSON body of your request. (mock)", NULL);
         return;
     }
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-    if (!cJSON_IsString(model) || model->valuestring == NULL) {
-        static const char msg[] = "you must provide a model parameter";
-        cJSON_Delete(j);
-        respond_error(c, 400, msg, sizeof msg - 1, "invalid_request_error", "model", NULL, NULL);
-        return;
+    const cJSON *model = jget(j, "model");
+    int model_ok = cJSON_IsString(model) && model->valuestring != NULL;
+    switch (m->fmt) {
+    case F_ANTHROPIC:
+        if (!model_ok) {
+            bad_body(c, j, "model: Field required", NULL);
+            return;
+        }
+        if (!cJSON_IsNumber(jget(j, "max_tokens"))) {
+            bad_body(c, j, "max_tokens: Field required", NULL);
+            return;
+        }
+        if (!cJSON_IsArray(jget(j, "messages"))) {
+            bad_body(c, j, "messages: Field required", NULL);
+            return;
+        }
+        break;
+    case F_GEMINI:
+        if (cJSON_GetArraySize(jarr(jget(j, "contents"))) == 0) {
+            bad_body(c, j, "* GenerateContentRequest.contents: contents is not specified", NULL);
+            return;
+        }
+        break;
+    default: /* openai, and azure's v1 API, route by `model` */
+        if (!model_ok && t->name == NULL) {
+            bad_body(c, j, "you must provide a model parameter", "model");
+            return;
+        }
+        break;
     }
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
-    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
-    c->include_usage =
-        c->stream && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    air__buf_reset(&c->model);
-    air__buf_json_str(&c->model, model->valuestring, strlen(model->valuestring));
+    if (m->fmt == F_GEMINI) {
+        c->stream = t->gem_stream;
+        c->gem_array = t->gem_stream && !t->gem_sse;
+        c->include_usage = 0;
+    } else {
+        const cJSON *so = jget(j, "stream_options");
+        c->stream = cJSON_IsTrue(jget(j, "stream"));
+        c->gem_array = 0;
+        c->include_usage =
+            c->stream && m->fmt != F_ANTHROPIC && cJSON_IsTrue(jget(so, "include_usage"));
+    }
+    /* The served model: the deployment or model in the path, else the body's. */
+    if (t->name != NULL)
+        model_from_path(&c->model, t->name, t->name_len);
+    else {
+        air__buf_reset(&c->model);
+        air__buf_json_str(&c->model, model->valuestring, strlen(model->valuestring));
+    }
+    const char *tname;
+    const cJSON *schema;
+    c->tool = (unsigned)pick_tool(m->fmt, j, &tname, &schema);
+    if (c->tool) {
+        air__buf_reset(&c->tool_name);
+        air__buf_json_str(&c->tool_name, tname, strlen(tname));
+        build_args(&c->args, schema);
+        c->ctoks = (strlen(tname) + c->args.len) / 4 + 1;
+        /* Gemini sends a function call whole, in one event (spec 3.4). */
+        uint32_t np = m->fmt == F_GEMINI ? 1 : m->o.chunks;
+        if (np > c->args.len)
+            np = (uint32_t)c->args.len;
+        c->npieces = np ? np : 1;
+    } else {
+        c->ctoks = m->o.chunks;
+        c->npieces = m->o.chunks;
+    }
     cJSON_Delete(j);
-    if (c->model.oom) {
+    if (c->model.oom || c->tool_name.oom || c->args.oom) {
         c->io_err = 1;
         return;
     }
@@ -1349,6 +2734,8 @@ chat(struct conn *c, const char *body, size_t blen)
         c->action = ACT_RESET;
     else
         c->action = ACT_OK;
+    c->serr = c->stream && c->action == ACT_OK && o->stream_error_rate > 0 &&
+              rng_unit(&lp->rng) < o->stream_error_rate;
 
     uint64_t delay = o->latency_ms;
     if (o->jitter_ms)
@@ -1366,12 +2753,6 @@ chat(struct conn *c, const char *body, size_t blen)
     c->state = ST_WAIT;
 }
 
-static int
-path_is(const char *p, size_t n, const char *lit)
-{
-    return strlen(lit) == n && memcmp(p, lit, n) == 0;
-}
-
 static void
 respond_405(struct conn *c, const char *allow)
 {
@@ -1382,41 +2763,65 @@ respond_405(struct conn *c, const char *allow)
 }
 
 static void
+respond_404(struct conn *c, const char *path, size_t plen)
+{
+    if (c->lp->m->fmt == F_AZURE) {
+        static const char msg[] = "Resource not found";
+        azure_error_body(&c->lp->scratch, "404", msg, sizeof msg - 1);
+        respond_scratch(c, 404, NULL);
+        return;
+    }
+    air_buf_t msg = AIR_BUF_INIT;
+    size_t show = plen > 200 ? 200 : plen;
+    air__buf_puts(&msg, "Invalid URL (");
+    air__buf_puts(&msg, c->method == M_GET ? "GET " : c->method == M_POST ? "POST " : "");
+    air__buf_append(&msg, path, show);
+    air__buf_puts(&msg, ")");
+    if (msg.oom)
+        c->io_err = 1;
+    else
+        respond_error(c, 404, msg.data, msg.len, "invalid_request_error", NULL, NULL, NULL);
+    air__buf_free(&msg);
+}
+
+static void
 handle(struct conn *c, const char *body, size_t blen)
 {
+    struct air_mock *m = c->lp->m;
     const char *path = c->in + c->path_off;
     size_t plen = c->path_len;
     const char *q = memchr(path, '?', plen);
+    const char *query = q ? q + 1 : path + plen;
+    size_t qlen = q ? plen - (size_t)(q - path) - 1 : 0;
     if (q)
         plen = (size_t)(q - path);
+    if (m->rec_fp != NULL)
+        record_line(c, body, blen);
 
-    if (path_is(path, plen, "/v1/chat/completions") || path_is(path, plen, "/chat/completions")) {
+    struct target t;
+    if (chat_target(m->fmt, path, plen, query, qlen, &t)) {
         if (c->method != M_POST)
             respond_405(c, "POST");
         else
-            chat(c, body, blen);
+            chat(c, body, blen, &t);
     } else if (path_is(path, plen, "/v1/models") || path_is(path, plen, "/models")) {
         if (c->method != M_GET)
             respond_405(c, "GET");
         else
             respond(c, 200, "application/json", models_json, sizeof models_json - 1, NULL);
+    } else if (m->fmt == F_GEMINI && path_is(path, plen, "/v1beta/models")) {
+        if (c->method != M_GET)
+            respond_405(c, "GET");
+        else
+            respond(c, 200, "application/json", gemini_models_json, sizeof gemini_models_json - 1,
+                    NULL);
     } else if (path_is(path, plen, "/healthz")) {
         if (c->method != M_GET)
             respond_405(c, "GET");
         else
             respond(c, 200, "text/plain", "ok", 2, NULL);
     } else {
-        air_buf_t msg = AIR_BUF_INIT;
-        size_t show = plen > 200 ? 200 : plen;
-        air__buf_puts(&msg, "Invalid URL (");
-        air__buf_puts(&msg, c->method == M_GET ? "GET " : c->method == M_POST ? "POST " : "");
-        air__buf_append(&msg, path, show);
-        air__buf_puts(&msg, ")");
-        if (msg.oom)
-            c->io_err = 1;
-        else
-            respond_error(c, 404, msg.data, msg.len, "invalid_request_error", NULL, NULL, NULL);
-        air__buf_free(&msg);
+        respond_404(c, path, plen);
     }
 }
 
@@ -1697,6 +3102,8 @@ loop_cleanup(struct loop *lp)
     air__buf_free(&lp->scratch);
     air__buf_free(&lp->rec_body);
     air__buf_free(&lp->rec_auth);
+    air__buf_free(&lp->rec_path);
+    air__buf_free(&lp->rec_head);
     if (lp->rec_mu_ok)
         pthread_mutex_destroy(&lp->rec_mu);
 }
@@ -1721,6 +3128,10 @@ mock_free(struct air_mock *m)
             loop_cleanup(&m->loops[i]);
         air__free(m->loops);
     }
+    if (m->rec_fp != NULL)
+        fclose(m->rec_fp);
+    if (m->rec_fp_mu_ok)
+        pthread_mutex_destroy(&m->rec_fp_mu);
     air__free(m->host);
     air__free(m->api_key);
     air__free(m->content);
@@ -1814,6 +3225,20 @@ air_mock_start(const air_mock_opts_t *opts, air_mock_t **out, char *err, size_t 
         set_err(err, errlen, "fail_status must be an HTTP status", 0);
         return -1;
     }
+    if (!(opts->stream_error_rate >= 0 && opts->stream_error_rate <= 1)) {
+        set_err(err, errlen, "stream_error_rate must be within [0, 1]", 0);
+        return -1;
+    }
+    int fmt = -1;
+    for (int i = 0; i < 4; i++)
+        if (opts->format == NULL || strcmp(opts->format, format_names[i]) == 0) {
+            fmt = opts->format == NULL ? F_OPENAI : i;
+            break;
+        }
+    if (fmt < 0) {
+        set_err(err, errlen, "format must be openai, anthropic, gemini or azure", 0);
+        return -1;
+    }
 
     struct air_mock *m = air__calloc(1, sizeof *m);
     if (m == NULL) {
@@ -1821,6 +3246,9 @@ air_mock_start(const air_mock_opts_t *opts, air_mock_t **out, char *err, size_t 
         return -1;
     }
     m->o = *opts;
+    m->fmt = fmt;
+    m->o.format = format_names[fmt];
+    m->o.record_path = NULL; /* only opened here; the caller's string is not kept */
     if (m->o.fail_status == 0)
         m->o.fail_status = 500;
     m->nloops = m->o.threads ? m->o.threads : 1;
@@ -1847,6 +3275,20 @@ air_mock_start(const air_mock_opts_t *opts, air_mock_t **out, char *err, size_t 
     }
     for (unsigned i = 0; i < m->nloops; i++)
         m->loops[i].epfd = m->loops[i].lfd = m->loops[i].evfd = m->loops[i].spare_fd = -1;
+    if (opts->record_path != NULL && *opts->record_path) {
+        if (pthread_mutex_init(&m->rec_fp_mu, NULL) != 0) {
+            set_err(err, errlen, "pthread_mutex_init", errno);
+            mock_free(m);
+            return -1;
+        }
+        m->rec_fp_mu_ok = 1;
+        m->rec_fp = fopen(opts->record_path, "ae");
+        if (m->rec_fp == NULL) {
+            set_err(err, errlen, "record file", errno);
+            mock_free(m);
+            return -1;
+        }
+    }
 
     raise_nofile();
 
@@ -1933,6 +3375,7 @@ air_mock_stats(const air_mock_t *m, air_mock_stats_t *s)
         s->resets += atomic_load_explicit(&c->resets, memory_order_relaxed);
         s->streams += atomic_load_explicit(&c->streams, memory_order_relaxed);
         s->unauthorized += atomic_load_explicit(&c->unauthorized, memory_order_relaxed);
+        s->stream_errors += atomic_load_explicit(&c->stream_errors, memory_order_relaxed);
     }
 }
 
@@ -1947,15 +3390,10 @@ copy_out(char *dst, size_t cap, const air_buf_t *b)
     dst[n] = '\0';
 }
 
-void
-air_mock_last_request(const air_mock_t *m, char *body, size_t bodylen, char *auth, size_t authlen)
+/* The loop that saw the newest chat request, locked; NULL when none. */
+static struct loop *
+last_loop_lock(const air_mock_t *m)
 {
-    if (body && bodylen)
-        body[0] = '\0';
-    if (auth && authlen)
-        auth[0] = '\0';
-    if (m == NULL)
-        return;
     struct loop *best = NULL;
     uint64_t best_stamp = 0;
     for (unsigned i = 0; i < m->nloops; i++) {
@@ -1967,12 +3405,79 @@ air_mock_last_request(const air_mock_t *m, char *body, size_t bodylen, char *aut
         }
         pthread_mutex_unlock(&lp->rec_mu);
     }
+    if (best != NULL)
+        pthread_mutex_lock(&best->rec_mu);
+    return best;
+}
+
+void
+air_mock_last_request(const air_mock_t *m, char *body, size_t bodylen, char *auth, size_t authlen)
+{
+    if (body && bodylen)
+        body[0] = '\0';
+    if (auth && authlen)
+        auth[0] = '\0';
+    if (m == NULL)
+        return;
+    struct loop *best = last_loop_lock(m);
     if (best == NULL)
         return;
-    pthread_mutex_lock(&best->rec_mu);
     copy_out(body, bodylen, &best->rec_body);
     copy_out(auth, authlen, &best->rec_auth);
     pthread_mutex_unlock(&best->rec_mu);
+}
+
+void
+air_mock_last_path(const air_mock_t *m, char *buf, size_t len)
+{
+    if (buf && len)
+        buf[0] = '\0';
+    if (m == NULL)
+        return;
+    struct loop *best = last_loop_lock(m);
+    if (best == NULL)
+        return;
+    copy_out(buf, len, &best->rec_path);
+    pthread_mutex_unlock(&best->rec_mu);
+}
+
+int
+air_mock_last_header(const air_mock_t *m, const char *name, char *buf, size_t len)
+{
+    if (buf && len)
+        buf[0] = '\0';
+    if (m == NULL || name == NULL)
+        return 0;
+    struct loop *best = last_loop_lock(m);
+    if (best == NULL)
+        return 0;
+    int found = 0;
+    const char *h = best->rec_head.data;
+    size_t hl = best->rec_head.len;
+    const char *eol = h ? memmem(h, hl, "\r\n", 2) : NULL;
+    /* The head was validated when it was parsed: every line has a colon. */
+    while (eol != NULL && !found) {
+        const char *p = eol + 2;
+        eol = memmem(p, hl - (size_t)(p - h), "\r\n", 2);
+        if (eol == NULL || eol == p)
+            break;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon == NULL || !token_eq(p, (size_t)(colon - p), name))
+            continue;
+        const char *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        if (buf && len) {
+            size_t n = (size_t)(ve - v) < len - 1 ? (size_t)(ve - v) : len - 1;
+            memcpy(buf, v, n);
+            buf[n] = '\0';
+        }
+        found = 1;
+    }
+    pthread_mutex_unlock(&best->rec_mu);
+    return found;
 }
 
 void

@@ -1,6 +1,6 @@
 /*
- * cmd_mock.c - `airouter mock`: run the mock OpenAI-compatible provider in
- * the foreground until SIGINT or SIGTERM.
+ * cmd_mock.c - `airouter mock`: run the mock provider (OpenAI, Anthropic,
+ * Gemini or Azure wire format) in the foreground until SIGINT or SIGTERM.
  *
  * DESIGN: options are one table (name, type, bounds, destination, help), so
  * parsing, validation and --help cannot drift apart. Every value is checked
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { T_HOST, T_ENV, T_U16, T_U32, T_I32, T_U64, T_RATE, T_STATUS };
+enum { T_HOST, T_ENV, T_U16, T_U32, T_I32, T_U64, T_RATE, T_STATUS, T_FORMAT, T_PATH };
 
 struct mock_opt {
     const char *name; /* without the leading "--" */
@@ -50,6 +50,9 @@ enum {
     OPT_CHUNK_DELAY,
     OPT_KEY_ENV,
     OPT_SEED,
+    OPT_FORMAT,
+    OPT_RECORD,
+    OPT_STREAM_ERROR_RATE,
     OPT__COUNT
 };
 
@@ -64,21 +67,41 @@ static const struct mock_opt mock_opts[OPT__COUNT] = {
     {"fail-rate", T_RATE, 0, 1, "X", "fraction of chat requests that fail, 0..1 (default 0)"},
     {"fail-status", T_STATUS, 400, 599, "CODE", "HTTP status of injected failures (default 500)"},
     {"fail-first", T_U32, 0, UINT32_MAX, "N", "the first N chat requests fail (default 0)"},
-    {"retry-after", T_I32, -1, 86400, "S", "failures carry Retry-After: S; -1 = none (default)"},
+    {"retry-after", T_I32, -1, 86400, "S",
+     "failures carry Retry-After: S (gemini: RetryInfo in the\n"
+     "                         body); -1 = none (default)"},
     {"reset-rate", T_RATE, 0, 1, "X", "fraction of chat responses cut by a TCP RST (default 0)"},
     {"chunks", T_U32, 0, 100000, "N", "content pieces per completion (default 8)"},
     {"chunk-delay-ms", T_U32, 0, 3600000, "MS", "delay between stream chunks (default 0)"},
     {"api-key-env", T_ENV, 0, 0, "NAME",
-     "require \"Authorization: Bearer <key>\", the key read from env var NAME"},
+     "require the key in env var NAME, in the header of the\n"
+     "                         format: "
+     "Authorization: Bearer (openai), x-api-key\n"
+     "                         (anthropic), "
+     "x-goog-api-key (gemini), api-key (azure)"},
     {"seed", T_U64, 0, 0, "N", "random seed for faults and jitter (default fixed)"},
+    {"format", T_FORMAT, 0, 0, "F", "wire format: openai (default), anthropic, gemini, azure"},
+    {"record", T_PATH, 0, 0, "FILE",
+     "append one JSON line per request received to FILE:\n"
+     "                         method, path, query, headers (keys masked), body"},
+    {"stream-error-rate", T_RATE, 0, 1, "X", "fraction of streams cut half-way by an error event"},
 };
 
 static void
 usage(FILE *out)
 {
     fprintf(out, "usage: airouter mock [options]\n\n"
-                 "Run a mock OpenAI-compatible provider (POST /v1/chat/completions,\n"
-                 "GET /v1/models, GET /healthz) until SIGINT or SIGTERM.\n\noptions:\n");
+                 "Run a mock LLM provider until SIGINT or SIGTERM. Its chat endpoint\n"
+                 "depends on --format:\n"
+                 "  openai     POST /v1/chat/completions\n"
+                 "  anthropic  POST /v1/messages\n"
+                 "  gemini     POST /v1beta/models/{model}:generateContent and\n"
+                 "             :streamGenerateContent?alt=sse\n"
+                 "  azure      POST /openai/deployments/{deployment}/chat/completions\n"
+                 "             ?api-version=...\n"
+                 "Plain or streamed replies (content \"tok0 tok1 ...\", one tool call when\n"
+                 "the request offers tools), usage, and errors in the vendor's shape.\n"
+                 "GET /v1/models and GET /healthz answer in every format.\n\noptions:\n");
     for (int i = 0; i < OPT__COUNT; i++) {
         char lhs[40];
         snprintf(lhs, sizeof lhs, "--%s %s", mock_opts[i].name, mock_opts[i].meta);
@@ -103,6 +126,13 @@ bad_value(const struct mock_opt *o)
         break;
     case T_U64:
         fprintf(stderr, "airouter mock: --%s: expected an unsigned 64-bit integer\n", o->name);
+        break;
+    case T_FORMAT:
+        fprintf(stderr, "airouter mock: --%s: expected openai, anthropic, gemini or azure\n",
+                o->name);
+        break;
+    case T_PATH:
+        fprintf(stderr, "airouter mock: --%s: expected a file name\n", o->name);
         break;
     default:
         fprintf(stderr, "airouter mock: --%s: expected an integer between %lld and %lld\n", o->name,
@@ -163,10 +193,23 @@ apply(int idx, const char *val, air_mock_opts_t *o)
             o->fail_rate = x;
         else if (idx == OPT_TAIL_RATE)
             o->tail_rate = x;
+        else if (idx == OPT_STREAM_ERROR_RATE)
+            o->stream_error_rate = x;
         else
             o->reset_rate = x;
         return 0;
     }
+    case T_FORMAT:
+        if (strcmp(val, "openai") != 0 && strcmp(val, "anthropic") != 0 &&
+            strcmp(val, "gemini") != 0 && strcmp(val, "azure") != 0)
+            return bad_value(d);
+        o->format = val;
+        return 0;
+    case T_PATH:
+        if (*val == '\0')
+            return bad_value(d);
+        o->record_path = val;
+        return 0;
     case T_U64: {
         if (*val < '0' || *val > '9')
             return bad_value(d);
@@ -294,8 +337,8 @@ air__cmd_mock(int argc, char **argv)
     }
     const char *host = o.host && *o.host ? o.host : "127.0.0.1";
     int v6 = strchr(host, ':') != NULL;
-    printf("airouter mock listening on http://%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "",
-           (unsigned)air_mock_port(m));
+    printf("airouter mock listening on http://%s%s%s:%u (%s)\n", v6 ? "[" : "", host, v6 ? "]" : "",
+           (unsigned)air_mock_port(m), o.format ? o.format : "openai");
     fflush(stdout);
 
     int sig = 0;
@@ -308,10 +351,10 @@ air__cmd_mock(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     fprintf(stderr,
             "airouter mock: %s: connections=%llu requests=%llu ok=%llu failed=%llu resets=%llu "
-            "streams=%llu unauthorized=%llu\n",
+            "streams=%llu unauthorized=%llu stream_errors=%llu\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)s.connections,
             (unsigned long long)s.requests, (unsigned long long)s.ok, (unsigned long long)s.failed,
             (unsigned long long)s.resets, (unsigned long long)s.streams,
-            (unsigned long long)s.unauthorized);
+            (unsigned long long)s.unauthorized, (unsigned long long)s.stream_errors);
     return 0;
 }

@@ -1,5 +1,8 @@
 /*
- * test_mock.c - the mock provider, driven over real loopback sockets.
+ * test_mock.c - the mock provider, driven over real loopback sockets: the
+ * OpenAI format and its HTTP and fault machinery, the Anthropic, Gemini and
+ * Azure formats (plain, streamed, tool calls, vendor-shaped errors) and
+ * --record.
  *
  * DESIGN: each test starts its own mock on an ephemeral port with the options
  * it needs (the fixture stops it, even when an assertion fails) and talks to
@@ -24,6 +27,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -972,6 +976,977 @@ test_mock_start_rejects_bad_options(void **state)
     assert_null(m);
 }
 
+/* ------------------------------------------------------------------ formats */
+
+static void
+post_path(CURL *h, const struct fx *f, const char *path, const char *body, const char *const *hdrs,
+          struct resp *r)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", f->base, path);
+    xfer(h, url, NULL, body, strlen(body), hdrs, r);
+}
+
+static cJSON *
+resp_json(const struct resp *r)
+{
+    cJSON *j = cJSON_Parse(r->body.data ? r->body.data : "");
+    assert_non_null(j);
+    return j;
+}
+
+static const cJSON *
+at(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
+static const cJSON *
+idx(const cJSON *a, int i)
+{
+    return cJSON_GetArrayItem(a, i);
+}
+
+/* Split an SSE body into events ("\n\n"- or "\r\n\r\n"-separated blocks):
+ * names[i] is the event: field (or ""), datas[i] the data: field. */
+static size_t
+sse_blocks(char *body, const char *sep, char **names, char **datas, size_t max)
+{
+    size_t n = 0, sl = strlen(sep);
+    char *p = body;
+    while (p && *p && n < max) {
+        char *e = strstr(p, sep);
+        if (e)
+            *e = '\0';
+        names[n] = "";
+        datas[n] = NULL;
+        char *save = NULL;
+        for (char *l = strtok_r(p, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+            if (strncmp(l, "event: ", 7) == 0)
+                names[n] = l + 7;
+            else if (strncmp(l, "data: ", 6) == 0)
+                datas[n] = l + 6;
+        }
+        n++;
+        p = e ? e + sl : NULL;
+    }
+    return n;
+}
+
+static const char ant_hdr_ver[] = "anthropic-version: 2023-06-01";
+static const char weather_tools_oa[] =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+    "\"days\":{\"type\":\"integer\"},\"unit\":{\"type\":\"string\",\"enum\":[\"C\",\"F\"]}},"
+    "\"required\":[\"city\",\"days\",\"unit\"]}}},"
+    "{\"type\":\"function\",\"function\":{\"name\":\"other\",\"parameters\":{}}}]";
+static const char weather_args[] = "{\"city\":\"mock\",\"days\":1,\"unit\":\"C\"}";
+
+static void
+test_mock_anthropic_plain_text_tool_use_and_validation(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "anthropic";
+    o.chunks = 2;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *hv[] = {ant_hdr_ver, NULL};
+    const char *text_body = "{\"model\":\"claude-x\",\"max_tokens\":100,\"messages\":"
+                            "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    post_path(h, f, "/v1/messages", text_body, hv, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *j = resp_json(&r);
+    assert_string_equal(str_at(j, "id"), "msg_mock_1");
+    assert_string_equal(str_at(j, "type"), "message");
+    assert_string_equal(str_at(j, "role"), "assistant");
+    assert_string_equal(str_at(j, "model"), "claude-x");
+    const cJSON *b0 = idx(at(j, "content"), 0);
+    assert_string_equal(str_at(b0, "type"), "text");
+    assert_string_equal(str_at(b0, "text"), "tok0 tok1 ");
+    assert_string_equal(str_at(j, "stop_reason"), "end_turn");
+    assert_true(cJSON_IsNull(at(j, "stop_sequence")));
+    const cJSON *u = at(j, "usage");
+    assert_int_equal((int)num_at(u, "input_tokens"), (int)(strlen(text_body) / 4));
+    assert_int_equal((int)num_at(u, "output_tokens"), 2);
+    assert_int_equal((int)num_at(u, "cache_read_input_tokens"), 0);
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* Tools: one tool_use of the first tool, arguments from its schema. */
+    const char *tool_body =
+        "{\"model\":\"claude-x\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+        "\"content\":\"weather?\"}],\"tools\":[{\"name\":\"get_weather\",\"input_schema\":"
+        "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"
+        "\"required\":[\"city\"]}},{\"name\":\"other\",\"input_schema\":{\"type\":\"object\"}}]";
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_printf(&b, "%s}", tool_body);
+    post_path(h, f, "/v1/messages", b.data, hv, &r);
+    assert_int_equal(r.status, 200);
+    j = resp_json(&r);
+    b0 = idx(at(j, "content"), 0);
+    assert_int_equal(cJSON_GetArraySize(at(j, "content")), 1);
+    assert_string_equal(str_at(b0, "type"), "tool_use");
+    assert_string_equal(str_at(b0, "id"), "toolu_mock_2_0");
+    assert_string_equal(str_at(b0, "name"), "get_weather");
+    assert_string_equal(str_at(at(b0, "input"), "city"), "mock");
+    assert_string_equal(str_at(j, "stop_reason"), "tool_use");
+    assert_int_equal((int)num_at(at(j, "usage"), "output_tokens"),
+                     (int)((strlen("get_weather") + strlen("{\"city\":\"mock\"}")) / 4 + 1));
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* tool_choice names the second tool; {"type":"none"} forbids tools. */
+    air__buf_reset(&b);
+    air__buf_printf(&b, "%s,\"tool_choice\":{\"type\":\"tool\",\"name\":\"other\"}}", tool_body);
+    post_path(h, f, "/v1/messages", b.data, hv, &r);
+    j = resp_json(&r);
+    assert_string_equal(str_at(idx(at(j, "content"), 0), "name"), "other");
+    assert_int_equal(cJSON_GetArraySize(at(idx(at(j, "content"), 0), "input")), 0);
+    cJSON_Delete(j);
+    resp_free(&r);
+    air__buf_reset(&b);
+    air__buf_printf(&b, "%s,\"tool_choice\":{\"type\":\"none\"}}", tool_body);
+    post_path(h, f, "/v1/messages", b.data, hv, &r);
+    j = resp_json(&r);
+    assert_string_equal(str_at(j, "stop_reason"), "end_turn");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* The conversation ends with a tool result: answered in words. */
+    post_path(h, f, "/v1/messages",
+              "{\"model\":\"c\",\"max_tokens\":9,\"tools\":[{\"name\":\"t\",\"input_schema\":{}}],"
+              "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+              "\"tool_use_id\":\"x\",\"content\":\"4C\"}]}]}",
+              hv, &r);
+    j = resp_json(&r);
+    assert_string_equal(str_at(idx(at(j, "content"), 0), "type"), "text");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* Validation, in Anthropic's error shape. */
+    post_path(h, f, "/v1/messages", text_body, NULL, &r); /* no anthropic-version */
+    assert_int_equal(r.status, 400);
+    j = resp_json(&r);
+    assert_string_equal(str_at(j, "type"), "error");
+    assert_string_equal(str_at(at(j, "error"), "type"), "invalid_request_error");
+    assert_non_null(strstr(str_at(at(j, "error"), "message"), "anthropic-version"));
+    cJSON_Delete(j);
+    resp_free(&r);
+    post_path(h, f, "/v1/messages", "{\"model\":\"c\",\"messages\":[]}", hv, &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body.data, "max_tokens"));
+    resp_free(&r);
+    post_path(h, f, "/v1/chat/completions", text_body, hv, &r); /* not this format's path */
+    assert_int_equal(r.status, 404);
+    j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "type"), "not_found_error");
+    cJSON_Delete(j);
+    resp_free(&r);
+    get(h, f, "/v1/models", &r); /* every format keeps the models list */
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    air__buf_free(&b);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_anthropic_stream_events_text_and_tool_use(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "anthropic";
+    o.chunks = 3;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *hv[] = {ant_hdr_ver, NULL};
+    post_path(h, f, "/v1/messages",
+              "{\"model\":\"claude-x\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}", hv, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "Content-Type: text/event-stream"));
+    char *names[32], *datas[32];
+    size_t n = sse_blocks(r.body.data, "\n\n", names, datas, 32);
+    static const char *const want[] = {
+        "message_start",       "content_block_start", "ping",
+        "content_block_delta", "content_block_delta", "content_block_delta",
+        "content_block_stop",  "message_delta",       "message_stop"};
+    assert_int_equal(n, 9);
+    air_buf_t text = AIR_BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(names[i], want[i]);
+        cJSON *j = cJSON_Parse(datas[i]);
+        assert_non_null(j);
+        assert_string_equal(str_at(j, "type"), want[i]); /* data type = event name */
+        if (i == 0) {
+            const cJSON *m = at(j, "message");
+            assert_string_equal(str_at(m, "id"), "msg_mock_1");
+            assert_string_equal(str_at(m, "model"), "claude-x");
+            assert_true(num_at(at(m, "usage"), "input_tokens") > 0);
+        } else if (i == 1) {
+            assert_string_equal(str_at(at(j, "content_block"), "type"), "text");
+        } else if (i >= 3 && i <= 5) {
+            assert_string_equal(str_at(at(j, "delta"), "type"), "text_delta");
+            air__buf_puts(&text, str_at(at(j, "delta"), "text"));
+        } else if (i == 7) {
+            assert_string_equal(str_at(at(j, "delta"), "stop_reason"), "end_turn");
+            assert_int_equal((int)num_at(at(j, "usage"), "output_tokens"), 3);
+        }
+        cJSON_Delete(j);
+    }
+    assert_string_equal(text.data, "tok0 tok1 tok2 ");
+    air__buf_free(&text);
+    resp_free(&r);
+
+    /* A tool_use block streams its input as input_json_delta fragments. */
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_printf(&b,
+                    "{\"model\":\"c\",\"max_tokens\":10,\"stream\":true,\"messages\":[],"
+                    "\"tools\":[{\"name\":\"get_weather\",\"input_schema\":%s}]}",
+                    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+                    "\"days\":{\"type\":\"integer\"},\"unit\":{\"type\":\"string\","
+                    "\"enum\":[\"C\",\"F\"]}},\"required\":[\"city\",\"days\",\"unit\"]}");
+    post_path(h, f, "/v1/messages", b.data, hv, &r);
+    air__buf_free(&b);
+    n = sse_blocks(r.body.data, "\n\n", names, datas, 32);
+    air_buf_t args = AIR_BUF_INIT;
+    int deltas = 0, saw_start = 0, saw_stop = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *j = cJSON_Parse(datas[i]);
+        assert_non_null(j);
+        if (strcmp(names[i], "content_block_start") == 0) {
+            const cJSON *cb = at(j, "content_block");
+            assert_string_equal(str_at(cb, "type"), "tool_use");
+            assert_string_equal(str_at(cb, "id"), "toolu_mock_2_0");
+            assert_string_equal(str_at(cb, "name"), "get_weather");
+            saw_start = 1;
+        } else if (strcmp(names[i], "content_block_delta") == 0) {
+            assert_string_equal(str_at(at(j, "delta"), "type"), "input_json_delta");
+            air__buf_puts(&args, str_at(at(j, "delta"), "partial_json"));
+            deltas++;
+        } else if (strcmp(names[i], "message_delta") == 0) {
+            assert_string_equal(str_at(at(j, "delta"), "stop_reason"), "tool_use");
+            saw_stop = 1;
+        }
+        cJSON_Delete(j);
+    }
+    assert_true(saw_start && saw_stop);
+    assert_int_equal(deltas, 1 + 3); /* the empty opening fragment, then one per chunk */
+    assert_string_equal(args.data, weather_args);
+    assert_string_equal(names[n - 1], "message_stop");
+    air__buf_free(&args);
+    resp_free(&r);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_anthropic_key_and_injected_errors(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "anthropic";
+    o.api_key = "sk-ant-mock-0001";
+    o.fail_first = 1;
+    o.fail_status = 529;
+    o.retry_after_s = 3;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *body = "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[]}";
+    const char *none[] = {ant_hdr_ver, NULL};
+    const char *bearer[] = {ant_hdr_ver, "Authorization: Bearer sk-ant-mock-0001", NULL};
+    const char *right[] = {ant_hdr_ver, "x-api-key: sk-ant-mock-0001", NULL};
+    const char *const *bad[] = {none, bearer};
+    for (int i = 0; i < 2; i++) {
+        post_path(h, f, "/v1/messages", body, bad[i], &r);
+        assert_int_equal(r.status, 401);
+        cJSON *j = resp_json(&r);
+        assert_string_equal(str_at(at(j, "error"), "type"), "authentication_error");
+        assert_null(strstr(r.body.data, "sk-ant"));
+        cJSON_Delete(j);
+        resp_free(&r);
+    }
+    post_path(h, f, "/v1/messages", body, right, &r); /* fail_first: 529 overloaded */
+    assert_int_equal(r.status, 529);
+    assert_true(has_header(&r, "Retry-After: 3\r\n"));
+    cJSON *j = resp_json(&r);
+    assert_string_equal(str_at(j, "type"), "error");
+    assert_string_equal(str_at(at(j, "error"), "type"), "overloaded_error");
+    assert_string_equal(str_at(at(j, "error"), "message"), "Overloaded");
+    cJSON_Delete(j);
+    resp_free(&r);
+    post_path(h, f, "/v1/messages", body, right, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    char key[64];
+    air_mock_last_request(f->m, NULL, 0, key, sizeof key);
+    assert_string_equal(key, "sk-ant-mock-0001"); /* the format's key header */
+    air_mock_stats_t s;
+    air_mock_stats(f->m, &s);
+    assert_int_equal(s.unauthorized, 2);
+    assert_int_equal(s.failed, 1);
+    assert_int_equal(s.ok, 1);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_anthropic_status_maps_to_error_types(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        int status;
+        const char *type;
+    } map[] = {{429, "rate_limit_error"}, {500, "api_error"},        {402, "billing_error"},
+               {504, "timeout_error"},    {403, "permission_error"}, {503, "api_error"}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        air_mock_opts_t o;
+        air_mock_opts_init(&o);
+        o.format = "anthropic";
+        o.fail_rate = 1;
+        o.fail_status = map[i].status;
+        fx_start(f, &o);
+        CURL *h = curl_easy_init();
+        struct resp r;
+        const char *hv[] = {ant_hdr_ver, NULL};
+        post_path(h, f, "/v1/messages", "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[]}", hv,
+                  &r);
+        assert_int_equal(r.status, map[i].status);
+        cJSON *j = resp_json(&r);
+        assert_string_equal(str_at(at(j, "error"), "type"), map[i].type);
+        cJSON_Delete(j);
+        resp_free(&r);
+        curl_easy_cleanup(h);
+        air_mock_stop(f->m);
+        f->m = NULL;
+    }
+}
+
+static const char gem_body[] = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"hi\"}]}]}";
+
+static void
+test_mock_gemini_generate_stream_and_array_forms(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "gemini";
+    o.chunks = 3;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    post_path(h, f, "/v1beta/models/gemini-x:generateContent", gem_body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *j = resp_json(&r);
+    const cJSON *c0 = idx(at(j, "candidates"), 0);
+    assert_string_equal(str_at(at(c0, "content"), "role"), "model");
+    assert_string_equal(str_at(idx(at(at(c0, "content"), "parts"), 0), "text"), "tok0 tok1 tok2 ");
+    assert_string_equal(str_at(c0, "finishReason"), "STOP");
+    const cJSON *um = at(j, "usageMetadata");
+    int p = (int)(strlen(gem_body) / 4);
+    assert_int_equal((int)num_at(um, "promptTokenCount"), p);
+    assert_int_equal((int)num_at(um, "candidatesTokenCount"), 3);
+    assert_int_equal((int)num_at(um, "totalTokenCount"), p + 3);
+    assert_string_equal(str_at(j, "modelVersion"), "gemini-x");
+    assert_string_equal(str_at(j, "responseId"), "mock-1");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* SSE: CRLF framing, one event per piece, the last with the finish and
+     * the complete usage; no [DONE]. A "models/" prefix, escaped, is dropped. */
+    post_path(h, f, "/v1beta/models/models%2Fgemini-x:streamGenerateContent?alt=sse", gem_body,
+              NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "Content-Type: text/event-stream"));
+    assert_null(strstr(r.body.data, "[DONE]"));
+    assert_int_equal(count_of(r.body.data, "\r\n\r\n"), 3);
+    char *names[16], *datas[16];
+    size_t n = sse_blocks(r.body.data, "\r\n\r\n", names, datas, 16);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        j = cJSON_Parse(datas[i]);
+        assert_non_null(j);
+        c0 = idx(at(j, "candidates"), 0);
+        char want[32];
+        snprintf(want, sizeof want, "tok%zu ", i);
+        assert_string_equal(str_at(idx(at(at(c0, "content"), "parts"), 0), "text"), want);
+        assert_string_equal(str_at(j, "modelVersion"), "gemini-x");
+        um = at(j, "usageMetadata");
+        if (i + 1 < n) {
+            assert_null(at(c0, "finishReason"));
+            assert_null(at(um, "candidatesTokenCount")); /* early events lack it */
+        } else {
+            assert_string_equal(str_at(c0, "finishReason"), "STOP");
+            assert_int_equal((int)num_at(um, "candidatesTokenCount"), 3);
+        }
+        cJSON_Delete(j);
+    }
+    resp_free(&r);
+
+    /* Without alt=sse: one JSON array of the same responses. */
+    post_path(h, f, "/v1beta/models/gemini-x:streamGenerateContent", gem_body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "Content-Type: application/json"));
+    j = resp_json(&r);
+    assert_true(cJSON_IsArray(j));
+    assert_int_equal(cJSON_GetArraySize(j), 3);
+    assert_string_equal(str_at(idx(at(idx(j, 2), "candidates"), 0), "finishReason"), "STOP");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* Tools: one functionCall part, whole, in a single event. */
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_printf(&b,
+                    "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"w\"}]}],"
+                    "\"tools\":[{\"functionDeclarations\":[{\"name\":\"get_weather\","
+                    "\"parameters\":%s}]}]}",
+                    "{\"type\":\"OBJECT\",\"properties\":{\"city\":{\"type\":\"STRING\"},"
+                    "\"days\":{\"type\":\"INTEGER\"},\"unit\":{\"type\":\"STRING\","
+                    "\"enum\":[\"C\",\"F\"]}},\"required\":[\"city\",\"days\",\"unit\"]}");
+    post_path(h, f, "/v1beta/models/g:streamGenerateContent?alt=sse", b.data, NULL, &r);
+    n = sse_blocks(r.body.data, "\r\n\r\n", names, datas, 16);
+    assert_int_equal(n, 1);
+    j = cJSON_Parse(datas[0]);
+    c0 = idx(at(j, "candidates"), 0);
+    const cJSON *fc = at(idx(at(at(c0, "content"), "parts"), 0), "functionCall");
+    assert_string_equal(str_at(fc, "name"), "get_weather");
+    char *args = cJSON_PrintUnformatted(at(fc, "args"));
+    assert_string_equal(args, weather_args);
+    cJSON_free(args);
+    assert_string_equal(str_at(c0, "finishReason"), "STOP"); /* Gemini has no tool reason */
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* mode NONE: text; the last content a functionResponse: text. */
+    air__buf_reset(&b);
+    air__buf_puts(&b, "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"w\"}]}],"
+                      "\"tools\":[{\"functionDeclarations\":[{\"name\":\"f\"}]}],"
+                      "\"toolConfig\":{\"functionCallingConfig\":{\"mode\":\"NONE\"}}}");
+    post_path(h, f, "/v1beta/models/g:generateContent", b.data, NULL, &r);
+    assert_non_null(strstr(r.body.data, "\"text\":\"tok0"));
+    resp_free(&r);
+    air__buf_reset(&b);
+    air__buf_puts(&b, "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"functionResponse\":"
+                      "{\"name\":\"f\",\"response\":{}}}]}],"
+                      "\"tools\":[{\"functionDeclarations\":[{\"name\":\"f\"}]}]}");
+    post_path(h, f, "/v1beta/models/g:generateContent", b.data, NULL, &r);
+    assert_non_null(strstr(r.body.data, "\"text\":\"tok0"));
+    resp_free(&r);
+    air__buf_free(&b);
+
+    /* Errors in Google's shape. */
+    post_path(h, f, "/v1beta/models/g:generateContent", "{\"contents\":[]}", NULL, &r);
+    assert_int_equal(r.status, 400);
+    j = resp_json(&r);
+    assert_int_equal((int)num_at(at(j, "error"), "code"), 400);
+    assert_string_equal(str_at(at(j, "error"), "status"), "INVALID_ARGUMENT");
+    cJSON_Delete(j);
+    resp_free(&r);
+    post_path(h, f, "/v1beta/models/g:countTokens", gem_body, NULL, &r);
+    assert_int_equal(r.status, 404);
+    j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "status"), "NOT_FOUND");
+    cJSON_Delete(j);
+    resp_free(&r);
+    get(h, f, "/v1beta/models", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "models/mock-model"));
+    resp_free(&r);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_gemini_key_quota_and_stream_error(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "gemini";
+    o.api_key = "AIzaMock-0002";
+    o.fail_first = 1;
+    o.fail_status = 429;
+    o.retry_after_s = 7;
+    o.stream_error_rate = 1.0;
+    o.chunks = 4;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *wrong[] = {"x-goog-api-key: AIzaMock-0003", NULL};
+    const char *right[] = {"x-goog-api-key: AIzaMock-0002", NULL};
+    post_path(h, f, "/v1beta/models/g:generateContent", gem_body, NULL, &r);
+    assert_int_equal(r.status, 403); /* no key at all */
+    assert_non_null(strstr(r.body.data, "PERMISSION_DENIED"));
+    resp_free(&r);
+    post_path(h, f, "/v1beta/models/g:generateContent", gem_body, wrong, &r);
+    assert_int_equal(r.status, 400); /* a bad key is a 400 at Google */
+    cJSON *j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "status"), "INVALID_ARGUMENT");
+    assert_string_equal(str_at(idx(at(at(j, "error"), "details"), 0), "reason"), "API_KEY_INVALID");
+    assert_null(strstr(r.body.data, "AIzaMock"));
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* fail_first: 429 RESOURCE_EXHAUSTED, the wait in RetryInfo, no header. */
+    post_path(h, f, "/v1beta/models/g:generateContent", gem_body, right, &r);
+    assert_int_equal(r.status, 429);
+    assert_false(has_header(&r, "Retry-After"));
+    j = resp_json(&r);
+    const cJSON *e = at(j, "error");
+    assert_int_equal((int)num_at(e, "code"), 429);
+    assert_string_equal(str_at(e, "status"), "RESOURCE_EXHAUSTED");
+    const cJSON *d0 = idx(at(e, "details"), 0);
+    assert_string_equal(str_at(d0, "@type"), "type.googleapis.com/google.rpc.RetryInfo");
+    assert_string_equal(str_at(d0, "retryDelay"), "7s");
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* The key may come as ?key= too. A stream is cut after half its pieces
+     * by the error as bare JSON lines, outside any data: field. */
+    post_path(h, f, "/v1beta/models/g:streamGenerateContent?alt=sse&key=AIzaMock-0002", gem_body,
+              NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(count_of(r.body.data, "data: "), 2);
+    char *err = strstr(r.body.data, "\r\n\r\n{\n");
+    assert_non_null(err);
+    j = cJSON_Parse(err + 4);
+    assert_non_null(j);
+    assert_string_equal(str_at(at(j, "error"), "status"), "RESOURCE_EXHAUSTED");
+    assert_null(strstr(r.body.data, "finishReason"));
+    cJSON_Delete(j);
+    resp_free(&r);
+    air_mock_stats_t s;
+    air_mock_stats(f->m, &s);
+    assert_int_equal(s.unauthorized, 2);
+    assert_int_equal(s.stream_errors, 1);
+    assert_int_equal(s.failed, 2);
+    char path[256];
+    air_mock_last_path(f->m, path, sizeof path);
+    assert_string_equal(path, "/v1beta/models/g:streamGenerateContent?alt=sse&key=AIzaMock-0002");
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_azure_deployment_url_filters_and_errors(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "azure";
+    o.api_key = "az-mock-key-0004";
+    o.chunks = 2;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *key[] = {"api-key: az-mock-key-0004", NULL};
+    const char *bearer[] = {"Authorization: Bearer az-mock-key-0004", NULL};
+    const char *wrong[] = {"api-key: az-mock-key-0005", NULL};
+    const char *url = "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21";
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    post_path(h, f, url, body, key, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *j = resp_json(&r);
+    assert_string_equal(str_at(j, "object"), "chat.completion");
+    assert_string_equal(str_at(j, "model"), "my-gpt4o"); /* the deployment serves */
+    assert_non_null(at(idx(at(j, "prompt_filter_results"), 0), "content_filter_results"));
+    const cJSON *c0 = idx(at(j, "choices"), 0);
+    assert_string_equal(str_at(at(c0, "message"), "content"), "tok0 tok1 ");
+    assert_non_null(at(c0, "content_filter_results"));
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    post_path(h, f, url, body, bearer, &r); /* an Entra ID token is accepted too */
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    post_path(h, f, url, body, wrong, &r);
+    assert_int_equal(r.status, 401);
+    j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "code"), "401");
+    cJSON_Delete(j);
+    resp_free(&r);
+    post_path(h, f, "/openai/deployments/my-gpt4o/chat/completions", body, key, &r);
+    assert_int_equal(r.status, 404); /* no api-version */
+    j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "code"), "404");
+    cJSON_Delete(j);
+    resp_free(&r);
+    post_path(h, f, "/openai/v1/chat/completions", "{\"model\":\"dep2\",\"messages\":[]}", key, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "\"model\":\"dep2\""));
+    resp_free(&r);
+
+    /* The stream opens with the prompt annotations: empty choices and
+     * envelope. Then OpenAI's chunks, tool calls included. */
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_printf(&b, "{\"stream\":true,\"messages\":[],%s}", weather_tools_oa);
+    post_path(h, f, url, b.data, key, &r);
+    air__buf_free(&b);
+    assert_int_equal(r.status, 200);
+    char *ev[32];
+    size_t n = sse_events(r.body.data, ev, 32);
+    assert_int_equal(n, 1 + 1 + 2 + 1 + 1); /* filter, role+call, 2 arg pieces, finish, DONE */
+    j = cJSON_Parse(ev[0]);
+    assert_int_equal(cJSON_GetArraySize(at(j, "choices")), 0);
+    assert_string_equal(str_at(j, "id"), "");
+    assert_non_null(at(j, "prompt_filter_results"));
+    cJSON_Delete(j);
+    j = cJSON_Parse(ev[1]);
+    const cJSON *tc = idx(at(at(idx(at(j, "choices"), 0), "delta"), "tool_calls"), 0);
+    assert_string_equal(str_at(tc, "id"), "call_mock_4_0"); /* 4th accepted request */
+    assert_string_equal(str_at(at(tc, "function"), "name"), "get_weather");
+    cJSON_Delete(j);
+    assert_non_null(strstr(ev[4], "\"finish_reason\":\"tool_calls\""));
+    assert_string_equal(ev[5], "[DONE]");
+    resp_free(&r);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_azure_429_carries_retry_after_ms(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "azure";
+    o.fail_rate = 1;
+    o.fail_status = 429;
+    o.retry_after_s = 2;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    post_path(h, f, "/openai/deployments/d/chat/completions?api-version=2024-10-21",
+              "{\"messages\":[]}", NULL, &r);
+    assert_int_equal(r.status, 429);
+    assert_true(has_header(&r, "Retry-After: 2\r\n"));
+    assert_true(has_header(&r, "retry-after-ms: 2000\r\n"));
+    cJSON *j = resp_json(&r);
+    assert_string_equal(str_at(at(j, "error"), "code"), "429");
+    cJSON_Delete(j);
+    resp_free(&r);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_openai_tool_calls_plain_stream_and_choice(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.chunks = 50; /* more chunks than argument bytes: one byte per piece */
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_printf(&b, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"w\"}],%s}",
+                    weather_tools_oa);
+    post_chat(h, f, b.data, NULL, &r);
+    assert_int_equal(r.status, 200);
+    cJSON *j = resp_json(&r);
+    const cJSON *c0 = idx(at(j, "choices"), 0);
+    assert_string_equal(str_at(c0, "finish_reason"), "tool_calls");
+    const cJSON *msg = at(c0, "message");
+    assert_true(cJSON_IsNull(at(msg, "content")));
+    const cJSON *tc = idx(at(msg, "tool_calls"), 0);
+    assert_string_equal(str_at(tc, "id"), "call_mock_1_0");
+    assert_string_equal(str_at(tc, "type"), "function");
+    assert_string_equal(str_at(at(tc, "function"), "name"), "get_weather");
+    assert_string_equal(str_at(at(tc, "function"), "arguments"), weather_args);
+    cJSON_Delete(j);
+    resp_free(&r);
+
+    /* Streamed: the call's header first, then argument fragments. */
+    air__buf_reset(&b);
+    air__buf_printf(&b, "{\"model\":\"m\",\"stream\":true,\"messages\":[],%s}", weather_tools_oa);
+    post_chat(h, f, b.data, NULL, &r);
+    char *ev[64];
+    size_t n = sse_events(r.body.data, ev, 64);
+    size_t alen = strlen(weather_args);
+    assert_int_equal(n, 1 + alen + 1 + 1);
+    air_buf_t args = AIR_BUF_INIT;
+    for (size_t i = 1; i <= alen; i++) {
+        j = cJSON_Parse(ev[i]);
+        tc = idx(at(at(idx(at(j, "choices"), 0), "delta"), "tool_calls"), 0);
+        assert_int_equal((int)num_at(tc, "index"), 0);
+        air__buf_puts(&args, str_at(at(tc, "function"), "arguments"));
+        cJSON_Delete(j);
+    }
+    assert_string_equal(args.data, weather_args);
+    air__buf_free(&args);
+    resp_free(&r);
+
+    /* tool_choice names a function; "none" and a final tool message: text. */
+    air__buf_reset(&b);
+    air__buf_printf(&b,
+                    "{\"model\":\"m\",\"messages\":[],%s,\"tool_choice\":{\"type\":\"function\","
+                    "\"function\":{\"name\":\"other\"}}}",
+                    weather_tools_oa);
+    post_chat(h, f, b.data, NULL, &r);
+    assert_non_null(strstr(r.body.data, "\"name\":\"other\",\"arguments\":\"{}\""));
+    resp_free(&r);
+    air__buf_reset(&b);
+    air__buf_printf(&b, "{\"model\":\"m\",\"messages\":[],%s,\"tool_choice\":\"none\"}",
+                    weather_tools_oa);
+    post_chat(h, f, b.data, NULL, &r);
+    assert_non_null(strstr(r.body.data, "\"finish_reason\":\"stop\""));
+    resp_free(&r);
+    air__buf_reset(&b);
+    air__buf_printf(&b,
+                    "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\","
+                    "\"content\":\"4C\"}],%s}",
+                    weather_tools_oa);
+    post_chat(h, f, b.data, NULL, &r);
+    assert_non_null(strstr(r.body.data, "\"content\":\"tok0 "));
+    resp_free(&r);
+    air__buf_free(&b);
+    curl_easy_cleanup(h);
+}
+
+static void
+test_mock_openai_stream_error_event_ends_stream_without_done(void **state)
+{
+    struct fx *f = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.chunks = 4;
+    o.stream_error_rate = 1.0;
+    o.fail_status = 503;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    post_chat(h, f, "{\"model\":\"x\",\"stream\":true}", NULL, &r);
+    assert_int_equal(r.rc, CURLE_OK); /* a clean HTTP end: the error is in the events */
+    assert_int_equal(r.status, 200);
+    char *ev[16];
+    size_t n = sse_events(r.body.data, ev, 16);
+    assert_int_equal(n, 1 + 2 + 1); /* role, tok0, tok1, error */
+    cJSON *j = cJSON_Parse(ev[n - 1]);
+    assert_non_null(j);
+    assert_string_equal(str_at(at(j, "error"), "type"), "server_error");
+    cJSON_Delete(j);
+    resp_free(&r);
+    /* Plain requests are not affected; the connection was kept. */
+    post_chat(h, f, chat_body, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.new_conns, 0);
+    resp_free(&r);
+    air_mock_stats_t s;
+    air_mock_stats(f->m, &s);
+    assert_int_equal(s.stream_errors, 1);
+    assert_int_equal(s.failed, 1);
+    assert_int_equal(s.ok, 1);
+    assert_int_equal(s.requests, s.ok + s.failed + s.resets + s.unauthorized);
+    curl_easy_cleanup(h);
+}
+
+/* ------------------------------------------------------------------ --record */
+
+/* A fresh, empty temporary file name (the file exists, empty). */
+static void
+temp_path(char *buf, size_t len)
+{
+    snprintf(buf, len, "/tmp/air-mock-record-XXXXXX");
+    int fd = mkstemp(buf);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static char *
+slurp(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    air_buf_t b = AIR_BUF_INIT;
+    char tmp[4096];
+    size_t k;
+    while ((k = fread(tmp, 1, sizeof tmp, fp)) > 0)
+        air__buf_append(&b, tmp, k);
+    fclose(fp);
+    air__buf_putc(&b, '\0');
+    return air__buf_steal(&b, NULL);
+}
+
+static void
+test_mock_record_writes_one_masked_line_per_request(void **state)
+{
+    struct fx *f = *state;
+    char path[64];
+    temp_path(path, sizeof path);
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "gemini";
+    o.record_path = path;
+    fx_start(f, &o);
+    CURL *h = curl_easy_init();
+    struct resp r;
+    const char *hdrs[] = {"x-goog-api-key: AIza-secret-wxyz",
+                          "Authorization: Bearer sk-abcdefgh",
+                          "X-Api-Key: k",
+                          "X-Twice: a",
+                          "X-Twice: b",
+                          "api-key: az-1234567",
+                          NULL};
+    post_path(h, f, "/v1beta/models/g:streamGenerateContent?alt=sse&key=AIza-query-9876", gem_body,
+              hdrs, &r);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    get(h, f, "/healthz", &r);
+    resp_free(&r);
+    post_path(h, f, "/nope", "not json", NULL, &r);
+    assert_int_equal(r.status, 404);
+    resp_free(&r);
+
+    char *all = slurp(path);
+    assert_null(strstr(all, "secret"));
+    assert_null(strstr(all, "sk-abcd"));
+    assert_null(strstr(all, "AIza-query"));
+    assert_null(strstr(all, "az-12"));
+    assert_int_equal(count_of(all, "\n"), 3);
+    char *save = NULL;
+    char *l1 = strtok_r(all, "\n", &save), *l2 = strtok_r(NULL, "\n", &save),
+         *l3 = strtok_r(NULL, "\n", &save);
+    cJSON *j = cJSON_Parse(l1);
+    assert_non_null(j);
+    assert_string_equal(str_at(j, "method"), "POST");
+    assert_string_equal(str_at(j, "path"), "/v1beta/models/g:streamGenerateContent");
+    assert_string_equal(str_at(j, "query"), "alt=sse&key=***9876");
+    const cJSON *hd = at(j, "headers");
+    assert_string_equal(str_at(hd, "x-goog-api-key"), "***wxyz");
+    assert_string_equal(str_at(hd, "authorization"), "***efgh");
+    assert_string_equal(str_at(hd, "x-api-key"), "***"); /* too short to show any of it */
+    assert_string_equal(str_at(hd, "api-key"), "***4567");
+    assert_string_equal(str_at(hd, "x-twice"), "a, b");
+    assert_non_null(str_at(hd, "content-length"));
+    const cJSON *body = at(j, "body");
+    assert_true(cJSON_IsObject(body));
+    assert_string_equal(str_at(idx(at(idx(at(body, "contents"), 0), "parts"), 0), "text"), "hi");
+    cJSON_Delete(j);
+    j = cJSON_Parse(l2);
+    assert_string_equal(str_at(j, "method"), "GET");
+    assert_string_equal(str_at(j, "path"), "/healthz");
+    assert_string_equal(str_at(j, "query"), "");
+    assert_true(cJSON_IsNull(at(j, "body")));
+    cJSON_Delete(j);
+    j = cJSON_Parse(l3);
+    assert_string_equal(str_at(j, "path"), "/nope");
+    assert_string_equal(str_at(j, "body"), "not json"); /* not JSON: kept as a string */
+    cJSON_Delete(j);
+    air__free(all);
+
+    /* In process, the last chat request is there unmasked. */
+    char v[64];
+    assert_int_equal(air_mock_last_header(f->m, "X-GOOG-API-KEY", v, sizeof v), 1);
+    assert_string_equal(v, "AIza-secret-wxyz");
+    assert_int_equal(air_mock_last_header(f->m, "x-missing", v, sizeof v), 0);
+    assert_string_equal(v, "");
+    curl_easy_cleanup(h);
+    air_mock_stop(f->m);
+    f->m = NULL;
+    unlink(path);
+}
+
+static void
+test_mock_record_lines_stay_whole_under_concurrency(void **state)
+{
+    enum { N = 200 };
+    struct fx *f = *state;
+    char path[64];
+    temp_path(path, sizeof path);
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.format = "anthropic";
+    o.threads = 2;
+    o.record_path = path;
+    fx_start(f, &o);
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/messages", f->base);
+    /* Bodies of several sizes, so that lines of different lengths interleave. */
+    air_buf_t big = AIR_BUF_INIT;
+    air__buf_puts(&big, "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+                        "\"content\":\"");
+    for (int i = 0; i < 20000; i++)
+        air__buf_putc(&big, 'a' + (char)(i % 26));
+    air__buf_puts(&big, "\"}]}");
+    const char *small = "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[]}";
+    CURLM *mh = curl_multi_init();
+    CURL **hs = air__calloc(N, sizeof *hs);
+    air_buf_t *bodies = air__calloc(N, sizeof *bodies);
+    struct curl_slist *sl = curl_slist_append(NULL, ant_hdr_ver);
+    for (int i = 0; i < N; i++) {
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, i % 3 ? small : big.data);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(hs[i], CURLOPT_WRITEDATA, &bodies[i]);
+        curl_multi_add_handle(mh, hs[i]);
+    }
+    int running = 1;
+    while (running) {
+        assert_int_equal(curl_multi_perform(mh, &running), CURLM_OK);
+        if (running)
+            curl_multi_poll(mh, NULL, 0, 100, NULL);
+    }
+    for (int i = 0; i < N; i++) {
+        curl_multi_remove_handle(mh, hs[i]);
+        curl_easy_cleanup(hs[i]);
+        air__buf_free(&bodies[i]);
+    }
+    air__free(hs);
+    air__free(bodies);
+    curl_slist_free_all(sl);
+    curl_multi_cleanup(mh);
+    air__buf_free(&big);
+    air_mock_stats_t s;
+    air_mock_stats(f->m, &s);
+    assert_int_equal(s.ok, N);
+
+    char *all = slurp(path);
+    assert_int_equal(count_of(all, "\n"), N);
+    int parsed = 0, bigs = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(all, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(l);
+        assert_non_null(j);
+        assert_string_equal(str_at(j, "path"), "/v1/messages");
+        parsed++;
+        bigs += strlen(l) > 20000;
+        cJSON_Delete(j);
+    }
+    assert_int_equal(parsed, N);
+    assert_int_equal(bigs, (N + 2) / 3);
+    air__free(all);
+    air_mock_stop(f->m);
+    f->m = NULL;
+    unlink(path);
+}
+
+static void
+test_mock_start_rejects_bad_format_rate_and_record_path(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_t *m = NULL;
+    char err[128];
+    air_mock_opts_init(&o);
+    o.format = "cohere";
+    assert_int_equal(air_mock_start(&o, &m, err, sizeof err), -1);
+    assert_null(m);
+    assert_non_null(strstr(err, "format"));
+    air_mock_opts_init(&o);
+    o.stream_error_rate = 2;
+    assert_int_equal(air_mock_start(&o, &m, err, sizeof err), -1);
+    assert_non_null(strstr(err, "stream_error_rate"));
+    air_mock_opts_init(&o);
+    o.record_path = "/nonexistent-dir-airouter/rec.jsonl";
+    assert_int_equal(air_mock_start(&o, &m, err, sizeof err), -1);
+    assert_null(m);
+    assert_non_null(strstr(err, "record"));
+}
+
 int
 main(void)
 {
@@ -1011,6 +1986,31 @@ main(void)
         cmocka_unit_test_setup_teardown(test_mock_client_gone_during_latency_drops_reply, setup,
                                         teardown),
         cmocka_unit_test(test_mock_start_rejects_bad_options),
+        cmocka_unit_test_setup_teardown(test_mock_anthropic_plain_text_tool_use_and_validation,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mock_anthropic_stream_events_text_and_tool_use, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_anthropic_key_and_injected_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_anthropic_status_maps_to_error_types, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_gemini_generate_stream_and_array_forms, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_gemini_key_quota_and_stream_error, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_azure_deployment_url_filters_and_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_azure_429_carries_retry_after_ms, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_openai_tool_calls_plain_stream_and_choice, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_mock_openai_stream_error_event_ends_stream_without_done, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mock_record_writes_one_masked_line_per_request, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mock_record_lines_stay_whole_under_concurrency, setup,
+                                        teardown),
+        cmocka_unit_test(test_mock_start_rejects_bad_format_rate_and_record_path),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
