@@ -26,6 +26,7 @@
 #include "alloc.h"
 #include "budget.h"
 #include "builtin.h"
+#include "state_redis.h"
 #include "strategy.h"
 
 #include <math.h>
@@ -155,7 +156,7 @@ static air_status_t parse_targets(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t check_name(struct pctx *x, void *obj, char *s);
 static air_status_t check_kind(struct pctx *x, void *obj, char *s);
 static air_status_t check_url(struct pctx *x, void *obj, char *s);
-static air_status_t check_env(struct pctx *x, void *obj, char *s);
+static air_status_t parse_api_key_env(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t check_nonempty(struct pctx *x, void *obj, char *s);
 static air_status_t check_strategy(struct pctx *x, void *obj, char *s);
 static air_status_t check_window(struct pctx *x, void *obj, char *s);
@@ -163,6 +164,11 @@ static air_status_t keep_tuning(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t keep_route_weight(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_route_hedge(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_clients(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t check_backend(struct pctx *x, void *obj, char *s);
+static air_status_t check_redis_url(struct pctx *x, void *obj, char *s);
+static air_status_t check_state_env(struct pctx *x, void *obj, char *s);
+static air_status_t check_prefix(struct pctx *x, void *obj, char *s);
+static air_status_t check_failmode(struct pctx *x, void *obj, char *s);
 
 #define CFG struct air__config
 static const struct key retry_keys[] = {
@@ -172,6 +178,35 @@ static const struct key retry_keys[] = {
     U32("max_retry_after_ms", 0, 3600000, 60000, CFG, max_retry_after_ms),
     F64R("budget_ratio", 0, 1, 0.2, CFG, retry_budget_ratio),
     U32("budget_min_per_s", 0, 100000, 10, CFG, retry_budget_min_per_s),
+    END,
+};
+
+/* state: shared limits and budgets (docs/CONFIG.md, docs/SCALING.md). */
+static const struct key state_fail_keys[] = {
+    STR("rate_limits", 0, CFG, state_fail_rate, check_failmode),
+    STR("budgets", 0, CFG, state_fail_budget, check_failmode),
+    END,
+};
+
+static const struct key state_lease_keys[] = {
+    U32("sync_ms", 1, 60000, 50, CFG, state_sync_ms),
+    U32("horizon_ms", 1, 3600000, 500, CFG, state_horizon_ms),
+    F64R("max_fraction", 0, 1, 0, CFG, state_max_fraction),
+    F64R("min_fraction", 0, 1, 0.01, CFG, state_min_fraction),
+    END,
+};
+
+static const struct key state_keys[] = {
+    STR("backend", 0, CFG, state_backend, check_backend),
+    STR("url", 0, CFG, state_url, check_redis_url),
+    STR("password_env", 0, CFG, state_password_env, check_state_env),
+    STR("prefix", 0, CFG, state_prefix, check_prefix),
+    U32("instances", 1, 100000, 1, CFG, state_instances),
+    U32("timeout_ms", 1, 60000, 500, CFG, state_timeout_ms),
+    U32("backoff_ms", 1, 60000, 100, CFG, state_backoff_ms),
+    U32("backoff_max_ms", 1, 600000, 5000, CFG, state_backoff_max_ms),
+    SUB("fail", state_fail_keys),
+    SUB("lease", state_lease_keys),
     END,
 };
 
@@ -188,6 +223,7 @@ static const struct key top_keys[] = {
     FN("hedge", 0, keep_tuning),
     FN("stats", 0, keep_tuning),
     FN("clients", 0, parse_clients),
+    SUB("state", state_keys),
     END,
 };
 #undef CFG
@@ -197,7 +233,7 @@ static const struct key provider_keys[] = {
     STR("name", KF_REQUIRED, PRV, name, check_name),
     STR("kind", KF_REQUIRED, PRV, kind, check_kind),
     STR("base_url", 0, PRV, base_url, check_url),
-    STR("api_key_env", 0, PRV, api_key_env, check_env),
+    FN("api_key_env", 0, parse_api_key_env),
     U32("timeout_ms", 1, 86400000, 60000, PRV, timeout_ms),
     U32("connect_timeout_ms", 1, 86400000, 5000, PRV, connect_timeout_ms),
     U32("first_byte_timeout_ms", 1, 86400000, 30000, PRV, first_byte_timeout_ms),
@@ -555,10 +591,10 @@ check_url(struct pctx *x, void *obj, char *s)
     return AIR_OK;
 }
 
+/* Read the secret held by environment variable s into *out. */
 static air_status_t
-check_env(struct pctx *x, void *obj, char *s)
+env_secret(struct pctx *x, const char *s, char **out)
 {
-    struct air__provider_cfg *pc = obj;
     /* A variable name: [A-Za-z_][A-Za-z0-9_]*, at most 128 bytes. Anything
      * else is probably the key itself pasted in: say so without echoing it. */
     size_t n = strlen(s);
@@ -575,9 +611,96 @@ check_env(struct pctx *x, void *obj, char *s)
         return fail(x, "environment variable %s is not set", s);
     if (v[0] == '\0')
         return fail(x, "environment variable %s is set but empty", s);
-    pc->api_key = air__strdup(v);
-    if (pc->api_key == NULL)
+    *out = air__strdup(v);
+    if (*out == NULL)
         return nomem(x);
+    return AIR_OK;
+}
+
+/* "api_key_env": "NAME" or ["NAME1", "NAME2", ...] (a key pool: requests
+ * spread across the keys; see docs/CONFIG.md). */
+static air_status_t
+parse_api_key_env(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__provider_cfg *pc = obj;
+    size_t n = cJSON_IsArray(item) ? (size_t)cJSON_GetArraySize(item) : 1;
+    if (!cJSON_IsString(item) && !cJSON_IsArray(item))
+        return fail(x, "expected a variable name or an array of them");
+    if (n == 0)
+        return fail(x, "expected at least one variable name");
+    if (n > 32)
+        return fail(x, "at most 32 keys per provider");
+    pc->api_keys = air__calloc(n, sizeof *pc->api_keys);
+    pc->api_key_envs = air__calloc(n, sizeof *pc->api_key_envs);
+    if (pc->api_keys == NULL || pc->api_key_envs == NULL)
+        return nomem(x);
+    const cJSON *e = cJSON_IsArray(item) ? item->child : item;
+    for (size_t i = 0; i < n; i++, e = e->next) {
+        size_t mark = cJSON_IsArray(item) ? path_idx(x, i) : 0;
+        if (!cJSON_IsString(e))
+            return fail(x, "expected a variable name");
+        pc->api_key_envs[i] = air__strdup(e->valuestring);
+        if (pc->api_key_envs[i] == NULL)
+            return nomem(x);
+        pc->nkeys = i + 1;
+        air_status_t st = env_secret(x, e->valuestring, &pc->api_keys[i]);
+        if (st != AIR_OK)
+            return st;
+        if (cJSON_IsArray(item))
+            path_pop(x, mark);
+    }
+    pc->api_key_env = air__strdup(pc->api_key_envs[0]);
+    pc->api_key = air__strdup(pc->api_keys[0]);
+    if (pc->api_key_env == NULL || pc->api_key == NULL)
+        return nomem(x);
+    return AIR_OK;
+}
+
+static air_status_t
+check_state_env(struct pctx *x, void *obj, char *s)
+{
+    struct air__config *c = obj;
+    return env_secret(x, s, &c->state_password);
+}
+
+static air_status_t
+check_backend(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (strcmp(s, "local") != 0 && strcmp(s, "redis") != 0)
+        return fail(x, "unknown backend '%s' (local, redis)", s);
+    return AIR_OK;
+}
+
+static air_status_t
+check_redis_url(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    struct air__redis_url u;
+    char why[160];
+    if (air__redis_url_parse(s, &u, why, sizeof why) != 0)
+        return fail(x, "%s", why);
+    return AIR_OK;
+}
+
+static air_status_t
+check_prefix(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (strlen(s) > 128)
+        return fail(x, "must be at most 128 bytes");
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return fail(x, "must not contain spaces or control characters");
+    return AIR_OK;
+}
+
+static air_status_t
+check_failmode(struct pctx *x, void *obj, char *s)
+{
+    (void)obj;
+    if (strcmp(s, "open") != 0 && strcmp(s, "closed") != 0)
+        return fail(x, "must be \"open\" or \"closed\"");
     return AIR_OK;
 }
 
@@ -817,9 +940,32 @@ parse_routes(struct pctx *x, const cJSON *item, void *obj)
 /* ------------------------------------------------------------------ whole */
 
 /* Checks that need the whole document: route targets name providers. */
+/* The state object's string defaults, so users never see NULL. */
+static air_status_t
+state_defaults(struct pctx *x, struct air__config *c)
+{
+    struct {
+        char **f;
+        const char *def;
+    } d[] = {
+        {&c->state_backend, "local"},
+        {&c->state_url, "redis://127.0.0.1:6379/0"},
+        {&c->state_prefix, "airouter:"},
+        {&c->state_fail_rate, "open"},
+        {&c->state_fail_budget, "closed"},
+    };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (*d[i].f == NULL && (*d[i].f = air__strdup(d[i].def)) == NULL)
+            return nomem(x);
+    return AIR_OK;
+}
+
 static air_status_t
 cross_check(struct pctx *x, struct air__config *c)
 {
+    air_status_t sst = state_defaults(x, c);
+    if (sst != AIR_OK)
+        return sst;
     if (c->backoff_cap_ms < c->backoff_base_ms) {
         path_key(x, "retry");
         path_key(x, "backoff_cap_ms");
@@ -950,6 +1096,16 @@ air__config_free(struct air__config *c)
         air__free(pc->api_key_env);
         wipe(pc->api_key);
         air__free(pc->api_key);
+        for (size_t k = 0; k < pc->nkeys; k++) {
+            if (pc->api_keys != NULL) {
+                wipe(pc->api_keys[k]);
+                air__free(pc->api_keys[k]);
+            }
+            if (pc->api_key_envs != NULL)
+                air__free(pc->api_key_envs[k]);
+        }
+        air__free(pc->api_keys);
+        air__free(pc->api_key_envs);
         for (size_t m = 0; m < pc->nmodels && pc->models != NULL; m++)
             air__free(pc->models[m].name);
         air__free(pc->models);
@@ -975,6 +1131,14 @@ air__config_free(struct air__config *c)
     }
     air__free(c->clients);
     cJSON_Delete(c->tuning);
+    air__free(c->state_backend);
+    air__free(c->state_url);
+    air__free(c->state_password_env);
+    wipe(c->state_password);
+    air__free(c->state_password);
+    air__free(c->state_prefix);
+    air__free(c->state_fail_rate);
+    air__free(c->state_fail_budget);
     air__free(c);
 }
 

@@ -33,8 +33,11 @@ struct air__provider_cfg {
     char *kind;                     /* "openai", ... */
     const air_provider_ops_t *ops;  /* resolved from kind */
     char *base_url;                 /* NULL: the kind's default; trailing '/' stripped */
-    char *api_key_env;              /* NULL when not configured */
-    char *api_key;                  /* the secret read from api_key_env, or NULL */
+    char *api_key_env;              /* NULL when not configured (the first name of a list) */
+    char *api_key;                  /* the secret read from api_key_env, or NULL (= api_keys[0]) */
+    char **api_keys;                /* key pool: every key (api_key_env may be a list), or NULL */
+    char **api_key_envs;            /* their variable names */
+    size_t nkeys;
     uint32_t timeout_ms;            /* total per attempt, default 60000 */
     uint32_t connect_timeout_ms;    /* default 5000 */
     uint32_t first_byte_timeout_ms; /* default 30000 */
@@ -93,6 +96,23 @@ struct air__config {
     size_t nproviders;
     struct air__route_cfg *routes;
     size_t nroutes;
+    /* state: where limits and budgets keep their counts (docs/CONFIG.md
+     * `state`, docs/SCALING.md). Strings are never NULL after parsing. */
+    char *state_backend;         /* "local" (default) | "redis" */
+    char *state_url;             /* default "redis://127.0.0.1:6379/0" */
+    char *state_password_env;    /* NULL when not configured */
+    char *state_password;        /* the secret read from it, or NULL */
+    char *state_prefix;          /* key prefix, default "airouter:" */
+    uint32_t state_instances;    /* expected instance count (fail-open share), default 1 */
+    uint32_t state_timeout_ms;   /* connect and command timeout, default 500 */
+    uint32_t state_backoff_ms;   /* first reconnect delay, default 100 */
+    uint32_t state_backoff_max_ms; /* default 5000 */
+    char *state_fail_rate;       /* "open" (default) | "closed" */
+    char *state_fail_budget;     /* "open" | "closed" (default) */
+    uint32_t state_sync_ms;      /* lease.sync_ms, default 50 */
+    uint32_t state_horizon_ms;   /* lease.horizon_ms, default 500 */
+    double state_max_fraction;   /* lease.max_fraction, default 0 = 1 / (4 x instances) */
+    double state_min_fraction;   /* lease.min_fraction, default 0.01 */
 };
 
 /* Parse and validate. On failure returns AIR_E_CONFIG (or AIR_E_NOMEM) and

@@ -217,6 +217,9 @@ apply(struct air__world *w, struct air__tun *t, const char *path, const cJSON *v
             atomic_store_explicit(&d->hstate, (int)d->health.state, memory_order_relaxed);
             atomic_store_explicit(&d->hdirty, 0, memory_order_release);
             pthread_mutex_unlock(&d->mu);
+            /* The provider's API keys set aside after 401/403 come back too. */
+            if (w->prov[d->prov].kstates != NULL)
+                air__keypool_reset(&w->prov[d->prov].keys);
             return AIR_OK;
         }
         set_err(err, errlen, "%s: unknown deployment setting", path);
@@ -591,7 +594,25 @@ air_config_json(air_t *r)
         kv_str(&b, "budget_window", cc->budget_window, 1);
         air__buf_puts(&b, "}");
     }
-    air__buf_puts(&b, "],\"tunables\":");
+    /* The password itself is never shown, only the variable naming it. */
+    air__buf_puts(&b, "],\"state\":{");
+    kv_str(&b, "backend", c->state_backend, 0);
+    kv_str(&b, "url", c->state_url, 1);
+    kv_str(&b, "password_env", c->state_password_env, 1);
+    kv_str(&b, "prefix", c->state_prefix, 1);
+    air__buf_printf(&b,
+                    ",\"instances\":%u,\"timeout_ms\":%u,\"backoff_ms\":%u,"
+                    "\"backoff_max_ms\":%u,\"fail\":{",
+                    c->state_instances, c->state_timeout_ms, c->state_backoff_ms,
+                    c->state_backoff_max_ms);
+    kv_str(&b, "rate_limits", c->state_fail_rate, 0);
+    kv_str(&b, "budgets", c->state_fail_budget, 1);
+    air__buf_printf(&b,
+                    "},\"lease\":{\"sync_ms\":%u,\"horizon_ms\":%u,\"max_fraction\":%g,"
+                    "\"min_fraction\":%g}}",
+                    c->state_sync_ms, c->state_horizon_ms, c->state_max_fraction,
+                    c->state_min_fraction);
+    air__buf_puts(&b, ",\"tunables\":");
     air__world_unref(w);
     char *list = air_ctl_list(r);
     air__buf_puts(&b, list ? list : "[]");
@@ -679,8 +700,8 @@ air_stats_json(air_t *r)
         air__buf_puts(&b, i ? ",{" : "{");
         kv_str(&b, "model", rt->cfg->model, 0);
         if (rt->has_budget)
-            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", rt->budget.limit_usd,
-                            air__budget_spent(&rt->budget));
+            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", rt->budget.limit,
+                            air__slim_spent(&rt->budget));
         air__buf_puts(&b, "}");
     }
     air__buf_puts(&b, "],\"clients\":[");
@@ -691,11 +712,14 @@ air_stats_json(air_t *r)
         air__buf_printf(&b, ",\"inflight\":%u",
                         atomic_load_explicit(&cl->cap.n, memory_order_relaxed));
         if (cl->has_budget)
-            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", cl->budget.limit_usd,
-                            air__budget_spent(&cl->budget));
+            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", cl->budget.limit,
+                            air__slim_spent(&cl->budget));
         air__buf_puts(&b, "}");
     }
-    air__buf_puts(&b, "]}");
+    /* Where limits keep their counts: backend, health, leases. */
+    air__buf_puts(&b, "],\"state\":{");
+    air__world_state_json(w, &b);
+    air__buf_puts(&b, "}}");
     air__world_unref(w);
     return to_libc(&b);
 }

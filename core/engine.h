@@ -75,6 +75,9 @@ struct air__att {
     int active;    /* a transfer is running */
     size_t ci;     /* index into q->deps */
     struct air__admit ad;
+    const void *pstate; /* adapter instance for the chosen key */
+    long key;           /* index in the provider's key pool, -1 when no pool */
+    int key_retry;      /* the failure was the key's (pool has others): retry here */
     CURL *easy;
     struct curl_slist *hdrs;
     air_http_out_t out;
@@ -134,6 +137,10 @@ struct air_req {
     struct air__client *client;
     double budget_est_usd;  /* reserved on the client and route budgets */
     int client_cap;         /* entered the client's max_inflight cap */
+    uint8_t budget_src;     /* bit 0: client budget, bit 1: route budget reserved from the
+                               lease (AIR_SRC_LEASE), else from the local budget */
+    uint8_t admit_wait;     /* parked before admission: a shared limit's lease is renewing */
+    uint16_t admit_waits;   /* times parked so far */
     uint32_t attempts; /* attempts started */
     uint32_t round;    /* backoff rounds so far */
     uint32_t limit;    /* attempts allowed */

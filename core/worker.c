@@ -422,12 +422,13 @@ settle_request(struct air_req *q, double cost, int64_t tokens)
             air__cap_leave(&cl->cap);
         double est = (double)(q->need.est_in_tokens + q->need.est_out_tokens);
         if (cl->tpm && tokens >= 0 && (double)tokens < est)
-            air__bucket_put(&cl->tpm_bucket, est - (double)tokens, now);
+            air__slim_put(&cl->tpm_lim, est - (double)tokens, now);
         if (cl->has_budget && q->budget_est_usd > 0)
-            air__budget_settle(&cl->budget, q->budget_est_usd, cost, now);
+            air__slim_settle(&cl->budget, q->budget_est_usd, cost, q->budget_src & 1, now);
     }
     if (q->rt != NULL && q->rt->has_budget && q->budget_est_usd > 0)
-        air__budget_settle((struct air__budget *)&q->rt->budget, q->budget_est_usd, cost, now);
+        air__slim_settle((struct air__slimit *)&q->rt->budget, q->budget_est_usd, cost,
+                         (q->budget_src >> 1) & 1, now);
     q->client_cap = 0;
     q->budget_est_usd = 0;
 }
@@ -570,11 +571,25 @@ att_outcome(struct air__worker *w, struct air__att *a, const air_fault_t *f)
 {
     struct air_req *q = a->q;
     struct air *r = w->r;
+    enum air__outcome o = f != NULL ? outcome_of(f) : AIR_O_SUCCESS;
+    a->key_retry = 0;
+    if (a->key >= 0 && f != NULL && (o == AIR_O_AUTH || o == AIR_O_RATE_LIMITED)) {
+        /* A pooled key was refused or rate limited: that key steps aside;
+         * while others remain, the deployment itself is fine. */
+        struct air__prov *pv = &q->world->prov[q->world->deps[q->deps[a->ci]].prov];
+        int64_t now = wall_ms();
+        air__keypool_report(&pv->keys, (size_t)a->key,
+                            o == AIR_O_AUTH ? AIR_K_REJECTED : AIR_K_RATE_LIMITED,
+                            f->retry_after_ms, 1000, now);
+        if (air__keypool_available(&pv->keys, now) > 0) {
+            a->key_retry = 1;
+            o = AIR_O_OTHER_ERROR;
+        }
+    }
     air__epoch_begin(w->erec);
     const struct air__tun *t = atomic_load_explicit(&q->world->tun, memory_order_acquire);
-    air__route_outcome(q->world, t, q->rt, q->deps[a->ci],
-                       f != NULL ? outcome_of(f) : AIR_O_SUCCESS,
-                       f != NULL ? f->retry_after_ms : -1, wall_ms());
+    air__route_outcome(q->world, t, q->rt, q->deps[a->ci], o,
+                       f != NULL && o != AIR_O_OTHER_ERROR ? f->retry_after_ms : -1, wall_ms());
     air__epoch_end(w->erec);
     (void)r;
     /* An outcome was reported: the probe slot (if any) is consumed. */
@@ -686,7 +701,7 @@ on_sse_event(void *ud, const char *event, size_t event_len, const char *data, si
 {
     struct air__att *a = ud;
     const struct air__prov *pv = att_prov(a);
-    air_stream_rc_t rc = pv->ops->stream_event(pv->state, &a->sc, event, event_len, data, data_len);
+    air_stream_rc_t rc = pv->ops->stream_event(a->pstate, &a->sc, event, event_len, data, data_len);
     if (rc == AIR_STREAM_MORE)
         return 0;
     a->stream_finished = 1;
@@ -880,14 +895,37 @@ start_attempt(struct air__worker *w, struct air_req *q, int slot, int hedge, uin
 
     const size_t di = q->deps[pick];
     const struct air__dep *d = &wd->deps[di];
-    const struct air__prov *pv = &wd->prov[d->prov];
+    struct air__prov *pv = &wd->prov[d->prov];
     const struct air__provider_cfg *pc = pv->cfg;
+    /* A key pool: take the next usable key. None usable (all cooling after
+     * 429, or set aside after 401/403) makes this deployment fail for the
+     * request like the matching vendor error would. */
+    long key = -1;
+    if (pv->kstates != NULL) {
+        int64_t kwait = -1;
+        key = air__keypool_pick(&pv->keys, wall_ms(), &kwait);
+        if (key < 0) {
+            air__route_release(wd, &ad, -1, wall_ms());
+            air_fault_t kf;
+            char kmsg[200];
+            snprintf(kmsg, sizeof kmsg, "%s: every API key of the pool is %s", pc->name,
+                     kwait >= 0 ? "cooling down after rate limiting" : "rejected (401/403)");
+            fault_local(&kf, kwait >= 0 ? AIR_ERR_RATE_LIMITED : AIR_ERR_AUTH, 0, 1, kmsg);
+            kf.retry_after_ms = kwait;
+            q->ci[pick].excluded = 1;
+            a->ci = (size_t)pick;
+            handle_fault(w, q, a, &kf, now);
+            return -1;
+        }
+    }
     q->waiting = 0;
     q->attempts++;
     q->last_ci = (size_t)pick;
     a->q = q;
     a->ci = (size_t)pick;
     a->ad = ad;
+    a->key = key;
+    a->pstate = key >= 0 ? pv->kstates[key] : pv->state;
     a->hedge = hedge;
     a->active = 1;
     a->t_start_us = now;
@@ -934,7 +972,7 @@ start_attempt(struct air__worker *w, struct air_req *q, int slot, int hedge, uin
 
     memset(&f, 0, sizeof f);
     f.retry_after_ms = -1;
-    air_status_t st = pv->ops->encode(pv->state, &a->view, &a->out, &f);
+    air_status_t st = pv->ops->encode(a->pstate, &a->view, &a->out, &f);
     if (st != AIR_OK) {
         if (f.cls == AIR_ERR_NONE)
             f.cls = st == AIR_E_NOMEM ? AIR_ERR_UPSTREAM : AIR_ERR_INVALID_REQUEST;
@@ -1028,6 +1066,19 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
     if (!q->content_sent)
         air__buf_reset(&q->held); /* nothing held back reached the caller */
     size_t ci = a->ci;
+    if (a->key_retry && !any_active(q) && !q->content_sent) {
+        /* The pool has other keys for this deployment: try the next one at
+         * once (an attempt, and a retry for the retry budget). */
+        a->key_retry = 0;
+        if (q->winner == (int)(a - q->att))
+            q->winner = -1;
+        if (q->attempts >= q->limit || !air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+            finish(w, q, f->cls, NULL, f, NULL);
+            return;
+        }
+        start_attempt(w, q, 0, 0, now);
+        return;
+    }
     if (f->unusable || f->cls == AIR_ERR_AUTH || f->cls == AIR_ERR_NOT_FOUND)
         q->ci[ci].excluded = 1;
     q->ci[ci].failed = 1;
@@ -1160,17 +1211,17 @@ learn_ratelimit(struct air__worker *w, struct air__att *a)
     };
     air_ratelimit_t rl;
     memset(&rl, 0, sizeof rl);
-    pv->ops->ratelimit(pv->state, &in, &rl);
+    pv->ops->ratelimit(a->pstate, &in, &rl);
     if (!rl.present)
         return;
     struct air__dep *d = att_dep(a);
     int64_t now = wall_ms();
     if (d->rpm && rl.remaining_requests >= 0)
-        air__bucket_sync(&d->rpm_bucket, (double)rl.remaining_requests,
-                         rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 0, now);
+        air__slim_sync(&d->rpm_lim, (double)rl.remaining_requests,
+                       rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 0, now);
     if (d->tpm && rl.remaining_tokens >= 0)
-        air__bucket_sync(&d->tpm_bucket, (double)rl.remaining_tokens,
-                         rl.reset_tokens_ms >= 0 ? rl.reset_tokens_ms : 0, now);
+        air__slim_sync(&d->tpm_lim, (double)rl.remaining_tokens,
+                       rl.reset_tokens_ms >= 0 ? rl.reset_tokens_ms : 0, now);
     if (rl.remaining_requests == 0 && a->http_status >= 200 && a->http_status < 300) {
         /* Out of requests until the reset: cool the deployment down. */
         air__epoch_begin(w->erec);
@@ -1211,7 +1262,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
         if (!a->stream_finished && rc == CURLE_OK) {
             air__sse_finish(&a->sse);
             air_stream_rc_t er =
-                pv->ops->stream_end ? pv->ops->stream_end(pv->state, &a->sc) : AIR_STREAM_ERROR;
+                pv->ops->stream_end ? pv->ops->stream_end(a->pstate, &a->sc) : AIR_STREAM_ERROR;
             done = er == AIR_STREAM_DONE;
             if (!done) {
                 if (pv->ops->stream_end == NULL || a->sc.fault.cls == AIR_ERR_NONE) {
@@ -1234,7 +1285,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
                         .hctx = &a->resp_hdrs,
                         .now_unix_ms = wall_ms(),
                     };
-                    pv->ops->classify(pv->state, &jin, &jf);
+                    pv->ops->classify(a->pstate, &jin, &jf);
                     if (jf.message[0] != '\0' && jf.cls != AIR_ERR_NONE)
                         f = jf;
                 }
@@ -1298,7 +1349,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
     if (a->http_status >= 200 && a->http_status < 300) {
         air_decoded_t dec;
         memset(&dec, 0, sizeof dec);
-        air_status_t st = pv->ops->decode(pv->state, &a->view, &in, &dec, &f);
+        air_status_t st = pv->ops->decode(a->pstate, &a->view, &in, &dec, &f);
         if (st == AIR_OK) {
             att_record(w, a, 1, &dec.usage);
             att_outcome(w, a, NULL);
@@ -1311,7 +1362,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
         if (f.cls == AIR_ERR_NONE)
             fault_local(&f, AIR_ERR_UPSTREAM, 0, 1, "unparseable provider reply");
     } else {
-        pv->ops->classify(pv->state, &in, &f);
+        pv->ops->classify(a->pstate, &in, &f);
         if (f.cls == AIR_ERR_NONE)
             f.cls = AIR_ERR_UPSTREAM;
         if (f.http_status == 0)
@@ -1327,6 +1378,17 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
 
 /* ------------------------------------------------------------- requests */
 
+/* Most times a request is parked waiting for a lease renewal before it is
+ * refused as over the limit (each wait is lease.sync_ms / 10). */
+#define MAX_ADMIT_WAITS 100
+
+/*
+ * Admission against the client's limits and the client and route budgets
+ * (policy/state.h limits: local, or this instance's lease of a shared one).
+ * Returns 0 when admitted; 1 when parked (a shared limit's lease is being
+ * renewed and the store has room: nothing is held, the timer calls this
+ * again); -1 when refused (the request is finished).
+ */
 static int
 client_admit(struct air__worker *w, struct air_req *q)
 {
@@ -1345,6 +1407,10 @@ client_admit(struct air__worker *w, struct air_req *q)
             est = c;
     }
     air_fault_t f;
+    enum air__slim_rc lr = AIR_SL_OK;
+    int64_t wt = 0;
+    enum { L_RPM, L_TPM, L_BUDGET, L_ROUTE } what = L_RPM;
+    int rpm_taken = 0, tpm_taken = 0, cb_taken = 0, csrc = 0, rsrc = 0;
     if (cl != NULL) {
         if (cl->cap.max) {
             if (!air__cap_enter(&cl->cap)) {
@@ -1352,63 +1418,105 @@ client_admit(struct air__worker *w, struct air_req *q)
                          cl->name, cl->cap.max);
                 fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
                 f.retry_after_ms = 1000;
+                f.http_status = 429;
                 goto refuse;
             }
             q->client_cap = 1;
         }
         if (cl->rpm) {
-            int64_t wt = air__bucket_take(&cl->rpm_bucket, 1, now);
-            if (wt > 0) {
-                snprintf(msg, sizeof msg, "client '%s' is over its rpm limit (%u/min)", cl->name,
-                         cl->rpm);
-                fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
-                f.retry_after_ms = wt;
-                goto refuse;
+            if ((lr = air__slim_take(&cl->rpm_lim, 1, now, &wt)) != AIR_SL_OK) {
+                what = L_RPM;
+                goto limited;
             }
+            rpm_taken = 1;
         }
         if (cl->tpm) {
-            int64_t wt = air__bucket_take(&cl->tpm_bucket, tok, now);
-            if (wt > 0) {
-                snprintf(msg, sizeof msg, "client '%s' is over its tpm limit (%u/min)", cl->name,
-                         cl->tpm);
-                fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
-                f.retry_after_ms = wt;
-                goto refuse;
+            if ((lr = air__slim_take(&cl->tpm_lim, tok, now, &wt)) != AIR_SL_OK) {
+                what = L_TPM;
+                goto limited;
             }
+            tpm_taken = 1;
         }
         if (cl->has_budget) {
-            int64_t ra = 0;
-            if (air__budget_reserve(&cl->budget, est, now, &ra) != 0) {
-                snprintf(msg, sizeof msg, "client '%s' budget of $%.2f is exhausted", cl->name,
-                         cl->budget.limit_usd);
-                fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
-                f.retry_after_ms = ra;
-                goto refuse;
+            if ((lr = air__slim_reserve(&cl->budget, est, now, &wt, &csrc)) != AIR_SL_OK) {
+                what = L_BUDGET;
+                goto limited;
             }
+            cb_taken = 1;
         }
     }
     if (q->rt != NULL && q->rt->has_budget) {
-        int64_t ra = 0;
-        struct air__budget *b = (struct air__budget *)&q->rt->budget;
-        if (air__budget_reserve(b, est, now, &ra) != 0) {
-            if (cl != NULL && cl->has_budget)
-                air__budget_settle(&cl->budget, est, 0, now);
-            snprintf(msg, sizeof msg, "route '%s' budget of $%.2f is exhausted", q->rt->cfg->model,
-                     b->limit_usd);
-            fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
-            f.retry_after_ms = ra;
-            goto refuse_nobudget;
+        struct air__slimit *b = (struct air__slimit *)&q->rt->budget;
+        if ((lr = air__slim_reserve(b, est, now, &wt, &rsrc)) != AIR_SL_OK) {
+            what = L_ROUTE;
+            goto limited;
         }
     }
     q->budget_est_usd = ((cl != NULL && cl->has_budget) || (q->rt != NULL && q->rt->has_budget))
                             ? est
                             : 0;
+    q->budget_src = (uint8_t)((csrc ? 1 : 0) | (rsrc ? 2 : 0));
     return 0;
+
+limited:
+    if (cb_taken)
+        air__slim_settle(&cl->budget, est, 0, csrc, now);
+    if (lr == AIR_SL_SHORT && q->admit_waits < MAX_ADMIT_WAITS &&
+        air__now_us() + (uint64_t)wt * 1000u < q->deadline_us) {
+        /* This instance's slice is spent but the store has room: give back
+         * what was taken and wait for the renewal (already asked for). */
+        if (tpm_taken)
+            air__slim_put(&cl->tpm_lim, tok, now);
+        if (rpm_taken)
+            air__slim_put(&cl->rpm_lim, 1, now);
+        if (q->client_cap) {
+            air__cap_leave(&cl->cap);
+            q->client_cap = 0;
+        }
+        q->admit_waits++;
+        q->admit_wait = 1;
+        q->waiting = 1;
+        q->start_at_us = air__now_us() + (uint64_t)(wt > 0 ? wt : 1) * 1000u;
+        heap_rearm(w, q);
+        return 1;
+    }
+    if (lr == AIR_SL_CLOSED) {
+        if (what == L_ROUTE)
+            snprintf(msg, sizeof msg,
+                     "route '%s' budget cannot be checked: the shared state store is "
+                     "unreachable and budgets fail closed",
+                     q->rt->cfg->model);
+        else
+            snprintf(msg, sizeof msg,
+                     "client '%s' %s limit cannot be checked: the shared state store is "
+                     "unreachable and %s fail closed",
+                     cl->name, what == L_RPM ? "rpm" : what == L_TPM ? "tpm" : "budget",
+                     what == L_BUDGET ? "budgets" : "rate limits");
+        fault_local(&f, AIR_ERR_OVERLOADED, 0, 0, msg);
+        f.retry_after_ms = 1000;
+        f.http_status = 503;
+    } else if (what == L_ROUTE) {
+        snprintf(msg, sizeof msg, "route '%s' budget of $%.2f is exhausted", q->rt->cfg->model,
+                 q->rt->budget.limit);
+        fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
+        f.retry_after_ms = wt;
+        f.http_status = 429;
+    } else if (what == L_BUDGET) {
+        snprintf(msg, sizeof msg, "client '%s' budget of $%.2f is exhausted", cl->name,
+                 cl->budget.limit);
+        fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
+        f.retry_after_ms = wt;
+        f.http_status = 429;
+    } else {
+        snprintf(msg, sizeof msg, "client '%s' is over its %s limit (%u/min)", cl->name,
+                 what == L_RPM ? "rpm" : "tpm", what == L_RPM ? cl->rpm : cl->tpm);
+        fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
+        f.retry_after_ms = wt;
+        f.http_status = 429;
+    }
 refuse:
-refuse_nobudget:
-    f.http_status = 429;
-    /* Undo what was taken (settle_request handles cap; budgets were not
-     * reserved on this path except the client's, settled above). */
+    /* Permits already taken stay spent; the cap is left by settle_request;
+     * no budget is held (the client's was released above). */
     q->budget_est_usd = 0;
     finish(w, q, f.cls, NULL, &f, NULL);
     return -1;
@@ -1565,10 +1673,17 @@ run_timers(struct air__worker *w, uint64_t now)
             continue;
         }
         if (q->waiting) {
-            if (now >= q->start_at_us)
-                start_attempt(w, q, 0, 0, now);
-            else
+            if (now < q->start_at_us) {
                 heap_rearm(w, q);
+            } else if (q->admit_wait) {
+                /* Parked before admission: try the limits again. */
+                q->admit_wait = 0;
+                q->waiting = 0;
+                if (client_admit(w, q) == 0)
+                    start_attempt(w, q, 0, 0, now);
+            } else {
+                start_attempt(w, q, 0, 0, now);
+            }
             continue;
         }
         /* Per-attempt timeouts. */

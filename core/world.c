@@ -10,6 +10,12 @@
  * else they are unknown (cost 0, and lowest-cost treats them as free but
  * last among equals is not promised). Limits (rpm, tpm, max_inflight) come
  * from the models[] entry, else from the provider object.
+ *
+ * Every rate limit and budget is a policy/state.h slimit named for the
+ * store ("client:<name>:rpm", "deployment:<provider>/<model>:tpm",
+ * "route:<model>"); with `state.backend` "redis" the world owns the Redis
+ * backend that syncs them (core/state_redis.c), created before the limits
+ * (they size their fail-open share from it) and started after them.
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +23,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "pricing.h"
+#include "state_redis.h"
 #include "world.h"
 
 static void
@@ -60,6 +67,15 @@ find_or_add_dep(struct air__world *w, size_t prov, const char *model, size_t cap
     return (long)w->ndeps++;
 }
 
+/* "<a><b><c>" as an owned string, or NULL. */
+static char *
+lim_key(const char *a, const char *b, const char *c)
+{
+    air_buf_t k = AIR_BUF_INIT;
+    air__buf_printf(&k, "%s%s%s", a, b, c);
+    return air__buf_steal(&k, NULL);
+}
+
 static int
 init_dep(struct air__world *w, struct air__dep *d, int64_t now_ms)
 {
@@ -93,10 +109,18 @@ init_dep(struct air__world *w, struct air__dep *d, int64_t now_ms)
     pthread_mutex_init(&d->mu, NULL);
     atomic_init(&d->hdirty, 0);
     atomic_init(&d->hstate, 0);
-    if (d->rpm)
-        air__bucket_init(&d->rpm_bucket, d->rpm, 0, now_ms);
-    if (d->tpm)
-        air__bucket_init(&d->tpm_bucket, d->tpm, 0, now_ms);
+    if (d->rpm) {
+        char *k = lim_key("deployment:", d->id, ":rpm");
+        if (k == NULL)
+            return -1;
+        air__slim_init_rate(&d->rpm_lim, &w->state, k, d->rpm, now_ms);
+    }
+    if (d->tpm) {
+        char *k = lim_key("deployment:", d->id, ":tpm");
+        if (k == NULL)
+            return -1;
+        air__slim_init_rate(&d->tpm_lim, &w->state, k, d->tpm, now_ms);
+    }
     atomic_init(&d->cap.n, 0);
     d->cap.max = maxin;
     air__dstat_init(&d->agg);
@@ -136,6 +160,28 @@ init_providers(struct air__world *w, char *err, size_t errlen)
                 snprintf(err, errlen, "providers[%zu]: %s", i, perr[0] ? perr : air_strerror(st));
             w->prov[i].state = NULL;
             return st == AIR_E_NOMEM ? st : AIR_E_CONFIG;
+        }
+        if (pc->nkeys > 1) {
+            /* A key pool: one adapter instance per key (the key lives in the
+             * adapter's state and goes into the headers it builds). */
+            struct air__prov *pv = &w->prov[i];
+            pv->kstates = air__calloc(pc->nkeys, sizeof *pv->kstates);
+            if (pv->kstates == NULL)
+                return AIR_E_NOMEM;
+            pv->kstates[0] = pv->state;
+            pv->nkeys = 1;
+            for (size_t k = 1; k < pc->nkeys; k++) {
+                c.api_key = pc->api_keys[k];
+                st = pc->ops->init(&c, &pv->kstates[k], perr, sizeof perr);
+                if (st != AIR_OK) {
+                    if (err != NULL && errlen > 0)
+                        snprintf(err, errlen, "providers[%zu]: %s", i,
+                                 perr[0] ? perr : air_strerror(st));
+                    return st == AIR_E_NOMEM ? st : AIR_E_CONFIG;
+                }
+                pv->nkeys = k + 1;
+            }
+            air__keypool_init(&pv->keys, pv->nkeys);
         }
     }
     return AIR_OK;
@@ -286,31 +332,131 @@ air__tun_from_config(const struct air__world *w)
     return tun_build(w, &st, NULL, 0);
 }
 
+/* Choose the state backend from the config (before any limit exists). */
+static air_status_t
+init_state(struct air__world *w, char *err, size_t errlen)
+{
+    const struct air__config *c = w->cfg;
+    if (strcmp(c->state_backend, "redis") != 0) {
+        air__state_init_local(&w->state);
+        return AIR_OK;
+    }
+    struct air__redis_opts o = {
+        .url = c->state_url,
+        .password = c->state_password,
+        .prefix = c->state_prefix,
+        .timeout_ms = c->state_timeout_ms,
+        .backoff_ms = c->state_backoff_ms,
+        .backoff_max_ms = c->state_backoff_max_ms,
+    };
+    struct air__lease_cfg lc = {
+        .sync_ms = c->state_sync_ms,
+        .horizon_ms = c->state_horizon_ms,
+        .max_fraction = c->state_max_fraction,
+        .min_fraction = c->state_min_fraction,
+    };
+    enum air__fail_mode fr = strcmp(c->state_fail_rate, "closed") == 0 ? AIR_FAIL_CLOSED
+                                                                        : AIR_FAIL_OPEN;
+    enum air__fail_mode fb = strcmp(c->state_fail_budget, "open") == 0 ? AIR_FAIL_OPEN
+                                                                       : AIR_FAIL_CLOSED;
+    return air__redis_prepare(&w->state, &o, c->state_instances, fr, fb, &lc, &w->redis, err,
+                              errlen);
+}
+
+/* List every limit and start the Redis backend (no-op when local). */
+static air_status_t
+start_state(struct air__world *w, char *err, size_t errlen)
+{
+    if (w->redis == NULL)
+        return AIR_OK;
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            w->lims = air__calloc(n ? n : 1, sizeof *w->lims);
+            if (w->lims == NULL)
+                return AIR_E_NOMEM;
+            n = 0;
+        }
+#define ADD(cond, l)                                                                               \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            if (pass == 1)                                                                         \
+                w->lims[n] = (l);                                                                  \
+            n++;                                                                                   \
+        }                                                                                          \
+    } while (0)
+        for (size_t i = 0; i < w->ndeps; i++) {
+            ADD(w->deps[i].rpm, &w->deps[i].rpm_lim);
+            ADD(w->deps[i].tpm, &w->deps[i].tpm_lim);
+        }
+        for (size_t i = 0; i < w->nroutes; i++)
+            ADD(w->routes[i].has_budget, &w->routes[i].budget);
+        for (size_t i = 0; i < w->nclients; i++) {
+            ADD(w->clients[i].rpm, &w->clients[i].rpm_lim);
+            ADD(w->clients[i].tpm, &w->clients[i].tpm_lim);
+            ADD(w->clients[i].has_budget, &w->clients[i].budget);
+        }
+#undef ADD
+    }
+    w->nlims = n;
+    return air__redis_start(w->redis, w->lims, w->nlims, err, errlen);
+}
+
+void
+air__world_state_json(struct air__world *w, air_buf_t *b)
+{
+    if (w->redis != NULL)
+        air__redis_stats_json(w->redis, b);
+    else
+        air__buf_puts(b, "\"backend\":\"local\",\"healthy\":true");
+}
+
 static void
 world_destroy(struct air__world *w)
 {
     if (w == NULL)
         return;
+    /* The backend goes first: its final flush reads the limits. */
+    air__redis_free(w->redis);
+    w->redis = NULL;
+    air__free(w->lims);
     if (w->prov != NULL) {
-        for (size_t i = 0; i < w->nprov; i++)
-            if (w->prov[i].ops != NULL && w->prov[i].ops->fini != NULL && w->prov[i].state)
-                w->prov[i].ops->fini(w->prov[i].state);
+        for (size_t i = 0; i < w->nprov; i++) {
+            struct air__prov *pv = &w->prov[i];
+            if (pv->ops != NULL && pv->ops->fini != NULL && pv->state)
+                pv->ops->fini(pv->state);
+            /* kstates[0] is `state`, finished above. */
+            for (size_t k = 1; pv->kstates != NULL && k < pv->nkeys; k++)
+                if (pv->ops->fini != NULL && pv->kstates[k] != NULL)
+                    pv->ops->fini(pv->kstates[k]);
+            air__free(pv->kstates);
+        }
         air__free(w->prov);
     }
     if (w->deps != NULL) {
         for (size_t i = 0; i < w->ndeps; i++) {
             air__free(w->deps[i].id);
+            air__free(w->deps[i].rpm_lim.key);
+            air__free(w->deps[i].tpm_lim.key);
             pthread_mutex_destroy(&w->deps[i].mu); /* zeroed = never initialised: fine */
         }
         air__free(w->deps);
     }
     if (w->routes != NULL) {
-        for (size_t r = 0; r < w->nroutes; r++)
+        for (size_t r = 0; r < w->nroutes; r++) {
             air__free(w->routes[r].deps);
+            air__free(w->routes[r].budget.key);
+        }
         air__free(w->routes);
     }
-    if (w->clients != NULL)
+    if (w->clients != NULL) {
+        for (size_t i = 0; i < w->nclients; i++) {
+            air__free(w->clients[i].rpm_lim.key);
+            air__free(w->clients[i].tpm_lim.key);
+            air__free(w->clients[i].budget.key);
+        }
         air__free(w->clients);
+    }
     air__tun_free(atomic_load_explicit(&w->tun, memory_order_relaxed));
     air__free(atomic_load_explicit(&w->view, memory_order_relaxed));
     air__free(w->wobs);
@@ -342,6 +488,9 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
     air_status_t st = init_providers(w, err, errlen);
     if (st != AIR_OK)
         goto fail;
+    st = init_state(w, err, errlen);
+    if (st != AIR_OK)
+        goto fail;
     st = AIR_E_NOMEM;
     size_t cap = 0;
     for (size_t r = 0; r < cfg->nroutes; r++)
@@ -370,7 +519,10 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
             enum air__window win = AIR_W_DAY;
             if (rc->budget_window != NULL)
                 (void)air__window_parse(rc->budget_window, &win);
-            air__budget_init(&rt->budget, rc->budget_usd, win, now_ms);
+            char *k = lim_key("route:", rc->model, "");
+            if (k == NULL)
+                goto fail;
+            air__slim_init_budget(&rt->budget, &w->state, k, rc->budget_usd, win, now_ms);
             rt->has_budget = 1;
         }
     }
@@ -392,17 +544,28 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
         cl->name = cc->name;
         cl->rpm = cc->rpm;
         cl->tpm = cc->tpm;
-        if (cc->rpm)
-            air__bucket_init(&cl->rpm_bucket, cc->rpm, 0, now_ms);
-        if (cc->tpm)
-            air__bucket_init(&cl->tpm_bucket, cc->tpm, 0, now_ms);
+        if (cc->rpm) {
+            char *k = lim_key("client:", cc->name, ":rpm");
+            if (k == NULL)
+                goto fail;
+            air__slim_init_rate(&cl->rpm_lim, &w->state, k, cc->rpm, now_ms);
+        }
+        if (cc->tpm) {
+            char *k = lim_key("client:", cc->name, ":tpm");
+            if (k == NULL)
+                goto fail;
+            air__slim_init_rate(&cl->tpm_lim, &w->state, k, cc->tpm, now_ms);
+        }
         atomic_init(&cl->cap.n, 0);
         cl->cap.max = cc->max_inflight;
         if (cc->budget_usd > 0) {
             enum air__window win = AIR_W_DAY;
             if (cc->budget_window != NULL)
                 (void)air__window_parse(cc->budget_window, &win);
-            air__budget_init(&cl->budget, cc->budget_usd, win, now_ms);
+            char *k = lim_key("client:", cc->name, "");
+            if (k == NULL)
+                goto fail;
+            air__slim_init_budget(&cl->budget, &w->state, k, cc->budget_usd, win, now_ms);
             cl->has_budget = 1;
         }
     }
@@ -432,6 +595,9 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
         goto fail;
     }
     atomic_store_explicit(&w->tun, t, memory_order_relaxed);
+    st = start_state(w, err, errlen);
+    if (st != AIR_OK)
+        goto fail;
     *out = w;
     return AIR_OK;
 

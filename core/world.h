@@ -21,17 +21,26 @@
 
 #include "airouter/provider.h"
 #include "budget.h"
+#include "buf.h"
 #include "config.h"
 #include "ctl.h"
 #include "health.h"
+#include "keypool.h"
 #include "limiter.h"
+#include "state.h"
 #include "stats.h"
 #include "strategy.h"
+
+struct air__redis; /* state_redis.h */
 
 struct air__prov {
     const struct air__provider_cfg *cfg;
     const air_provider_ops_t *ops;
-    void *state;
+    void *state;      /* adapter instance of the first key (or of no key) */
+    void **kstates;   /* one adapter instance per pooled key, [nkeys]; NULL when
+                         the provider has at most one key */
+    size_t nkeys;
+    struct air__keypool keys; /* which key next; 429 cool-down; set aside on 401/403 */
 };
 
 /* Shared live state of one deployment. */
@@ -49,8 +58,8 @@ struct air__dep {
     struct air__health health;
     _Atomic int hdirty;  /* 1 when health is not plain healthy: take mu to look */
     _Atomic int hstate;  /* mirror of health.state (enum air__hstate) */
-    struct air__bucket rpm_bucket, tpm_bucket;
-    struct air__cap cap; /* max_inflight across workers */
+    struct air__slimit rpm_lim, tpm_lim; /* vendor quota (local or shared, policy/state.h) */
+    struct air__cap cap; /* max_inflight across workers (per instance) */
     struct air__dobs pending; /* merged worker observations awaiting a fold */
     struct air__dstat agg;    /* folded statistics (fold lock) */
 } __attribute__((aligned(64)));
@@ -59,17 +68,17 @@ struct air__route {
     const struct air__route_cfg *cfg;
     size_t *deps; /* deployment indices, in target order */
     size_t ndeps;
-    struct air__budget budget;
+    struct air__slimit budget;
     int has_budget;
 };
 
 /* Limits of one client identity (air_req_set_client_key). */
 struct air__client {
     char *name;
-    struct air__bucket rpm_bucket, tpm_bucket;
+    struct air__slimit rpm_lim, tpm_lim;
     uint32_t rpm, tpm;
-    struct air__cap cap;
-    struct air__budget budget;
+    struct air__cap cap; /* per instance */
+    struct air__slimit budget;
     int has_budget;
 };
 
@@ -118,6 +127,13 @@ struct air__world {
     _Atomic int64_t *wobs_due;        /* per worker: next merge time */
     pthread_mutex_t fold_mu;
     int64_t last_fold_ms;
+    /* Where limits and budgets keep their counts (config `state`): local,
+     * or shared through Redis by leases. The Redis backend and its sync
+     * thread belong to this world; lims lists every limit it syncs. */
+    struct air__state state;
+    struct air__redis *redis; /* NULL: local backend */
+    struct air__slimit **lims;
+    size_t nlims;
 };
 
 /* Build a world from a parsed config (takes ownership of cfg, also on
@@ -132,6 +148,9 @@ void air__world_unref(struct air__world *w);
 const struct air__route *air__world_route(const struct air__world *w, const char *model);
 long air__world_dep(const struct air__world *w, const char *provider, const char *model);
 struct air__client *air__world_client(struct air__world *w, const char *name);
+
+/* The members of the stats "state" object (backend, health, leases). */
+void air__world_state_json(struct air__world *w, air_buf_t *b);
 
 /* A fresh tunables snapshot from the config (defaults + config values). */
 struct air__tun *air__tun_from_config(const struct air__world *w);

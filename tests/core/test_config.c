@@ -497,7 +497,13 @@ test_config_api_key_env_errors_name_variable(void **state)
     expect_error("{'providers':[{'name':'p','kind':'openai','api_key_env':'1ABC'}]}",
                  "providers[0].api_key_env: must be the name of an environment variable");
     expect_error("{'providers':[{'name':'p','kind':'openai','api_key_env':5}]}",
-                 "providers[0].api_key_env: expected a string");
+                 "providers[0].api_key_env: expected a variable name or an array of them");
+    /* A key pool names each variable by its index. */
+    expect_error("{'providers':[{'name':'p','kind':'openai','api_key_env':"
+                 "['AIR_TEST_CFG_KEY_A','AIR_TEST_CFG_UNSET']}]}",
+                 "providers[0].api_key_env[1]: environment variable AIR_TEST_CFG_UNSET is not set");
+    expect_error("{'providers':[{'name':'p','kind':'openai','api_key_env':[]}]}",
+                 "providers[0].api_key_env: expected at least one variable name");
 }
 
 static void

@@ -526,6 +526,62 @@ test_policy_hedge_beats_a_slow_attempt(void **state)
     air_mock_stop(fast);
 }
 
+/* A provider with a key pool: a rejected key steps aside and the request
+ * goes on with the next key of the same provider. */
+static void
+test_policy_key_pool_sets_a_rejected_key_aside(void **state)
+{
+    (void)state;
+    setenv("AIR_KP_BAD", "sk-pool-bad-key-1", 1);
+    setenv("AIR_KP_GOOD", "sk-pool-good-key", 1);
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.api_key = "sk-pool-good-key";
+    air_mock_t *m = NULL;
+    char err[256];
+    if (air_mock_start(&o, &m, err, sizeof err) != 0)
+        fail_msg("mock: %s", err);
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"providers\":[{\"name\":\"pool\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\",\"api_key_env\":[\"AIR_KP_BAD\","
+             "\"AIR_KP_GOOD\"]}],\"routes\":[{\"model\":\"k\",\"targets\":[{\"provider\":"
+             "\"pool\",\"model\":\"m\"}]}]}",
+             air_mock_port(m));
+    air_t *r = router_for(cfg);
+    const char *body = "{\"model\":\"k\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    for (int i = 0; i < 10; i++) {
+        air_req_t *q = NULL;
+        air_resp_t *resp = NULL;
+        assert_int_equal(air_req_new(r, body, strlen(body), &q, NULL, 0), AIR_OK);
+        assert_int_equal(air_call(r, q, &resp), AIR_OK);
+        assert_int_equal(air_resp_status(resp), AIR_OK);
+        assert_null(strstr(air_resp_error_message(resp), "sk-pool"));
+        air_resp_free(resp);
+    }
+    air_mock_stats_t s;
+    air_mock_stats(m, &s);
+    assert_int_equal(s.ok, 10);
+    assert_int_equal(s.unauthorized, 1); /* the bad key was tried once */
+    char *st = air_stats_json(r);
+    assert_null(strstr(st, "sk-pool"));
+    free(st);
+    /* An operator reset brings the rejected key back. */
+    assert_int_equal(air_ctl_set_bool(r, "deployments.pool/m.reset", 1), AIR_OK);
+    for (int i = 0; i < 2; i++) {
+        air_req_t *q = NULL;
+        air_resp_t *resp = NULL;
+        assert_int_equal(air_req_new(r, body, strlen(body), &q, NULL, 0), AIR_OK);
+        assert_int_equal(air_call(r, q, &resp), AIR_OK);
+        assert_int_equal(air_resp_status(resp), AIR_OK);
+        air_resp_free(resp);
+    }
+    air_mock_stats(m, &s);
+    assert_int_equal(s.unauthorized, 2);
+    air_free(r, 1000);
+    air_mock_stop(m);
+}
+
 int
 main(void)
 {
@@ -539,6 +595,7 @@ main(void)
         cmocka_unit_test(test_policy_reload_swaps_config_atomically),
         cmocka_unit_test(test_policy_config_json_redacts_keys),
         cmocka_unit_test(test_policy_hedge_beats_a_slow_attempt),
+        cmocka_unit_test(test_policy_key_pool_sets_a_rejected_key_aside),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
