@@ -163,6 +163,7 @@ static air_status_t check_window(struct pctx *x, void *obj, char *s);
 static air_status_t keep_tuning(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t keep_route_weight(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_route_hedge(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t parse_route_retry(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_clients(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t check_backend(struct pctx *x, void *obj, char *s);
 static air_status_t check_redis_url(struct pctx *x, void *obj, char *s);
@@ -268,6 +269,7 @@ static const struct key route_keys[] = {
     U32("max_attempts", 0, 10, 0, RTE, max_attempts),
     FN("weight", 0, keep_route_weight),
     FN("hedge", 0, parse_route_hedge),
+    FN("retry", 0, parse_route_retry),
     F64("budget_usd", 0, 0, RTE, budget_usd),
     STR("budget_window", 0, RTE, budget_window, check_window),
     END,
@@ -763,6 +765,54 @@ keep_route_weight(struct pctx *x, const cJSON *item, void *obj)
     }
     rc->weight = cJSON_Duplicate(item, 1);
     return rc->weight ? AIR_OK : nomem(x);
+}
+
+/* A route's own retry policy: attempts, backoff, and which error classes
+ * may be retried or failed over ("on"). */
+static air_status_t
+parse_route_retry(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__route_cfg *rc = obj;
+    if (!cJSON_IsObject(item))
+        return fail(x, "expected an object");
+    for (const cJSON *m = item->child; m != NULL; m = m->next) {
+        const char *k = m->string ? m->string : "";
+        size_t mark = path_key(x, k);
+        if (strcmp(k, "on") == 0) {
+            if (!cJSON_IsArray(m))
+                return fail(x, "expected an array of error classes");
+            size_t i = 0;
+            for (const cJSON *c = m->child; c != NULL; c = c->next, i++) {
+                size_t cm = path_idx(x, i);
+                int found = -1;
+                for (int e = 1; e < AIR__ERR_LAST && cJSON_IsString(c); e++)
+                    if (strcmp(air_errclass_name((air_errclass_t)e), c->valuestring) == 0)
+                        found = e;
+                if (found < 0)
+                    return fail(x, "unknown error class (rate_limited, overloaded, upstream, "
+                                   "timeout, connect, auth, not_found, invalid_request)");
+                rc->retry_on |= 1u << found;
+                path_pop(x, cm);
+            }
+        } else if (strcmp(k, "max_attempts") == 0 || strcmp(k, "backoff_base_ms") == 0 ||
+                   strcmp(k, "backoff_cap_ms") == 0) {
+            double lo = k[0] == 'm' ? 1 : 0, hi = k[0] == 'm' ? 10 : 600000;
+            if (!cJSON_IsNumber(m) || m->valuedouble != floor(m->valuedouble) ||
+                m->valuedouble < lo || m->valuedouble > hi)
+                return fail(x, "must be an integer between %.0f and %.0f", lo, hi);
+            uint32_t v = (uint32_t)m->valuedouble;
+            if (k[0] == 'm')
+                rc->max_attempts = v;
+            else if (strcmp(k, "backoff_base_ms") == 0)
+                rc->backoff_base_ms = v;
+            else
+                rc->backoff_cap_ms = v;
+        } else if (strcmp(k, "comment") != 0) {
+            return fail(x, "unknown key (max_attempts, backoff_base_ms, backoff_cap_ms, on)");
+        }
+        path_pop(x, mark);
+    }
+    return AIR_OK;
 }
 
 static air_status_t

@@ -62,6 +62,9 @@ struct air__route_cfg {
     struct air__target_cfg *targets;
     size_t ntargets;
     uint32_t max_attempts; /* 0 = config retry.max_attempts */
+    /* route "retry": {max_attempts, backoff_base_ms, backoff_cap_ms, on: [classes]} */
+    uint32_t backoff_base_ms, backoff_cap_ms; /* 0 = the global ones */
+    uint32_t retry_on; /* bit per air_errclass_t that may retry/fail over; 0 = default */
     cJSON *weight;         /* optional {"latency","cost","health","load"} (copy) */
     int hedge;             /* -1 unset, 0/1 */
     double budget_usd;     /* 0 = none */

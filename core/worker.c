@@ -1099,6 +1099,11 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
         finish(w, q, f->cls, NULL, f, NULL);
         return;
     }
+    /* The route's retry policy may limit which classes are retried. */
+    if (q->rt != NULL && q->rt->cfg->retry_on != 0 && !(q->rt->cfg->retry_on & (1u << f->cls))) {
+        finish(w, q, f->cls, NULL, f, NULL);
+        return;
+    }
     /* A retry must fit the retry budget (so an outage cannot multiply
      * traffic). */
     air__epoch_begin(w->erec);
@@ -1107,6 +1112,10 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
     w->rbudget.min_per_s = (uint32_t)t->g.retry_budget_min_per_s;
     uint32_t base = (uint32_t)t->g.retry_backoff_base_ms;
     uint32_t cap = (uint32_t)t->g.retry_backoff_cap_ms;
+    if (q->rt != NULL && q->rt->cfg->backoff_base_ms)
+        base = q->rt->cfg->backoff_base_ms;
+    if (q->rt != NULL && q->rt->cfg->backoff_cap_ms)
+        cap = q->rt->cfg->backoff_cap_ms;
     uint32_t max_ra = (uint32_t)t->g.retry_max_retry_after_ms;
     air__epoch_end(w->erec);
     if (!air__rbudget_try_retry(&w->rbudget, wall_ms())) {

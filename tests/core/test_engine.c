@@ -371,6 +371,52 @@ test_engine_invalid_request_is_not_retried(void **state)
     air_mock_stop(good);
 }
 
+/* A route's retry policy lists the classes that may be retried: a 503 is
+ * not one of them here, so the request does not fail over. */
+static void
+test_engine_route_retry_classes_limit_failover(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.fail_rate = 1.0;
+    o.fail_status = 503;
+    air_mock_t *bad = mock_start(&o);
+    air_mock_t *good = mock_plain();
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\"providers\":[{\"name\":\"a\",\"kind\":\"openai\",\"base_url\":"
+             "\"http://127.0.0.1:%u/v1\"},{\"name\":\"b\",\"kind\":\"openai\",\"base_url\":"
+             "\"http://127.0.0.1:%u/v1\"}],\"routes\":[{\"model\":\"m\",\"strategy\":"
+             "\"priority\",\"retry\":{\"max_attempts\":3,\"on\":[\"rate_limited\"]},"
+             "\"targets\":[{\"provider\":\"a\"},{\"provider\":\"b\"}]},"
+             "{\"model\":\"m2\",\"strategy\":\"priority\",\"retry\":{\"on\":[\"overloaded\"]},"
+             "\"targets\":[{\"provider\":\"a\"},{\"provider\":\"b\"}]}]}",
+             air_mock_port(bad), air_mock_port(good));
+    air_t *r = router_for(cfg);
+    air_resp_t *resp = call(r, req_for(r, plain_body));
+    assert_int_equal(air_resp_error_class(resp), AIR_ERR_OVERLOADED);
+    assert_int_equal(air_resp_attempts(resp), 1);
+    air_resp_free(resp);
+    const char *b2 = "{\"model\":\"m2\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    resp = call(r, req_for(r, b2));
+    assert_int_equal(air_resp_status(resp), AIR_OK);
+    assert_int_equal(air_resp_attempts(resp), 2);
+    air_resp_free(resp);
+    /* A bad class name is a config error naming the path. */
+    air_t *r2 = NULL;
+    char err[256];
+    assert_int_equal(air_new("{\"providers\":[{\"name\":\"a\",\"kind\":\"openai\"}],"
+                             "\"routes\":[{\"model\":\"m\",\"retry\":{\"on\":[\"oops\"]},"
+                             "\"targets\":[{\"provider\":\"a\"}]}]}",
+                             &r2, err, sizeof err),
+                     AIR_E_CONFIG);
+    assert_non_null(strstr(err, "routes[0].retry.on[0]"));
+    air_free(r, 1000);
+    air_mock_stop(bad);
+    air_mock_stop(good);
+}
+
 static void
 test_engine_auth_error_fails_over_and_keeps_key_secret(void **state)
 {
@@ -1029,6 +1075,7 @@ main(void)
         cmocka_unit_test(test_engine_failover_to_healthy_provider),
         cmocka_unit_test(test_engine_connect_failure_fails_over),
         cmocka_unit_test(test_engine_invalid_request_is_not_retried),
+        cmocka_unit_test(test_engine_route_retry_classes_limit_failover),
         cmocka_unit_test(test_engine_auth_error_fails_over_and_keeps_key_secret),
         cmocka_unit_test(test_engine_retry_after_is_honoured),
         cmocka_unit_test(test_engine_retry_after_beyond_deadline_fails_now),
