@@ -36,5 +36,7 @@ run "engine closed c=32 w=1" --concurrency 32 --workers 1
 run "engine closed c=32 w=2" --concurrency 32 --workers 2
 run "engine open 5000/s w=1" --rate 5000 --workers 1
 run "engine open 5000/s w=1 stream" --rate 5000 --workers 1 --stream
+run "engine open 5000/s w=1 anthropic" --rate 5000 --workers 1 --format anthropic
+run "engine open 5000/s w=1 gemini" --rate 5000 --workers 1 --format gemini
 run "gateway open 5000/s" --mode gateway --rate 5000
 run "gateway closed c=32" --mode gateway --concurrency 32

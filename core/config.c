@@ -217,6 +217,7 @@ static const struct key top_keys[] = {
     U32("max_inflight", 1, 4194304, 65536, CFG, max_inflight),
     U32("request_timeout_ms", 1, 86400000, 120000, CFG, request_timeout_ms),
     U32("max_event_bytes", 1024, 1073741824, 8388608, CFG, max_event_bytes),
+    U32("spin_us", 0, 1000000, 0, CFG, spin_us),
     SUB("retry", retry_keys),
     FN("providers", KF_REQUIRED, parse_providers),
     FN("routes", 0, parse_routes),

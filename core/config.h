@@ -85,6 +85,7 @@ struct air__config {
     uint32_t max_inflight;       /* requests admitted at once, default 65536 */
     uint32_t request_timeout_ms; /* default deadline per request, default 120000 */
     uint32_t max_event_bytes;    /* largest SSE event / response body, default 8 MiB */
+    uint32_t spin_us;            /* busy-poll this long before sleeping, default 0 */
     /* retry: {max_attempts, backoff_base_ms, backoff_cap_ms, max_retry_after_ms} */
     uint32_t max_attempts;       /* default 3 */
     uint32_t backoff_base_ms;    /* default 100 */

@@ -224,6 +224,7 @@ struct air {
     uint32_t nworkers_cfg;
     uint32_t queue_capacity;
     uint32_t max_inflight;
+    uint32_t spin_us;       /* config spin_us (fixed for the router's life) */
     pthread_mutex_t ctl_mu; /* serialises ctl, reload */
     int ctl_mu_init;
     struct air__epoch *epoch;

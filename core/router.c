@@ -196,6 +196,7 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
     r->nworkers = cfg->workers;
     r->queue_capacity = cfg->queue_capacity;
     r->max_inflight = cfg->max_inflight;
+    r->spin_us = cfg->spin_us;
     r->cq_fd = -1;
     atomic_init(&r->world, NULL);
     pthread_mutex_init(&r->ctl_mu, NULL);

@@ -1886,6 +1886,26 @@ air__worker_main(void *arg)
         if (ck_ring_size(&w->cancel_ring) > 0 ||
             atomic_load_explicit(&w->cancel_scan, memory_order_relaxed) || w->nlosers > 0)
             timeout_ms = 0;
+        if (r->spin_us > 0 && timeout_ms > 0) {
+            /* Latency option: busy-poll sockets and the ring for spin_us
+             * before sleeping, trading a core for the wake-up latency of a
+             * sleeping thread (tens of microseconds on a VM). */
+            atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+            uint64_t until = air__now_us() + r->spin_us;
+            int ready = 0;
+            while (!ready && air__now_us() < until) {
+                int n = 0;
+                curl_multi_wait(w->multi, NULL, 0, 0, &n);
+                ready = n > 0 || ck_ring_size(&r->ingress) > 0 ||
+                        ck_ring_size(&w->cancel_ring) > 0;
+            }
+            if (ready)
+                continue;
+            atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
+            atomic_thread_fence(memory_order_seq_cst);
+            if (ck_ring_size(&r->ingress) > 0)
+                timeout_ms = 0;
+        }
         curl_multi_poll(w->multi, NULL, 0, timeout_ms, NULL);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
     }

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,8 @@ struct opts {
     unsigned tail_ms;
     int hedge_ms;      /* -1: no hedge phase; else hedge delay (0 = adaptive p95) */
     unsigned mock_threads;
+    unsigned spin_us;
+    const char *format; /* upstream wire format: openai (default), anthropic, gemini */
     const char *proxy_url; /* --mode proxy: drive this URL (a proxy in front of the mock) */
     const char *strategy;
     double fail_rate;
@@ -217,6 +220,12 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
     struct bconn *c = air__calloc(conc, sizeof *c);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = curl_slist_append(h, "Expect:");
+    if (o->format != NULL && strcmp(o->format, "anthropic") == 0) {
+        h = curl_slist_append(h, "x-api-key: sk-bench");
+        h = curl_slist_append(h, "anthropic-version: 2023-06-01");
+    } else if (o->format != NULL && strcmp(o->format, "gemini") == 0) {
+        h = curl_slist_append(h, "x-goog-api-key: sk-bench");
+    }
     if (m == NULL || c == NULL || h == NULL)
         return -1;
     for (unsigned i = 0; i < conc; i++) {
@@ -452,9 +461,15 @@ run_router(const struct opts *o, air_t *r, const char *body, struct phase *ph, i
                 r_submit(&s, next_send);
                 next_send += (uint64_t)interval_us;
             }
+            /* Sleep only while the next send is far; spin the last stretch,
+             * as the baseline's loop does, so that timer slack in usleep
+             * (tens of microseconds on a VM) is not charged to the router. */
             uint64_t n2 = mono_us();
-            if (next_send > n2)
-                usleep((useconds_t)((next_send - n2) < 2000 ? (next_send - n2) : 2000));
+            if (next_send > n2 + 300)
+                usleep((useconds_t)((next_send - n2 - 200) < 2000 ? (next_send - n2 - 200) : 2000));
+            else
+                while (mono_us() < next_send)
+                    sched_yield();
         } else {
             usleep(20000);
         }
@@ -507,6 +522,10 @@ bench_usage(FILE *f)
             "                           (0 = adaptive, the deployment's p95), to compare p99\n"
             "  --strategy S             route strategy (default priority)\n"
             "  --mock-threads N         event-loop threads of each built-in mock (default 1)\n"
+            "  --spin-us N              workers busy-poll N us before sleeping (config spin_us)\n"
+            "  --format F               upstream speaks openai (default), anthropic or gemini:\n"
+            "                           the router translates; the baseline sends the vendor's\n"
+            "                           own request format straight to the mock\n"
             "  --stream --chunks N      streamed responses with N chunks\n"
             "  --upstream URL           drive this OpenAI-compatible base URL instead of mocks\n"
             "  --no-baseline            skip the direct libcurl phase\n"
@@ -571,6 +590,14 @@ air__cmd_bench(int argc, char **argv)
         } else if (strcmp(a, "--upstream") == 0) {
             o.upstream = v;
             i++;
+        } else if (strcmp(a, "--format") == 0) {
+            if (strcmp(v, "openai") != 0 && strcmp(v, "anthropic") != 0 &&
+                strcmp(v, "gemini") != 0) {
+                fprintf(stderr, "airouter bench: --format: '%s' (openai, anthropic, gemini)\n", v);
+                return 2;
+            }
+            o.format = v;
+            i++;
         } else if (strcmp(a, "--proxy-url") == 0) {
             o.proxy_url = v;
             i++;
@@ -587,7 +614,7 @@ air__cmd_bench(int argc, char **argv)
                 {"--providers", 1, MAX_PROVIDERS}, {"--latency-ms", 0, 600000},
                 {"--jitter-ms", 0, 600000},    {"--fail-rate", 0, 1},     {"--chunks", 1, 100000},
                 {"--tail-rate", 0, 1},         {"--tail-ms", 0, 600000},  {"--hedge-ms", 0, 600000},
-                {"--mock-threads", 1, 64},
+                {"--mock-threads", 1, 64},     {"--spin-us", 0, 1000000},
             };
             size_t k;
             for (k = 0; k < sizeof nums / sizeof nums[0]; k++)
@@ -617,6 +644,7 @@ air__cmd_bench(int argc, char **argv)
             case 12: o.tail_ms = (unsigned)d; break;
             case 13: o.hedge_ms = (int)d; break;
             case 14: o.mock_threads = (unsigned)d; break;
+            case 15: o.spin_us = (unsigned)d; break;
             }
         }
     }
@@ -643,6 +671,7 @@ air__cmd_bench(int argc, char **argv)
         mo.fail_rate = o.fail_rate;
         mo.chunks = o.chunks;
         mo.seed = 1000 + i;
+        mo.format = o.format;
         char err[256];
         if (air_mock_start(&mo, &mocks[i], err, sizeof err) != 0) {
             fprintf(stderr, "airouter bench: mock: %s\n", err);
@@ -658,6 +687,29 @@ air__cmd_bench(int argc, char **argv)
         base_url[--bl] = '\0';
     char chat_url[320];
     snprintf(chat_url, sizeof chat_url, "%s/chat/completions", base_url);
+    int vendor = o.format != NULL && strcmp(o.format, "openai") != 0;
+    char root[300];
+    snprintf(root, sizeof root, "%s", base_url);
+    if (vendor && bl >= 3 && strcmp(root + strlen(root) - 3, "/v1") == 0)
+        root[strlen(root) - 3] = '\0'; /* anthropic/gemini base URLs have no /v1 */
+    char *vbody = NULL;
+    if (vendor && strcmp(o.format, "anthropic") == 0) {
+        snprintf(chat_url, sizeof chat_url, "%s/v1/messages", root);
+        air_buf_t vb = AIR_BUF_INIT;
+        air__buf_printf(&vb,
+                        "{\"model\":\"mock-model\",\"max_tokens\":64,\"system\":\"You are a "
+                        "helpful assistant.\",\"messages\":[{\"role\":\"user\",\"content\":\"Write "
+                        "one short sentence about routers.\"}]%s}",
+                        o.stream ? ",\"stream\":true" : "");
+        vbody = air__buf_steal(&vb, NULL);
+    } else if (vendor) {
+        snprintf(chat_url, sizeof chat_url, "%s/v1beta/models/mock-model:%s", root,
+                 o.stream ? "streamGenerateContent?alt=sse" : "generateContent");
+        vbody = air__strdup("{\"systemInstruction\":{\"parts\":[{\"text\":\"You are a helpful "
+                            "assistant.\"}]},\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":"
+                            "\"Write one short sentence about routers.\"}]}],\"generationConfig\":"
+                            "{\"maxOutputTokens\":64}}");
+    }
 
     char *body = make_body(&o);
     air_buf_t cfg = AIR_BUF_INIT, hcfg = AIR_BUF_INIT;
@@ -671,16 +723,31 @@ air__cmd_bench(int argc, char **argv)
         air_buf_t *c = h ? &hcfg : &cfg;
         air__buf_printf(c,
                         "{\"workers\":%u,\"queue_capacity\":%u,\"max_inflight\":%u,"
-                        "\"retry\":{\"max_attempts\":%u},",
-                        o.workers, qcap, maxinf, h ? 2u : 1u);
+                        "\"spin_us\":%u,\"retry\":{\"max_attempts\":%u},",
+                        o.workers, qcap, maxinf, o.spin_us, h ? 2u : 1u);
+        /* The gateway's keys (stripped before the engine sees them): no
+         * access log in a benchmark, and room for every client. */
+        if (strcmp(o.mode, "gateway") == 0)
+            air__buf_printf(c, "\"access_log\":{\"level\":\"off\"},\"max_connections\":%u,",
+                            o.concurrency + 1024);
         if (h)
             air__buf_printf(c, "\"hedge\":{\"delay_ms\":%d},", o.hedge_ms);
         air__buf_puts(c, "\"providers\":[");
         for (unsigned i = 0; i < np; i++) {
-            air__buf_printf(c, "%s{\"name\":\"mock%u\",\"kind\":\"openai\",\"base_url\":",
-                            i ? "," : "", i);
-            air__buf_json_str(c, urls[i], strlen(urls[i]));
-            air__buf_puts(c, "}");
+            air__buf_printf(c, "%s{\"name\":\"mock%u\",\"kind\":\"%s\",\"base_url\":",
+                            i ? "," : "", i, vendor ? o.format : "openai");
+            if (vendor) {
+                char ru[4096];
+                snprintf(ru, sizeof ru, "%s", urls[i]);
+                size_t rl = strlen(ru);
+                if (rl >= 3 && strcmp(ru + rl - 3, "/v1") == 0)
+                    ru[rl - 3] = '\0';
+                air__buf_json_str(c, ru, strlen(ru));
+                air__buf_puts(c, ",\"api_key_env\":\"AIR_BENCH_KEY\"}");
+            } else {
+                air__buf_json_str(c, urls[i], strlen(urls[i]));
+                air__buf_puts(c, "}");
+            }
         }
         air__buf_puts(c, "],\"routes\":[{\"model\":\"bench\",\"strategy\":");
         air__buf_json_str(c, o.strategy, strlen(o.strategy));
@@ -694,7 +761,9 @@ air__cmd_bench(int argc, char **argv)
     struct phase base = {.name = "baseline"}, rout = {.name = "router"},
                  hedg = {.name = "hedged"};
     int rc = 0;
-    if (!o.no_baseline && run_baseline(&o, chat_url, body, &base, tty) != 0) {
+    if (vendor)
+        setenv("AIR_BENCH_KEY", "sk-bench", 1);
+    if (!o.no_baseline && run_baseline(&o, chat_url, vendor ? vbody : body, &base, tty) != 0) {
         fprintf(stderr, "airouter bench: baseline failed to start\n");
         rc = 1;
     }
@@ -817,6 +886,7 @@ air__cmd_bench(int argc, char **argv)
         printf("peak RSS %.1f MiB; ~%ld bytes per in-flight request\n",
                (double)peak_rss_bytes() / 1048576.0, bpi);
     }
+    air__free(vbody);
     air__free(base.lat_us);
     air__free(rout.lat_us);
     air__free(hedg.lat_us);
