@@ -237,8 +237,12 @@ struct air {
 
     struct air__slot *slots;
     uint32_t nslots;
-    ck_ring_t slot_free;
-    ck_ring_buffer_t *slot_free_buf;
+    /* Free slots: a lock-free stack (Treiber) of slot indices. The head is
+     * tag << 32 | (index + 1), the tag defeating ABA. Unlike an MPMC ring's
+     * ordered enqueue, a push never waits for another (possibly preempted)
+     * thread to publish first. */
+    _Atomic uint64_t slot_head __attribute__((aligned(AIR_CACHELINE)));
+    _Atomic uint32_t *slot_next; /* [nslots]: index + 1 of the next free slot */
 
     struct air__worker *workers;
     uint32_t nworkers;

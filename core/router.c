@@ -130,13 +130,38 @@ share_unlock(CURL *h, curl_lock_data data, void *ud)
 
 /* --------------------------------------------------------------- router */
 
-static unsigned
-pow2_at_least(unsigned n)
+/* Pop a free slot (index + 1), or 0 when none is left. */
+static uint32_t
+slot_pop(struct air *r)
 {
-    unsigned p = 2;
-    while (p < n && p < (1u << 30))
-        p <<= 1;
-    return p;
+    uint64_t head = atomic_load_explicit(&r->slot_head, memory_order_acquire);
+    for (;;) {
+        uint32_t top = (uint32_t)head;
+        if (top == 0)
+            return 0;
+        /* May read a stale `next` if top was popped and pushed meanwhile; the
+         * tag then differs and the CAS fails. */
+        uint32_t next = atomic_load_explicit(&r->slot_next[top - 1], memory_order_relaxed);
+        uint64_t nh = ((head >> 32) + 1) << 32 | next;
+        if (atomic_compare_exchange_weak_explicit(&r->slot_head, &head, nh, memory_order_acquire,
+                                                  memory_order_acquire))
+            return top;
+    }
+}
+
+static void
+slot_push(struct air *r, uint32_t top)
+{
+    uint64_t head = atomic_load_explicit(&r->slot_head, memory_order_relaxed);
+    for (;;) {
+        atomic_store_explicit(&r->slot_next[top - 1], (uint32_t)head, memory_order_relaxed);
+        uint64_t nh = ((head >> 32) + 1) << 32 | top;
+        /* Release: the slot's reset (generation, owner) happens before a
+         * later pop sees it. */
+        if (atomic_compare_exchange_weak_explicit(&r->slot_head, &head, nh, memory_order_release,
+                                                  memory_order_relaxed))
+            return;
+    }
 }
 
 static void
@@ -172,7 +197,7 @@ router_destroy(struct air *r)
             pthread_mutex_destroy(&r->share_lock[i]);
     }
     air__free(r->ingress_buf);
-    air__free(r->slot_free_buf);
+    air__free((void *)r->slot_next);
     air__free(r->slots);
     air__free(r);
 }
@@ -230,18 +255,15 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
      * plus what the workers may hold. */
     r->nslots = queue_capacity + max_inflight;
     r->slots = air__calloc(r->nslots, sizeof *r->slots);
-    unsigned fcap = pow2_at_least(r->nslots + 1);
-    r->slot_free_buf = air__calloc(fcap, sizeof(ck_ring_buffer_t));
-    if (r->slots == NULL || r->slot_free_buf == NULL)
+    r->slot_next = air__calloc(r->nslots, sizeof *r->slot_next);
+    if (r->slots == NULL || r->slot_next == NULL)
         goto fail;
-    ck_ring_init(&r->slot_free, fcap);
     for (uint32_t i = 0; i < r->nslots; i++) {
         atomic_init(&r->slots[i].word, (uint64_t)1 << 1); /* generation 1 */
         atomic_init(&r->slots[i].worker, -1);
-        if (!ck_ring_enqueue_mpmc(&r->slot_free, r->slot_free_buf,
-                                  (void *)(uintptr_t)(i + 1)))
-            goto fail;
+        atomic_init(&r->slot_next[i], i + 2 <= r->nslots ? i + 2 : 0);
     }
+    atomic_init(&r->slot_head, r->nslots ? 1u : 0u); /* slot 0 on top, tag 0 */
 
     r->cq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (r->cq_fd < 0) {
@@ -632,12 +654,12 @@ air_submit(air_t *r, air_req_t *req, uint64_t *id)
         air__req_destroy(req);
         return AIR_E_SHUTDOWN;
     }
-    void *sv;
-    if (!ck_ring_dequeue_mpmc(&r->slot_free, r->slot_free_buf, &sv)) {
+    uint32_t sv = slot_pop(r);
+    if (sv == 0) {
         air__req_destroy(req);
         return AIR_E_BUSY;
     }
-    uint32_t slot = (uint32_t)((uintptr_t)sv - 1);
+    uint32_t slot = sv - 1;
     uint64_t gen = atomic_load_explicit(&r->slots[slot].word, memory_order_acquire) >> 1;
     req->slot = slot;
     req->id = (gen << 32) | (uint64_t)(slot + 1);
@@ -645,7 +667,7 @@ air_submit(air_t *r, air_req_t *req, uint64_t *id)
     atomic_store_explicit(&r->slots[slot].worker, -1, memory_order_relaxed);
     uint64_t rid = req->id;
     if (!ck_ring_enqueue_mpmc(&r->ingress, r->ingress_buf, req)) {
-        ck_ring_enqueue_mpmc(&r->slot_free, r->slot_free_buf, sv);
+        slot_push(r, sv);
         air__req_destroy(req);
         return AIR_E_BUSY;
     }
@@ -696,7 +718,7 @@ air__slot_release(struct air *r, struct air_req *q)
     atomic_store_explicit(&s->worker, -1, memory_order_relaxed);
     /* The new generation makes late cancels of this id fail. */
     atomic_store_explicit(&s->word, gen << 1, memory_order_seq_cst);
-    ck_ring_enqueue_mpmc(&r->slot_free, r->slot_free_buf, (void *)(uintptr_t)(q->slot + 1));
+    slot_push(r, q->slot + 1);
 }
 
 /* ------------------------------------------------------------ completion */
