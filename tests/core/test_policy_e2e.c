@@ -291,6 +291,59 @@ test_policy_flaky_is_ejected_then_probed_back(void **state)
     trio_stop(&m);
 }
 
+/* A deployment that recovers: ejected after its errors, then the half-open
+ * probe succeeds and it takes traffic again. */
+static void
+test_policy_recovered_deployment_is_probed_back_in(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.fail_first = 3;
+    o.fail_status = 503;
+    air_mock_t *sick = NULL, *well = mock_with(2, 0);
+    char err[256];
+    if (air_mock_start(&o, &sick, err, sizeof err) != 0)
+        fail_msg("mock: %s", err);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\"policy\":{\"eject\":{\"consecutive_errors\":3,\"base_ms\":300}},"
+             "\"providers\":[{\"name\":\"sick\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\"},{\"name\":\"well\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\"}],\"routes\":[{\"model\":\"r\","
+             "\"strategy\":\"priority\",\"targets\":[{\"provider\":\"sick\",\"model\":\"m\"},"
+             "{\"provider\":\"well\",\"model\":\"m\"}]}]}",
+             air_mock_port(sick), air_mock_port(well));
+    air_t *r = router_for(cfg);
+    struct tally t;
+    tally_init(&t);
+    drive(r, "r", 10, 1, &t);
+    assert_int_equal(t.ok, 10);
+    char *st = air_stats_json(r);
+    assert_non_null(strstr(st, "\"health\":\"ejected\""));
+    free(st);
+    air_mock_stats_t s1;
+    air_mock_stats(sick, &s1);
+    assert_int_equal(s1.requests, 3); /* ejected: no more traffic */
+    usleep(400 * 1000);
+    struct tally t2;
+    tally_init(&t2);
+    drive(r, "r", 10, 1, &t2);
+    /* The probe succeeded: priority traffic is back on the first target. */
+    assert_true(t2.slow == 0);
+    air_mock_stats_t s2;
+    air_mock_stats(sick, &s2);
+    assert_true(s2.ok >= 9);
+    st = air_stats_json(r);
+    assert_null(strstr(st, "\"health\":\"ejected\""));
+    free(st);
+    tally_fini(&t);
+    tally_fini(&t2);
+    air_free(r, 1000);
+    air_mock_stop(sick);
+    air_mock_stop(well);
+}
+
 static void
 test_policy_client_limits_and_budgets(void **state)
 {
@@ -590,6 +643,7 @@ main(void)
         cmocka_unit_test(test_policy_lowest_cost_prefers_cheap),
         cmocka_unit_test(test_policy_tuning_moves_the_split),
         cmocka_unit_test(test_policy_flaky_is_ejected_then_probed_back),
+        cmocka_unit_test(test_policy_recovered_deployment_is_probed_back_in),
         cmocka_unit_test(test_policy_client_limits_and_budgets),
         cmocka_unit_test(test_policy_explain_lists_candidates_and_scores),
         cmocka_unit_test(test_policy_reload_swaps_config_atomically),
