@@ -7,7 +7,9 @@
  * and no shared read-modify-write: health is looked at through an atomic
  * "dirty" flag, and only a deployment that is ejected, cooling down,
  * unusable, or has recent consecutive errors takes its mutex. Limits use the
- * policy's lock-free token buckets and caps, and only when configured.
+ * policy's lock-free token buckets and caps, and only when configured; the
+ * rpm/tpm buckets are policy/state.h limits, so with a shared state backend
+ * they spend this instance's lease of the vendor quota (no round trip).
  */
 #include <math.h>
 #include <stdio.h>
@@ -216,6 +218,25 @@ build_cands(struct air__world *w, const struct air__tun *t, const struct air__vi
     }
 }
 
+/* Why a deployment's rpm/tpm refused, and how long waiting could take. A
+ * fail-closed refusal (shared store unreachable) sets no wait. */
+static void
+limit_why(char *why, size_t whylen, const char *what, uint32_t lim, enum air__slim_rc lr,
+          int64_t wt, int64_t *wait_ms)
+{
+    if (lr == AIR_SL_CLOSED) {
+        snprintf(why, whylen, "%s quota unknown: shared state store unreachable (fail-closed)",
+                 what);
+        return;
+    }
+    if (lr == AIR_SL_SHORT)
+        snprintf(why, whylen, "%s lease of the shared quota is being renewed", what);
+    else
+        snprintf(why, whylen, "over %s (%u/min); room in %.1f s", what, lim, (double)wt / 1000);
+    if (*wait_ms < 0 || wt < *wait_ms)
+        *wait_ms = wt;
+}
+
 static int
 admit(struct air__world *w, size_t di, const struct air__need *need, int64_t now_ms,
       struct air__admit *ad, char *why, size_t whylen, int64_t *wait_ms)
@@ -235,26 +256,18 @@ admit(struct air__world *w, size_t di, const struct air__need *need, int64_t now
         snprintf(why, whylen, "at max_inflight (%u)", d->cap.max);
         goto undo_probe;
     }
-    if (d->rpm) {
-        int64_t wt = air__bucket_take(&d->rpm_bucket, 1, now_ms);
-        if (wt > 0) {
-            snprintf(why, whylen, "over rpm (%u/min); room in %.1f s", d->rpm, (double)wt / 1000);
-            if (*wait_ms < 0 || wt < *wait_ms)
-                *wait_ms = wt;
-            goto undo_cap;
-        }
+    int64_t wt = 0;
+    enum air__slim_rc lr;
+    if (d->rpm && (lr = air__slim_take(&d->rpm_lim, 1, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "rpm", d->rpm, lr, wt, wait_ms);
+        goto undo_cap;
     }
     double tok = (double)(need->est_in_tokens + need->est_out_tokens);
-    if (d->tpm) {
-        int64_t wt = air__bucket_take(&d->tpm_bucket, tok, now_ms);
-        if (wt > 0) {
-            snprintf(why, whylen, "over tpm (%u/min); room in %.1f s", d->tpm, (double)wt / 1000);
-            if (*wait_ms < 0 || wt < *wait_ms)
-                *wait_ms = wt;
-            if (d->rpm)
-                air__bucket_put(&d->rpm_bucket, 1, now_ms);
-            goto undo_cap;
-        }
+    if (d->tpm && (lr = air__slim_take(&d->tpm_lim, tok, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "tpm", d->tpm, lr, wt, wait_ms);
+        if (d->rpm)
+            air__slim_put(&d->rpm_lim, 1, now_ms);
+        goto undo_cap;
     }
     ad->dep = (long)di;
     ad->probe = probe;
@@ -328,7 +341,7 @@ air__route_release(struct air__world *w, struct air__admit *ad, int64_t tokens_u
     if (d->cap.max)
         air__cap_leave(&d->cap);
     if (d->tpm && tokens_used >= 0 && (double)tokens_used < ad->tpm_est)
-        air__bucket_put(&d->tpm_bucket, ad->tpm_est - (double)tokens_used, now_ms);
+        air__slim_put(&d->tpm_lim, ad->tpm_est - (double)tokens_used, now_ms);
     if (ad->probe) {
         /* A probe that ended without an outcome (cancelled) frees the slot. */
         pthread_mutex_lock(&d->mu);

@@ -12,6 +12,10 @@
  * flattened as `<member>_<sub>`), and a string member named `health` or
  * `state` becomes `airouter_thing_health_state{thing=...,state="..."} 1`.
  * A family is emitted once with all its samples, as the format requires.
+ * The `state` object (where limits keep their counts, docs/SCALING.md)
+ * becomes `airouter_state_<member>` gauges (its counters `_total`), an
+ * `airouter_state_backend_info{backend=...} 1`, and its `leases` array the
+ * per-lease families `airouter_lease_<member>{lease="client:alice:rpm"}`.
  */
 #include "gwint.h"
 
@@ -204,6 +208,41 @@ emit_array(air_buf_t *b, const char *arrname, const cJSON *arr)
     }
 }
 
+static void
+emit_state(air_buf_t *b, const cJSON *st)
+{
+    static const char *const counters[] = {"syncs", "sync_errors", "transitions", "connects",
+                                           "dropped_batches"};
+    const cJSON *be = cJSON_GetObjectItemCaseSensitive(st, "backend");
+    if (cJSON_IsString(be)) {
+        air__buf_puts(b, "# HELP airouter_state_backend_info Where rate limits and budgets keep "
+                         "their counts.\n# TYPE airouter_state_backend_info gauge\n"
+                         "airouter_state_backend_info{backend=");
+        air__gw_prom_label(b, be->valuestring);
+        air__buf_puts(b, "} 1\n");
+    }
+    for (const cJSON *m = st->child; m != NULL; m = m->next) {
+        if (m->string == NULL)
+            continue;
+        if (is_num(m)) {
+            char sn[64];
+            sanitize(sn, sizeof sn, m->string);
+            int ctr = 0;
+            for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+                ctr |= strcmp(counters[i], m->string) == 0;
+            const char *sfx = ctr ? "_total" : "";
+            air__buf_printf(b,
+                            "# HELP airouter_state_%s%s State backend field %s (see GET "
+                            "/admin/stats).\n# TYPE airouter_state_%s%s %s\nairouter_state_%s%s ",
+                            sn, sfx, m->string, sn, sfx, ctr ? "counter" : "gauge", sn, sfx);
+            num(b, val(m));
+            air__buf_putc(b, '\n');
+        } else if (cJSON_IsArray(m) && strlen(m->string) > 1) {
+            emit_array(b, m->string, m);
+        }
+    }
+}
+
 void
 air__gw_prom_engine_stats(air_buf_t *b, const char *stats_json)
 {
@@ -246,6 +285,8 @@ air__gw_prom_engine_stats(air_buf_t *b, const char *stats_json)
                 num(b, val(e));
                 air__buf_putc(b, '\n');
             }
+        } else if (cJSON_IsObject(it) && strcmp(it->string, "state") == 0) {
+            emit_state(b, it);
         } else if (cJSON_IsArray(it) && strlen(it->string) > 1) {
             emit_array(b, it->string, it);
         }

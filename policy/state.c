@@ -364,10 +364,16 @@ air__slim_settle(struct air__slimit *l, double est_usd, double actual_usd, int s
         return;
     }
     int64_t a = micro_near(actual_usd);
-    if (src == AIR_SRC_LEASE)
+    if (src == AIR_SRC_LEASE) {
         atomic_fetch_add_explicit(&l->lease.avail, micro_up(est_usd) - a, memory_order_acq_rel);
-    else
+    } else {
+        /* Spent from the fail-open share while the store was away: it is
+         * debt of the lease, so the next sync charges it to the window's
+         * committed amount (the fleet's budget shrinks by it) as well as
+         * reporting it as spending. */
         air__budget_settle(&l->budget, est_usd, actual_usd, now_ms);
+        atomic_fetch_sub_explicit(&l->lease.avail, a, memory_order_acq_rel);
+    }
     /* Spending from either source is settled to the store, so what was
      * spent while it was unreachable is not lost. */
     atomic_fetch_add_explicit(&l->lease.spent, a, memory_order_acq_rel);
@@ -511,7 +517,7 @@ air__lease_apply(struct air__slimit *l, const struct air__lease_req *rq,
     }
     atomic_store_explicit(&ls->level, rp->level, memory_order_relaxed);
     atomic_store_explicit(&ls->level_at_ms, now_ms, memory_order_relaxed);
-    if (l->kind == AIR_SL_BUDGET && rp->win_start > 0) {
+    if (l->kind == AIR_SL_BUDGET && rp->win_end > 0) {
         ls->win_start_store = rp->win_start;
         atomic_store_explicit(&ls->win_end_ms, rp->win_end - (store_ms - now_ms),
                               memory_order_relaxed);

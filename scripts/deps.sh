@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
     build-essential cmake pkg-config git
     libcurl4-openssl-dev libck-dev libcjson-dev libjemalloc-dev
-    libmicrohttpd-dev libcmocka-dev
+    libmicrohttpd-dev libcmocka-dev libhiredis-dev redis-server
     clang libclang-rt-14-dev
     curl valgrind haproxy
 )

@@ -62,6 +62,7 @@ struct opts {
     unsigned workers;
     int json;
     int no_baseline;
+    const char *state_redis; /* --state-redis URL: extra phase with the Redis state backend */
 };
 
 struct phase {
@@ -370,7 +371,8 @@ r_submit(struct rstate *s, uint64_t intended)
     }
     t->s = s;
     t->t_intended = intended;
-    if (air_req_set_done(q, r_done, t) != AIR_OK) {
+    if (air_req_set_done(q, r_done, t) != AIR_OK ||
+        (s->o->state_redis != NULL && air_req_set_client_key(q, "bench") != AIR_OK)) {
         air_req_free(q);
         air__free(t);
         return -1;
@@ -518,6 +520,9 @@ bench_usage(FILE *f)
             "  --providers K            built-in mock providers (default 1)\n"
             "  --latency-ms L --jitter-ms J --fail-rate F   mock behaviour\n"
             "  --tail-rate X --tail-ms T  a latency tail: fraction X of requests waits T ms more\n"
+            "  --state-redis URL        add a phase: the router with its limits and budgets\n"
+            "                           shared through Redis at URL (both router phases then\n"
+            "                           carry the same client, route and deployment limits)\n"
             "  --hedge-ms D             add a third phase: the router with hedging after D ms\n"
             "                           (0 = adaptive, the deployment's p95), to compare p99\n"
             "  --strategy S             route strategy (default priority)\n"
@@ -600,6 +605,9 @@ air__cmd_bench(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--proxy-url") == 0) {
             o.proxy_url = v;
+            i++;
+        } else if (strcmp(a, "--state-redis") == 0) {
+            o.state_redis = v;
             i++;
         } else if (strcmp(a, "--strategy") == 0) {
             o.strategy = v;
@@ -712,26 +720,44 @@ air__cmd_bench(int argc, char **argv)
     }
 
     char *body = make_body(&o);
-    air_buf_t cfg = AIR_BUF_INIT, hcfg = AIR_BUF_INIT;
+    air_buf_t cfg = AIR_BUF_INIT, hcfg = AIR_BUF_INIT, scfg = AIR_BUF_INIT;
     unsigned maxinf = o.concurrency * 2 > 65536 ? o.concurrency * 2 : 65536;
     unsigned qcap = 2;
     while (qcap < o.concurrency * 2 && qcap < (1u << 20))
         qcap <<= 1;
     if (qcap < 4096)
         qcap = 4096;
-    for (int h = 0; h < 2; h++) {
-        air_buf_t *c = h ? &hcfg : &cfg;
+    /* --state-redis (engine mode): the router and redis phases carry the
+     * same limits (a client's rpm, tpm and budget, a route budget, a
+     * deployment's rpm and tpm), all far above the load, so both measure
+     * admission cost, not refusals; only the state backend differs. */
+    static const char lim_prov[] = ",\"rpm\":1000000000,\"tpm\":4000000000,\"models\":[{"
+                                   "\"name\":\"mock-model\",\"input_price_per_mtok\":1,"
+                                   "\"output_price_per_mtok\":2}]";
+    for (int h = 0; h < 3; h++) {
+        air_buf_t *c = h == 2 ? &scfg : h ? &hcfg : &cfg;
+        int lim = o.state_redis != NULL && h != 1 && strcmp(o.mode, "engine") == 0;
+        if (h == 2 && !lim)
+            continue;
         air__buf_printf(c,
                         "{\"workers\":%u,\"queue_capacity\":%u,\"max_inflight\":%u,"
                         "\"spin_us\":%u,\"retry\":{\"max_attempts\":%u},",
-                        o.workers, qcap, maxinf, o.spin_us, h ? 2u : 1u);
+                        o.workers, qcap, maxinf, o.spin_us, h == 1 ? 2u : 1u);
         /* The gateway's keys (stripped before the engine sees them): no
          * access log in a benchmark, and room for every client. */
         if (strcmp(o.mode, "gateway") == 0)
             air__buf_printf(c, "\"access_log\":{\"level\":\"off\"},\"max_connections\":%u,",
                             o.concurrency + 1024);
-        if (h)
+        if (h == 1)
             air__buf_printf(c, "\"hedge\":{\"delay_ms\":%d},", o.hedge_ms);
+        if (lim)
+            air__buf_puts(c, "\"clients\":[{\"name\":\"bench\",\"rpm\":1000000000,"
+                             "\"tpm\":4000000000,\"budget_usd\":1e9}],");
+        if (h == 2) {
+            air__buf_puts(c, "\"state\":{\"backend\":\"redis\",\"url\":");
+            air__buf_json_str(c, o.state_redis, strlen(o.state_redis));
+            air__buf_printf(c, ",\"prefix\":\"airouter-bench:%d:\"},", (int)getpid());
+        }
         air__buf_puts(c, "\"providers\":[");
         for (unsigned i = 0; i < np; i++) {
             air__buf_printf(c, "%s{\"name\":\"mock%u\",\"kind\":\"%s\",\"base_url\":",
@@ -743,15 +769,16 @@ air__cmd_bench(int argc, char **argv)
                 if (rl >= 3 && strcmp(ru + rl - 3, "/v1") == 0)
                     ru[rl - 3] = '\0';
                 air__buf_json_str(c, ru, strlen(ru));
-                air__buf_puts(c, ",\"api_key_env\":\"AIR_BENCH_KEY\"}");
+                air__buf_printf(c, ",\"api_key_env\":\"AIR_BENCH_KEY\"%s}", lim ? lim_prov : "");
             } else {
                 air__buf_json_str(c, urls[i], strlen(urls[i]));
-                air__buf_puts(c, "}");
+                air__buf_printf(c, "%s}", lim ? lim_prov : "");
             }
         }
         air__buf_puts(c, "],\"routes\":[{\"model\":\"bench\",\"strategy\":");
         air__buf_json_str(c, o.strategy, strlen(o.strategy));
-        air__buf_printf(c, ",\"hedge\":%s,\"targets\":[", h ? "true" : "false");
+        air__buf_printf(c, ",\"hedge\":%s,%s\"targets\":[", h == 1 ? "true" : "false",
+                        lim ? "\"budget_usd\":1e9," : "");
         for (unsigned i = 0; i < np; i++)
             air__buf_printf(c, "%s{\"provider\":\"mock%u\",\"model\":\"mock-model\"}",
                             i ? "," : "", i);
@@ -759,7 +786,7 @@ air__cmd_bench(int argc, char **argv)
     }
 
     struct phase base = {.name = "baseline"}, rout = {.name = "router"},
-                 hedg = {.name = "hedged"};
+                 hedg = {.name = "hedged"}, red = {.name = "redis"};
     int rc = 0;
     if (vendor)
         setenv("AIR_BENCH_KEY", "sk-bench", 1);
@@ -806,6 +833,17 @@ air__cmd_bench(int argc, char **argv)
         air_free(r, 5000);
         r = NULL;
     }
+    if (rc == 0 && scfg.data != NULL) {
+        long rd3 = 0;
+        if (air_new(scfg.data, &r, err, sizeof err) != AIR_OK) {
+            fprintf(stderr, "airouter bench: router with the redis state backend: %s\n", err);
+            rc = 1;
+        } else {
+            run_router(&o, r, body, &red, tty, &rd3);
+            air_free(r, 5000);
+            r = NULL;
+        }
+    }
     if (rc == 0 && o.hedge_ms >= 0) {
         long rd2 = 0;
         if (air_new(hcfg.data, &r, err, sizeof err) != AIR_OK) {
@@ -818,6 +856,7 @@ air__cmd_bench(int argc, char **argv)
     }
     air__buf_free(&cfg);
     air__buf_free(&hcfg);
+    air__buf_free(&scfg);
     air__free(body);
     for (unsigned i = 0; i < np; i++)
         air_mock_stop(mocks[i]);
@@ -826,6 +865,9 @@ air__cmd_bench(int argc, char **argv)
     phase_finish(&base);
     phase_finish(&rout);
     phase_finish(&hedg);
+    phase_finish(&red);
+    int have_red = red.requests > 0;
+    double red_ratio = rout.rps > 0 ? red.rps / rout.rps : 0;
 
     double ratio = base.rps > 0 ? rout.rps / base.rps : 0;
     long added_p50 = (long)rout.p50 - (long)base.p50;
@@ -854,6 +896,16 @@ air__cmd_bench(int argc, char **argv)
                    (unsigned long long)hedg.p50, (unsigned long long)hedg.p90,
                    (unsigned long long)hedg.p99, (unsigned long long)hedg.p999,
                    hedg.requests ? hedg.cpu_s * 1e6 / (double)hedg.requests : 0);
+        if (have_red)
+            printf("\"router_redis\":{\"requests\":%llu,\"errors\":%llu,\"rps\":%.1f,"
+                   "\"p50_us\":%llu,\"p90_us\":%llu,\"p99_us\":%llu,\"p999_us\":%llu,"
+                   "\"cpu_us_per_request\":%.2f},\"redis_vs_local\":{\"throughput_ratio\":%.3f,"
+                   "\"added_p50_us\":%ld,\"added_p99_us\":%ld},",
+                   (unsigned long long)red.requests, (unsigned long long)red.errors, red.rps,
+                   (unsigned long long)red.p50, (unsigned long long)red.p90,
+                   (unsigned long long)red.p99, (unsigned long long)red.p999,
+                   red.cpu_s * 1e6 / (double)red.requests, red_ratio,
+                   (long)red.p50 - (long)rout.p50, (long)red.p99 - (long)rout.p99);
         printf("\"added_p50_us\":%ld,\"added_p99_us\":%ld,\"throughput_ratio\":%.3f,"
                "\"peak_rss_bytes\":%ld,\"bytes_per_inflight\":%ld,",
                added_p50, added_p99, ratio, peak_rss_bytes(), bpi);
@@ -883,6 +935,16 @@ air__cmd_bench(int argc, char **argv)
                             : (hedg.requests ? hedg.cpu_s * 1e6 / (double)hedg.requests : 0));
         printf("added latency: p50 %+ld us, p99 %+ld us; throughput router/direct %.3f\n",
                added_p50, added_p99, ratio);
+        if (have_red) {
+            printf("%-9s %10llu %8llu %10.0f %9llu %9llu %9llu %9llu %10.1f\n", red.name,
+                   (unsigned long long)red.requests, (unsigned long long)red.errors, red.rps,
+                   (unsigned long long)red.p50, (unsigned long long)red.p90,
+                   (unsigned long long)red.p99, (unsigned long long)red.p999,
+                   red.cpu_s * 1e6 / (double)red.requests);
+            printf("redis state vs in-process (same limits): throughput %.3f, p50 %+ld us, "
+                   "p99 %+ld us\n",
+                   red_ratio, (long)red.p50 - (long)rout.p50, (long)red.p99 - (long)rout.p99);
+        }
         printf("peak RSS %.1f MiB; ~%ld bytes per in-flight request\n",
                (double)peak_rss_bytes() / 1048576.0, bpi);
     }
@@ -890,5 +952,6 @@ air__cmd_bench(int argc, char **argv)
     air__free(base.lat_us);
     air__free(rout.lat_us);
     air__free(hedg.lat_us);
+    air__free(red.lat_us);
     return 0;
 }
