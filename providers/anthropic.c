@@ -7,10 +7,13 @@
  * converted one by one into (lead blocks, other blocks) and then merged into
  * alternating user/assistant turns, so that tool_result blocks always open
  * their user turn and thinking blocks open their assistant turn. decode and
- * the stream state machine translate back. Bodies are built with cJSON for
- * the request and the non-streamed reply (both are trees anyway); stream
- * chunks are written straight into a growable buffer, because they are the
- * hot path and small.
+ * the stream state machine translate back. Every body and chunk is written
+ * straight into a growable buffer (util/buf.h), never as a cJSON tree that
+ * is then printed: the caller's body is already parsed, and the text is
+ * byte for byte what printing such a tree gave (translation has a budget of
+ * a few microseconds per request). Stream events are read by a small
+ * validating scanner for the common token events and by cJSON for the rest
+ * (see "Streaming" below).
  *
  * Streaming state lives in a fixed-size struct (ops->stream_state_size) that
  * core zeroes: it holds no pointers, so a stream that core abandons halfway
@@ -54,6 +57,50 @@ static const char *const ant_config_keys[] = {
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
+
+/* cJSON_GetObjectItemCaseSensitive, with the first byte compared before
+ * strcmp is called (lookups are a good part of translating a request). */
+static const cJSON *
+oget(const cJSON *obj, const char *key)
+{
+    if (obj == NULL)
+        return NULL;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+        const char *k = c->string;
+        if (k == NULL)
+            return NULL; /* where cJSON's own lookup stops, too */
+        if (k[0] == key[0] && strcmp(k, key) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Append n bytes to b, the usual case (room left) inline. */
+static inline void
+bput(air_buf_t *b, const char *s, size_t n)
+{
+    if (b->len + n < b->cap && !b->oom) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, s, n);
+    }
+}
+
+static inline void
+bputc(air_buf_t *b, char c)
+{
+    if (b->len + 1 < b->cap && !b->oom) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, &c, 1);
+    }
+}
+
+/* Append a string literal. */
+#define PUTS(b, lit) bput((b), "" lit, sizeof(lit) - 1)
 
 static void fault_fmt(air_fault_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -127,7 +174,7 @@ json_int(const cJSON *it, long long lo, long long hi, long long *out)
 static int
 json_count(const cJSON *obj, const char *key, uint64_t *out)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *it = oget(obj, key);
     if (!cJSON_IsNumber(it))
         return 0;
     double v = it->valuedouble;
@@ -142,7 +189,7 @@ json_count(const cJSON *obj, const char *key, uint64_t *out)
 static const char *
 json_str(const cJSON *obj, const char *key)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *it = oget(obj, key);
     return cJSON_IsString(it) && it->valuestring != NULL ? it->valuestring : NULL;
 }
 
@@ -150,22 +197,8 @@ json_str(const cJSON *obj, const char *key)
 static const cJSON *
 json_get(const cJSON *obj, const char *key)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    const cJSON *it = oget(obj, key);
     return it == NULL || cJSON_IsNull(it) ? NULL : it;
-}
-
-/* Copy a cJSON-allocated string into an air__malloc'd one and free it. */
-static char *
-take_printed(char *s, size_t *len)
-{
-    if (s == NULL)
-        return NULL;
-    size_t n = strlen(s);
-    char *r = air__strndup(s, n);
-    cJSON_free(s);
-    if (r != NULL && len != NULL)
-        *len = n;
-    return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -193,12 +226,12 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
     int structured = 0;
 
     if (cJSON_IsObject(j)) {
-        const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, "default_max_tokens");
+        const cJSON *it = oget(j, "default_max_tokens");
         if (it != NULL && !json_int(it, 1, ANT_MAX_TOKENS_LIMIT, &max_tokens)) {
             snprintf(err, errlen, "default_max_tokens: expected an integer >= 1");
             return AIR_E_CONFIG;
         }
-        it = cJSON_GetObjectItemCaseSensitive(j, "anthropic_version");
+        it = oget(j, "anthropic_version");
         if (it != NULL) {
             if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
                 has_line_break(it->valuestring)) {
@@ -207,7 +240,7 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
             }
             version = it->valuestring;
         }
-        it = cJSON_GetObjectItemCaseSensitive(j, "anthropic_beta");
+        it = oget(j, "anthropic_beta");
         if (it != NULL) {
             if (!cJSON_IsString(it) || has_line_break(it->valuestring)) {
                 snprintf(err, errlen, "anthropic_beta: expected a string (comma-separated)");
@@ -216,7 +249,7 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
             if (it->valuestring[0] != '\0')
                 beta = it->valuestring;
         }
-        it = cJSON_GetObjectItemCaseSensitive(j, "structured_output");
+        it = oget(j, "structured_output");
         if (it != NULL) {
             if (!cJSON_IsBool(it)) {
                 snprintf(err, errlen, "structured_output: expected true or false");
@@ -256,6 +289,15 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
 /* ------------------------------------------------------------------------ */
 /* encode                                                                    */
 
+/*
+ * The body is written straight into buffers, in the order a cJSON tree of it
+ * would print (the text is byte for byte what cJSON_PrintUnformatted made of
+ * the tree this adapter used to build): the caller's body is already parsed,
+ * and a second tree plus a print cost more than the whole translation should.
+ * Blocks are collected per message, then per turn, as comma-separated lists
+ * (struct blist), and a turn is written out when the role changes.
+ */
+
 /* How response_format is served for a request. */
 enum json_mode {
     JSON_NONE = 0,
@@ -266,64 +308,115 @@ enum json_mode {
 struct enc {
     const struct ant *a;
     air_fault_t *f;
-    int oom;
 };
 
-/* Attach item to obj/array; records OOM and frees item on failure. */
-static cJSON *
-put(struct enc *e, cJSON *parent, const char *key, cJSON *item)
-{
-    if (item == NULL) {
-        e->oom = 1;
-        return NULL;
+/* Content blocks being collected: comma-separated objects, no brackets. */
+struct blist {
+    air_buf_t b;
+    int n;                 /* blocks */
+    size_t last;           /* offset of the last block */
+    const char *last_text; /* the last block is a text block with this text */
+    const cJSON *last_cc;  /* ... and this cache_control (NULL: none) */
+};
+
+#define BLIST_INIT                                                                                 \
+    {                                                                                              \
+        AIR_BUF_INIT, 0, 0, NULL, NULL                                                             \
     }
-    cJSON_bool ok =
-        key != NULL ? cJSON_AddItemToObject(parent, key, item) : cJSON_AddItemToArray(parent, item);
-    if (!ok) {
-        cJSON_Delete(item);
-        e->oom = 1;
-        return NULL;
+
+/* Empty the list, keeping its memory and a sticky OOM. */
+static void
+blist_clear(struct blist *l)
+{
+    l->b.len = 0;
+    if (l->b.data != NULL)
+        l->b.data[0] = '\0';
+    l->n = 0;
+    l->last = 0;
+    l->last_text = NULL;
+    l->last_cc = NULL;
+}
+
+/* Start a new block; returns the buffer to write it to. */
+static air_buf_t *
+blk_begin(struct blist *l)
+{
+    if (l->b.cap == 0)
+        (void)air__buf_reserve(&l->b, 1000); /* one allocation for most turns */
+    if (l->n++ > 0)
+        bputc(&l->b, ',');
+    l->last = l->b.len;
+    l->last_text = NULL;
+    l->last_cc = NULL;
+    return &l->b;
+}
+
+/* Append every block of src to dst and empty src. */
+static void
+blist_move(struct blist *dst, struct blist *src)
+{
+    if (src->b.oom)
+        dst->b.oom = 1;
+    if (src->n == 0)
+        return;
+    if (dst->n > 0)
+        bputc(&dst->b, ',');
+    size_t base = dst->b.len;
+    air__buf_append(&dst->b, src->b.data, src->b.len);
+    dst->n += src->n;
+    dst->last = base + src->last;
+    dst->last_text = src->last_text;
+    dst->last_cc = src->last_cc;
+    blist_clear(src);
+}
+
+static void
+put_cstr(air_buf_t *b, const char *s)
+{
+    air__buf_json_str(b, s, strlen(s));
+}
+
+/* "prefix[i]" (or "prefix.mid[i]") into dst, for error messages. */
+static void
+path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i)
+{
+    char num[16];
+    char *e = num + sizeof num, *p = e;
+    unsigned v = i < 0 ? 0 : (unsigned)i;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    size_t pl = strlen(prefix), ml = strlen(mid), nl = (size_t)(e - p);
+    if (pl + ml + nl + 3 > size) {
+        snprintf(dst, size, "%s%s[%d]", prefix, mid, i);
+        return;
     }
-    return item;
+    memcpy(dst, prefix, pl);
+    memcpy(dst + pl, mid, ml);
+    dst[pl + ml] = '[';
+    memcpy(dst + pl + ml + 1, p, nl);
+    dst[pl + ml + 1 + nl] = ']';
+    dst[pl + ml + 2 + nl] = '\0';
 }
 
-static cJSON *
-put_str(struct enc *e, cJSON *parent, const char *key, const char *s)
+static void
+text_block(struct blist *l, const char *text, const cJSON *part)
 {
-    return put(e, parent, key, cJSON_CreateString(s));
-}
-
-static cJSON *
-put_num(struct enc *e, cJSON *parent, const char *key, double v)
-{
-    return put(e, parent, key, cJSON_CreateNumber(v));
-}
-
-static cJSON *
-put_obj(struct enc *e, cJSON *parent, const char *key)
-{
-    return put(e, parent, key, cJSON_CreateObject());
-}
-
-static cJSON *
-put_dup(struct enc *e, cJSON *parent, const char *key, const cJSON *src)
-{
-    return put(e, parent, key, cJSON_Duplicate(src, 1));
-}
-
-static cJSON *
-text_block(struct enc *e, cJSON *arr, const char *text, const cJSON *part)
-{
-    cJSON *b = put_obj(e, arr, NULL);
-    if (b == NULL)
-        return NULL;
-    put_str(e, b, "type", "text");
-    put_str(e, b, "text", text);
+    air_buf_t *b = blk_begin(l);
+    PUTS(b, "{\"type\":\"text\",\"text\":");
+    put_cstr(b, text);
     /* cache_control on a text part is an Anthropic extension: keep it. */
-    const cJSON *cc = part != NULL ? cJSON_GetObjectItemCaseSensitive(part, "cache_control") : NULL;
-    if (cJSON_IsObject(cc))
-        put_dup(e, b, "cache_control", cc);
-    return b;
+    const cJSON *cc = part != NULL ? oget(part, "cache_control") : NULL;
+    if (cJSON_IsObject(cc)) {
+        PUTS(b, ",\"cache_control\":");
+        air__buf_cjson(b, cc);
+    } else {
+        cc = NULL;
+    }
+    bputc(b, '}');
+    l->last_text = text;
+    l->last_cc = cc;
 }
 
 static int
@@ -343,9 +436,9 @@ ieq_n(const char *a, const char *b, size_t n)
 
 /* An image_url part -> an image block. */
 static air_status_t
-image_block(struct enc *e, cJSON *arr, const cJSON *part, const char *where)
+image_block(struct enc *e, struct blist *l, const cJSON *part, const char *where)
 {
-    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+    const cJSON *iu = oget(part, "image_url");
     const char *url = NULL;
     if (cJSON_IsString(iu))
         url = iu->valuestring;
@@ -354,16 +447,11 @@ image_block(struct enc *e, cJSON *arr, const cJSON *part, const char *where)
     if (url == NULL)
         return bad_request(e->f, 0, "%s.image_url.url: expected a string", where);
 
-    cJSON *b = put_obj(e, arr, NULL);
-    if (b == NULL)
-        return AIR_E_NOMEM;
-    put_str(e, b, "type", "image");
-    cJSON *src = put_obj(e, b, "source");
-    if (src == NULL)
-        return AIR_E_NOMEM;
+    air_buf_t *b = blk_begin(l);
+    PUTS(b, "{\"type\":\"image\",\"source\":{\"type\":");
     if (ieq_n(url, "https://", 8) || ieq_n(url, "http://", 7)) {
-        put_str(e, src, "type", "url");
-        put_str(e, src, "url", url);
+        PUTS(b, "\"url\",\"url\":");
+        put_cstr(b, url);
     } else if (ieq_n(url, "data:", 5)) {
         const char *mt = url + 5;
         const char *semi = strchr(mt, ';');
@@ -387,16 +475,21 @@ image_block(struct enc *e, cJSON *arr, const cJSON *part, const char *where)
         const char *data = b64 + 8;
         if (*data == '\0')
             return bad_request(e->f, 0, "%s.image_url: empty data URL", where);
-        put_str(e, src, "type", "base64");
-        put_str(e, src, "media_type", media);
-        put_str(e, src, "data", data);
+        PUTS(b, "\"base64\",\"media_type\":");
+        put_cstr(b, media);
+        PUTS(b, ",\"data\":");
+        put_cstr(b, data);
     } else {
         return bad_request(e->f, 0, "%s.image_url.url: expected an http(s) or data URL", where);
     }
-    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(part, "cache_control");
-    if (cJSON_IsObject(cc))
-        put_dup(e, b, "cache_control", cc);
-    return e->oom ? AIR_E_NOMEM : AIR_OK;
+    bputc(b, '}');
+    const cJSON *cc = oget(part, "cache_control");
+    if (cJSON_IsObject(cc)) {
+        PUTS(b, ",\"cache_control\":");
+        air__buf_cjson(b, cc);
+    }
+    bputc(b, '}');
+    return b->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
 /* Which part types a content array may hold in a given place. */
@@ -404,17 +497,18 @@ image_block(struct enc *e, cJSON *arr, const cJSON *part, const char *where)
 #define PART_IMAGE 2u
 
 /* Convert message content (string, array of parts or null) into blocks
- * appended to arr. Empty and whitespace-only texts are skipped (the API
+ * appended to l. Empty and whitespace-only texts are skipped (the API
  * rejects them). `refusal` parts are always dropped. */
 static air_status_t
-content_blocks(struct enc *e, cJSON *arr, const cJSON *content, unsigned allowed, const char *where)
+content_blocks(struct enc *e, struct blist *l, const cJSON *content, unsigned allowed,
+               const char *where)
 {
     if (content == NULL || cJSON_IsNull(content))
         return AIR_OK;
     if (cJSON_IsString(content)) {
         if (!is_blank(content->valuestring))
-            text_block(e, arr, content->valuestring, NULL);
-        return e->oom ? AIR_E_NOMEM : AIR_OK;
+            text_block(l, content->valuestring, NULL);
+        return l->b.oom ? AIR_E_NOMEM : AIR_OK;
     }
     if (!cJSON_IsArray(content))
         return bad_request(e->f, 0, "%s.content: expected a string, an array or null", where);
@@ -423,7 +517,7 @@ content_blocks(struct enc *e, cJSON *arr, const cJSON *content, unsigned allowed
     cJSON_ArrayForEach(part, content)
     {
         char pw[96];
-        snprintf(pw, sizeof pw, "%s.content[%d]", where, i++);
+        path_idx(pw, sizeof pw, where, ".content", i++);
         const char *type = cJSON_IsObject(part) ? json_str(part, "type") : NULL;
         if (type == NULL)
             return bad_request(e->f, 0, "%s: expected an object with a string \"type\"", pw);
@@ -432,17 +526,17 @@ content_blocks(struct enc *e, cJSON *arr, const cJSON *content, unsigned allowed
             if (text == NULL)
                 return bad_request(e->f, 0, "%s.text: expected a string", pw);
             if (!is_blank(text))
-                text_block(e, arr, text, part);
+                text_block(l, text, part);
         } else if (strcmp(type, "refusal") == 0) {
             continue;
         } else if (strcmp(type, "image_url") == 0 && (allowed & PART_IMAGE)) {
-            air_status_t st = image_block(e, arr, part, pw);
+            air_status_t st = image_block(e, l, part, pw);
             if (st != AIR_OK)
                 return st;
         } else {
             return bad_request(e->f, 1, "%s: part type \"%.32s\" is not supported here", pw, type);
         }
-        if (e->oom)
+        if (l->b.oom)
             return AIR_E_NOMEM;
     }
     return AIR_OK;
@@ -450,71 +544,64 @@ content_blocks(struct enc *e, cJSON *arr, const cJSON *content, unsigned allowed
 
 /* Tool ids must match ^[a-zA-Z0-9_-]+$ (spec 2.2, marked [?]): other bytes
  * become '_'. Applied to tool_use.id and tool_result.tool_use_id alike, so
- * pairs still match. */
-static char *
-tool_id(const char *id)
+ * pairs still match. Every byte written needs no JSON escaping. */
+static void
+put_tool_id(air_buf_t *b, const char *id)
 {
-    char *s = air__strdup(id);
-    if (s == NULL)
-        return NULL;
-    for (char *p = s; *p; p++) {
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            *p = '_';
+    size_t n = strlen(id);
+    if (air__buf_reserve(b, n + 2) != 0)
+        return;
+    char *p = b->data + b->len;
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        *p++ = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_' || c == '-')
+                   ? c
+                   : '_';
     }
-    return s;
-}
-
-static cJSON *
-put_tool_id(struct enc *e, cJSON *obj, const char *key, const char *id)
-{
-    char *s = tool_id(id);
-    if (s == NULL) {
-        e->oom = 1;
-        return NULL;
-    }
-    cJSON *r = put_str(e, obj, key, s);
-    air__free(s);
-    return r;
+    *p++ = '"';
+    b->len += n + 2;
+    b->data[b->len] = '\0';
 }
 
 /* tool message -> one tool_result block. */
 static air_status_t
-tool_result_block(struct enc *e, cJSON *lead, const cJSON *m, const char *where)
+tool_result_block(struct enc *e, struct blist *lead, const cJSON *m, const char *where)
 {
     const char *id = json_str(m, "tool_call_id");
     if (id == NULL || id[0] == '\0')
         return bad_request(e->f, 0, "%s.tool_call_id: expected a non-empty string", where);
-    cJSON *b = put_obj(e, lead, NULL);
-    if (b == NULL)
-        return AIR_E_NOMEM;
-    put_str(e, b, "type", "tool_result");
-    put_tool_id(e, b, "tool_use_id", id);
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+    air_buf_t *b = blk_begin(lead);
+    PUTS(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
+    put_tool_id(b, id);
+    const cJSON *content = oget(m, "content");
     if (cJSON_IsString(content)) {
-        if (content->valuestring[0] != '\0')
-            put_str(e, b, "content", content->valuestring);
-    } else if (content != NULL && !cJSON_IsNull(content)) {
-        cJSON *arr = cJSON_CreateArray();
-        if (arr == NULL)
-            return AIR_E_NOMEM;
-        air_status_t st = content_blocks(e, arr, content, PART_TEXT | PART_IMAGE, where);
-        if (st != AIR_OK) {
-            cJSON_Delete(arr);
-            return st;
+        if (content->valuestring[0] != '\0') {
+            PUTS(b, ",\"content\":");
+            put_cstr(b, content->valuestring);
         }
-        if (cJSON_GetArraySize(arr) > 0)
-            put(e, b, "content", arr);
-        else
-            cJSON_Delete(arr);
+    } else if (content != NULL && !cJSON_IsNull(content)) {
+        struct blist arr = BLIST_INIT;
+        air_status_t st = content_blocks(e, &arr, content, PART_TEXT | PART_IMAGE, where);
+        if (st == AIR_OK && arr.b.oom)
+            st = AIR_E_NOMEM;
+        if (st == AIR_OK && arr.n > 0) {
+            PUTS(b, ",\"content\":[");
+            air__buf_append(b, arr.b.data, arr.b.len);
+            bputc(b, ']');
+        }
+        air__buf_free(&arr.b);
+        if (st != AIR_OK)
+            return st;
     }
-    return e->oom ? AIR_E_NOMEM : AIR_OK;
+    bputc(b, '}');
+    return b->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
 /* assistant tool_calls -> tool_use blocks. */
 static air_status_t
-tool_use_blocks(struct enc *e, cJSON *rest, const cJSON *calls, const char *where)
+tool_use_blocks(struct enc *e, struct blist *rest, const cJSON *calls, const char *where)
 {
     if (calls == NULL || cJSON_IsNull(calls))
         return AIR_OK;
@@ -525,9 +612,8 @@ tool_use_blocks(struct enc *e, cJSON *rest, const cJSON *calls, const char *wher
     cJSON_ArrayForEach(c, calls)
     {
         char cw[96];
-        snprintf(cw, sizeof cw, "%s.tool_calls[%d]", where, i++);
-        const cJSON *fn =
-            cJSON_IsObject(c) ? cJSON_GetObjectItemCaseSensitive(c, "function") : NULL;
+        path_idx(cw, sizeof cw, where, ".tool_calls", i++);
+        const cJSON *fn = cJSON_IsObject(c) ? oget(c, "function") : NULL;
         const char *id = cJSON_IsObject(c) ? json_str(c, "id") : NULL;
         const char *type = cJSON_IsObject(c) ? json_str(c, "type") : NULL;
         if (type != NULL && strcmp(type, "function") != 0)
@@ -537,38 +623,41 @@ tool_use_blocks(struct enc *e, cJSON *rest, const cJSON *calls, const char *wher
         const char *name = cJSON_IsObject(fn) ? json_str(fn, "name") : NULL;
         if (name == NULL || name[0] == '\0')
             return bad_request(e->f, 0, "%s.function.name: expected a non-empty string", cw);
-        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
-        cJSON *input = NULL;
+        const cJSON *args = oget(fn, "arguments");
+        const cJSON *input = NULL; /* NULL: {} */
+        cJSON *parsed = NULL;
         if (args == NULL || cJSON_IsNull(args) ||
             (cJSON_IsString(args) && is_blank(args->valuestring))) {
-            input = cJSON_CreateObject();
+            input = NULL;
         } else if (cJSON_IsObject(args)) {
-            input = cJSON_Duplicate(args, 1);
+            input = args;
         } else if (cJSON_IsString(args)) {
             const char *end = NULL;
-            input = cJSON_ParseWithOpts(args->valuestring, &end, 1);
-            if (input == NULL || !cJSON_IsObject(input)) {
-                cJSON_Delete(input);
+            parsed = cJSON_ParseWithOpts(args->valuestring, &end, 1);
+            if (parsed == NULL || !cJSON_IsObject(parsed)) {
+                cJSON_Delete(parsed);
                 return bad_request(e->f, 0,
                                    "%s.function.arguments: not a JSON object (Anthropic needs "
                                    "tool input as an object)",
                                    cw);
             }
+            input = parsed;
         } else {
             return bad_request(e->f, 0, "%s.function.arguments: expected a JSON string", cw);
         }
-        if (input == NULL)
-            return AIR_E_NOMEM;
-        cJSON *b = put_obj(e, rest, NULL);
-        if (b == NULL) {
-            cJSON_Delete(input);
-            return AIR_E_NOMEM;
-        }
-        put_str(e, b, "type", "tool_use");
-        put_tool_id(e, b, "id", id);
-        put_str(e, b, "name", name);
-        put(e, b, "input", input);
-        if (e->oom)
+        air_buf_t *b = blk_begin(rest);
+        PUTS(b, "{\"type\":\"tool_use\",\"id\":");
+        put_tool_id(b, id);
+        PUTS(b, ",\"name\":");
+        put_cstr(b, name);
+        PUTS(b, ",\"input\":");
+        if (input != NULL)
+            air__buf_cjson(b, input);
+        else
+            PUTS(b, "{}");
+        bputc(b, '}');
+        cJSON_Delete(parsed);
+        if (b->oom)
             return AIR_E_NOMEM;
     }
     return AIR_OK;
@@ -576,7 +665,7 @@ tool_use_blocks(struct enc *e, cJSON *rest, const cJSON *calls, const char *wher
 
 /* message.thinking_blocks (spec 6.9) -> thinking / redacted_thinking blocks. */
 static air_status_t
-thinking_blocks(struct enc *e, cJSON *lead, const cJSON *tb, const char *where)
+thinking_blocks(struct enc *e, struct blist *lead, const cJSON *tb, const char *where)
 {
     if (tb == NULL || cJSON_IsNull(tb))
         return AIR_OK;
@@ -586,29 +675,28 @@ thinking_blocks(struct enc *e, cJSON *lead, const cJSON *tb, const char *where)
     cJSON_ArrayForEach(t, tb)
     {
         const char *type = cJSON_IsObject(t) ? json_str(t, "type") : NULL;
-        cJSON *b;
         if (type != NULL && strcmp(type, "thinking") == 0 && json_str(t, "thinking") != NULL) {
-            b = put_obj(e, lead, NULL);
-            if (b == NULL)
-                return AIR_E_NOMEM;
-            put_str(e, b, "type", "thinking");
-            put_str(e, b, "thinking", json_str(t, "thinking"));
-            if (json_str(t, "signature") != NULL)
-                put_str(e, b, "signature", json_str(t, "signature"));
+            air_buf_t *b = blk_begin(lead);
+            PUTS(b, "{\"type\":\"thinking\",\"thinking\":");
+            put_cstr(b, json_str(t, "thinking"));
+            if (json_str(t, "signature") != NULL) {
+                PUTS(b, ",\"signature\":");
+                put_cstr(b, json_str(t, "signature"));
+            }
+            bputc(b, '}');
         } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
                    json_str(t, "data") != NULL) {
-            b = put_obj(e, lead, NULL);
-            if (b == NULL)
-                return AIR_E_NOMEM;
-            put_str(e, b, "type", "redacted_thinking");
-            put_str(e, b, "data", json_str(t, "data"));
+            air_buf_t *b = blk_begin(lead);
+            PUTS(b, "{\"type\":\"redacted_thinking\",\"data\":");
+            put_cstr(b, json_str(t, "data"));
+            bputc(b, '}');
         } else {
             return bad_request(e->f, 0,
                                "%s.thinking_blocks: expected thinking or redacted_thinking "
                                "blocks",
                                where);
         }
-        if (e->oom)
+        if (lead->b.oom)
             return AIR_E_NOMEM;
     }
     return AIR_OK;
@@ -618,118 +706,117 @@ thinking_blocks(struct enc *e, cJSON *lead, const cJSON *tb, const char *where)
  * thinking in an assistant turn) go before `rest`. */
 struct turn {
     const char *role; /* NULL: none open */
-    cJSON *lead;
-    cJSON *rest;
+    struct blist lead, rest;
 };
 
+/* Write the open turn as one message of `msgs` (a comma-separated list). */
 static void
-move_all(cJSON *dst, cJSON *src)
-{
-    while (src->child != NULL) {
-        cJSON *it = cJSON_DetachItemFromArray(src, 0);
-        cJSON_AddItemToArray(dst, it); /* cannot fail for a detached item */
-    }
-}
-
-static void
-turn_flush(struct enc *e, cJSON *messages, struct turn *t)
+turn_flush(air_buf_t *msgs, int *nmsgs, struct turn *t)
 {
     if (t->role == NULL)
         return;
-    cJSON *m = put_obj(e, messages, NULL);
-    if (m != NULL) {
-        put_str(e, m, "role", t->role);
-        cJSON *content = put(e, m, "content", cJSON_CreateArray());
-        if (content != NULL) {
-            move_all(content, t->lead);
-            move_all(content, t->rest);
-        }
-    }
+    if ((*nmsgs)++ > 0)
+        bputc(msgs, ',');
+    PUTS(msgs, "{\"role\":\"");
+    air__buf_puts(msgs, t->role);
+    PUTS(msgs, "\",\"content\":[");
+    air__buf_append(msgs, t->lead.b.data, t->lead.b.len);
+    if (t->lead.n > 0 && t->rest.n > 0)
+        bputc(msgs, ',');
+    air__buf_append(msgs, t->rest.b.data, t->rest.b.len);
+    PUTS(msgs, "]}");
+    if (t->lead.b.oom || t->rest.b.oom)
+        msgs->oom = 1;
+    blist_clear(&t->lead);
+    blist_clear(&t->rest);
     t->role = NULL;
 }
 
 /* Strip trailing whitespace from the final assistant turn (a prefill); drop
- * the block, then the turn, when nothing is left (spec 6.1 step 3). */
+ * the block, then the turn, when nothing is left (spec 6.1 step 3). The
+ * last block of a turn is the last of `rest` (`lead` only holds thinking
+ * blocks there). */
 static void
-strip_prefill(cJSON *messages)
+strip_prefill(struct turn *t)
 {
-    int n = cJSON_GetArraySize(messages);
-    if (n == 0)
+    if (t->role == NULL || strcmp(t->role, "assistant") != 0 || t->rest.n == 0 ||
+        t->rest.last_text == NULL)
         return;
-    cJSON *last = cJSON_GetArrayItem(messages, n - 1);
-    const char *role = json_str(last, "role");
-    if (role == NULL || strcmp(role, "assistant") != 0)
-        return;
-    cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
-    int nb = cJSON_GetArraySize(content);
-    cJSON *b = cJSON_GetArrayItem(content, nb - 1);
-    const char *type = json_str(b, "type");
-    if (type == NULL || strcmp(type, "text") != 0)
-        return;
-    cJSON *text = cJSON_GetObjectItemCaseSensitive(b, "text");
-    char *s = text->valuestring;
-    size_t len = strlen(s);
+    const char *s = t->rest.last_text;
+    const cJSON *cc = t->rest.last_cc;
+    size_t full = strlen(s), len = full;
     while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\n' ||
                        s[len - 1] == '\r' || s[len - 1] == '\f' || s[len - 1] == '\v'))
         len--;
-    s[len] = '\0'; /* shortening in place is safe: cJSON frees it by pointer */
-    if (len > 0)
+    if (len == full)
         return;
-    cJSON_DeleteItemFromArray(content, nb - 1);
-    if (cJSON_GetArraySize(content) == 0)
-        cJSON_DeleteItemFromArray(messages, n - 1);
+    air_buf_t *b = &t->rest.b;
+    if (len > 0) {
+        /* Rewrite the block with the shortened text. */
+        b->len = t->rest.last;
+        PUTS(b, "{\"type\":\"text\",\"text\":");
+        air__buf_json_str(b, s, len);
+        if (cc != NULL) {
+            PUTS(b, ",\"cache_control\":");
+            air__buf_cjson(b, cc);
+        }
+        bputc(b, '}');
+        return;
+    }
+    /* Drop the block (and the comma before it). */
+    b->len = t->rest.last > 0 ? t->rest.last - 1 : 0;
+    if (b->data != NULL)
+        b->data[b->len] = '\0';
+    t->rest.n--;
+    t->rest.last_text = NULL;
+    t->rest.last_cc = NULL;
+    if (t->rest.n == 0 && t->lead.n == 0)
+        t->role = NULL; /* nothing left: no message at all */
 }
 
 static air_status_t
-encode_messages(struct enc *e, const cJSON *msgs, cJSON *body)
+encode_messages(struct enc *e, const cJSON *msgs, air_buf_t *body)
 {
     if (!cJSON_IsArray(msgs))
         return bad_request(e->f, 0, "messages: expected an array");
-    cJSON *system = cJSON_CreateArray();
-    cJSON *messages = cJSON_CreateArray();
-    cJSON *lead = cJSON_CreateArray(), *rest = cJSON_CreateArray();
-    cJSON *mlead = cJSON_CreateArray(), *mrest = cJSON_CreateArray();
-    struct turn t = {NULL, lead, rest};
+    struct blist system = BLIST_INIT, mlead = BLIST_INIT, mrest = BLIST_INIT;
+    struct turn t = {NULL, BLIST_INIT, BLIST_INIT};
+    air_buf_t messages = AIR_BUF_INIT;
+    int nmsgs = 0;
     air_status_t st = AIR_OK;
-    if (system == NULL || messages == NULL || lead == NULL || rest == NULL || mlead == NULL ||
-        mrest == NULL) {
-        st = AIR_E_NOMEM;
-        goto out;
-    }
+    (void)air__buf_reserve(&messages, body->cap > body->len ? body->cap - body->len : 1024);
 
     int i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
     {
         char where[48];
-        snprintf(where, sizeof where, "messages[%d]", i++);
+        path_idx(where, sizeof where, "messages", "", i++);
         const char *role = cJSON_IsObject(m) ? json_str(m, "role") : NULL;
         if (role == NULL) {
             st = bad_request(e->f, 0, "%s.role: expected a string", where);
             goto out;
         }
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        const cJSON *content = oget(m, "content");
         const char *side = NULL;
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            st = content_blocks(e, system, content, PART_TEXT, where);
+            st = content_blocks(e, &system, content, PART_TEXT, where);
             if (st != AIR_OK)
                 goto out;
             continue;
         } else if (strcmp(role, "user") == 0) {
             side = "user";
-            st = content_blocks(e, mrest, content, PART_TEXT | PART_IMAGE, where);
+            st = content_blocks(e, &mrest, content, PART_TEXT | PART_IMAGE, where);
         } else if (strcmp(role, "tool") == 0) {
             side = "user";
-            st = tool_result_block(e, mlead, m, where);
+            st = tool_result_block(e, &mlead, m, where);
         } else if (strcmp(role, "assistant") == 0) {
             side = "assistant";
-            st = thinking_blocks(e, mlead, cJSON_GetObjectItemCaseSensitive(m, "thinking_blocks"),
-                                 where);
+            st = thinking_blocks(e, &mlead, oget(m, "thinking_blocks"), where);
             if (st == AIR_OK)
-                st = content_blocks(e, mrest, content, PART_TEXT, where);
+                st = content_blocks(e, &mrest, content, PART_TEXT, where);
             if (st == AIR_OK)
-                st = tool_use_blocks(e, mrest, cJSON_GetObjectItemCaseSensitive(m, "tool_calls"),
-                                     where);
+                st = tool_use_blocks(e, &mrest, oget(m, "tool_calls"), where);
         } else if (strcmp(role, "function") == 0) {
             st = bad_request(e->f, 0,
                              "%s.role: legacy \"function\" messages are not "
@@ -740,41 +827,43 @@ encode_messages(struct enc *e, const cJSON *msgs, cJSON *body)
         }
         if (st != AIR_OK)
             goto out;
-        if (mlead->child == NULL && mrest->child == NULL)
+        if (mlead.n == 0 && mrest.n == 0)
             continue; /* yields nothing: dropped, and does not split turns */
         if (t.role != NULL && strcmp(t.role, side) != 0)
-            turn_flush(e, messages, &t);
+            turn_flush(&messages, &nmsgs, &t);
         t.role = side;
-        move_all(lead, mlead);
-        move_all(rest, mrest);
-        if (e->oom) {
+        blist_move(&t.lead, &mlead);
+        blist_move(&t.rest, &mrest);
+        if (t.lead.b.oom || t.rest.b.oom) {
             st = AIR_E_NOMEM;
             goto out;
         }
     }
-    turn_flush(e, messages, &t);
-    if (e->oom) {
+    strip_prefill(&t);
+    turn_flush(&messages, &nmsgs, &t);
+    if (messages.oom || system.b.oom) {
         st = AIR_E_NOMEM;
         goto out;
     }
-    strip_prefill(messages);
-    if (cJSON_GetArraySize(messages) == 0) {
+    if (nmsgs == 0) {
         st = bad_request(e->f, 0, "messages: no user or assistant content to send");
         goto out;
     }
-    if (cJSON_GetArraySize(system) > 0) {
-        cJSON_AddItemToObject(body, "system", system);
-        system = NULL;
+    if (system.n > 0) {
+        PUTS(body, ",\"system\":[");
+        air__buf_append(body, system.b.data, system.b.len);
+        bputc(body, ']');
     }
-    cJSON_AddItemToObject(body, "messages", messages);
-    messages = NULL;
+    PUTS(body, ",\"messages\":[");
+    air__buf_append(body, messages.data, messages.len);
+    bputc(body, ']');
 out:
-    cJSON_Delete(system);
-    cJSON_Delete(messages);
-    cJSON_Delete(lead);
-    cJSON_Delete(rest);
-    cJSON_Delete(mlead);
-    cJSON_Delete(mrest);
+    air__buf_free(&system.b);
+    air__buf_free(&mlead.b);
+    air__buf_free(&mrest.b);
+    air__buf_free(&t.lead.b);
+    air__buf_free(&t.rest.b);
+    air__buf_free(&messages);
     return st;
 }
 
@@ -798,8 +887,8 @@ json_mode_of(const struct ant *a, const cJSON *body, enum json_mode *mode, const
         return AIR_OK;
     }
     if (strcmp(type, "json_schema") == 0) {
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
-        const cJSON *s = cJSON_IsObject(js) ? cJSON_GetObjectItemCaseSensitive(js, "schema") : NULL;
+        const cJSON *js = oget(rf, "json_schema");
+        const cJSON *s = cJSON_IsObject(js) ? oget(js, "schema") : NULL;
         if (s != NULL && !cJSON_IsObject(s))
             return f ? bad_request(f, 0, "response_format.json_schema.schema: expected an object")
                      : AIR_E_BADREQ;
@@ -829,7 +918,8 @@ uses_json_tool(const struct ant *a, const air_req_view_t *req)
 }
 
 static air_status_t
-encode_tools(struct enc *e, const cJSON *req, cJSON *body, enum json_mode mode, const cJSON *schema)
+encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mode,
+             const cJSON *schema)
 {
     const cJSON *tools = json_get(req, "tools");
     const cJSON *choice = json_get(req, "tool_choice");
@@ -846,18 +936,14 @@ encode_tools(struct enc *e, const cJSON *req, cJSON *body, enum json_mode mode, 
                            "response_format together with tools needs a deployment with "
                            "\"structured_output\": true");
 
-    cJSON *out = NULL;
     if (ntools > 0) {
-        out = put(e, body, "tools", cJSON_CreateArray());
-        if (out == NULL)
-            return AIR_E_NOMEM;
+        PUTS(body, ",\"tools\":[");
         int i = 0;
         const cJSON *t;
         cJSON_ArrayForEach(t, tools)
         {
             const char *type = cJSON_IsObject(t) ? json_str(t, "type") : NULL;
-            const cJSON *fn =
-                cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
+            const cJSON *fn = cJSON_IsObject(t) ? oget(t, "function") : NULL;
             if (type == NULL || strcmp(type, "function") != 0 || !cJSON_IsObject(fn))
                 return bad_request(e->f, 1, "tools[%d]: only \"function\" tools are supported", i);
             const char *name = json_str(fn, "name");
@@ -872,55 +958,44 @@ encode_tools(struct enc *e, const cJSON *req, cJSON *body, enum json_mode mode, 
             const cJSON *params = json_get(fn, "parameters");
             if (params != NULL && !cJSON_IsObject(params))
                 return bad_request(e->f, 0, "tools[%d].function.parameters: expected an object", i);
-            cJSON *o = put_obj(e, out, NULL);
-            if (o == NULL)
-                return AIR_E_NOMEM;
-            put_str(e, o, "name", name);
-            if (desc != NULL)
-                put_str(e, o, "description", desc->valuestring);
-            if (params != NULL) {
-                put_dup(e, o, "input_schema", params);
-            } else {
-                cJSON *s = put_obj(e, o, "input_schema");
-                if (s != NULL) {
-                    put_str(e, s, "type", "object");
-                    put_obj(e, s, "properties");
-                }
+            if (i > 0)
+                bputc(body, ',');
+            PUTS(body, "{\"name\":");
+            put_cstr(body, name);
+            if (desc != NULL) {
+                PUTS(body, ",\"description\":");
+                put_cstr(body, desc->valuestring);
             }
-            const cJSON *cc = cJSON_GetObjectItemCaseSensitive(t, "cache_control");
-            if (cJSON_IsObject(cc))
-                put_dup(e, o, "cache_control", cc);
-            if (e->oom)
+            PUTS(body, ",\"input_schema\":");
+            if (params != NULL)
+                air__buf_cjson(body, params);
+            else
+                PUTS(body, "{\"type\":\"object\",\"properties\":{}}");
+            const cJSON *cc = oget(t, "cache_control");
+            if (cJSON_IsObject(cc)) {
+                PUTS(body, ",\"cache_control\":");
+                air__buf_cjson(body, cc);
+            }
+            bputc(body, '}');
+            if (body->oom)
                 return AIR_E_NOMEM;
             i++;
         }
+        bputc(body, ']');
     }
 
     if (mode == JSON_TOOL) {
         /* LiteLLM's fallback (spec 6.1): one forced tool whose input is the
          * answer. */
-        out = put(e, body, "tools", cJSON_CreateArray());
-        cJSON *o = out ? put_obj(e, out, NULL) : NULL;
-        if (o == NULL)
-            return AIR_E_NOMEM;
-        put_str(e, o, "name", ANT_JSON_TOOL);
-        put_str(e, o, "description", "Respond with a JSON object.");
-        if (schema != NULL) {
-            put_dup(e, o, "input_schema", schema);
-        } else {
-            cJSON *s = put_obj(e, o, "input_schema");
-            if (s != NULL) {
-                put_str(e, s, "type", "object");
-                put(e, s, "additionalProperties", cJSON_CreateTrue());
-                put_obj(e, s, "properties");
-            }
-        }
-        cJSON *tc = put_obj(e, body, "tool_choice");
-        if (tc != NULL) {
-            put_str(e, tc, "type", "tool");
-            put_str(e, tc, "name", ANT_JSON_TOOL);
-        }
-        return e->oom ? AIR_E_NOMEM : AIR_OK;
+        PUTS(body, ",\"tools\":[{\"name\":\"" ANT_JSON_TOOL "\",\"description\":"
+                   "\"Respond with a JSON object.\",\"input_schema\":");
+        if (schema != NULL)
+            air__buf_cjson(body, schema);
+        else
+            PUTS(body, "{\"type\":\"object\",\"additionalProperties\":true,"
+                       "\"properties\":{}}");
+        PUTS(body, "}],\"tool_choice\":{\"type\":\"tool\",\"name\":\"" ANT_JSON_TOOL "\"}");
+        return body->oom ? AIR_E_NOMEM : AIR_OK;
     }
 
     /* tool_choice */
@@ -937,7 +1012,7 @@ encode_tools(struct enc *e, const cJSON *req, cJSON *body, enum json_mode mode, 
             else
                 return bad_request(e->f, 0, "tool_choice: unknown value \"%.32s\"", s);
         } else if (cJSON_IsObject(choice)) {
-            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(choice, "function");
+            const cJSON *fn = oget(choice, "function");
             name = cJSON_IsObject(fn) ? json_str(fn, "name") : NULL;
             if (name == NULL || name[0] == '\0')
                 return bad_request(e->f, 0,
@@ -960,19 +1035,21 @@ encode_tools(struct enc *e, const cJSON *req, cJSON *body, enum json_mode mode, 
         kind = "auto";
     if (kind == NULL)
         return AIR_OK;
-    cJSON *tc = put_obj(e, body, "tool_choice");
-    if (tc == NULL)
-        return AIR_E_NOMEM;
-    put_str(e, tc, "type", kind);
-    if (name != NULL)
-        put_str(e, tc, "name", name);
+    PUTS(body, ",\"tool_choice\":{\"type\":\"");
+    air__buf_puts(body, kind);
+    bputc(body, '"');
+    if (name != NULL) {
+        PUTS(body, ",\"name\":");
+        put_cstr(body, name);
+    }
     if (disable_parallel && strcmp(kind, "none") != 0)
-        put(e, tc, "disable_parallel_tool_use", cJSON_CreateTrue());
-    return e->oom ? AIR_E_NOMEM : AIR_OK;
+        PUTS(body, ",\"disable_parallel_tool_use\":true");
+    bputc(body, '}');
+    return body->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
 static air_status_t
-encode_params(struct enc *e, const air_req_view_t *req, cJSON *body)
+encode_params(struct enc *e, const air_req_view_t *req, air_buf_t *body)
 {
     const cJSON *b = req->body;
     const cJSON *it;
@@ -1002,38 +1079,45 @@ encode_params(struct enc *e, const air_req_view_t *req, cJSON *body)
     long long max_tokens = e->a->default_max_tokens;
     if (it != NULL && !json_int(it, 1, ANT_MAX_TOKENS_LIMIT, &max_tokens))
         return bad_request(e->f, 0, "%s: expected a positive integer", mt_name);
-    put_num(e, body, "max_tokens", (double)max_tokens);
+    PUTS(body, ",\"max_tokens\":");
+    air__buf_json_num(body, (double)max_tokens);
 
-    /* stop -> stop_sequences, whitespace-only entries dropped. */
+    /* stop -> stop_sequences, whitespace-only entries dropped (and the
+     * member with them when none is left). */
     it = json_get(b, "stop");
     if (it != NULL) {
-        cJSON *seq = cJSON_CreateArray();
-        if (seq == NULL)
-            return AIR_E_NOMEM;
+        size_t mark = body->len;
+        int n = 0;
+        PUTS(body, ",\"stop_sequences\":[");
         if (cJSON_IsString(it)) {
-            if (!is_blank(it->valuestring))
-                put_str(e, seq, NULL, it->valuestring);
+            if (!is_blank(it->valuestring)) {
+                put_cstr(body, it->valuestring);
+                n++;
+            }
         } else if (cJSON_IsArray(it)) {
             const cJSON *s;
             cJSON_ArrayForEach(s, it)
             {
-                if (!cJSON_IsString(s)) {
-                    cJSON_Delete(seq);
+                if (!cJSON_IsString(s))
                     return bad_request(e->f, 0,
                                        "stop: expected a string or an array of "
                                        "strings");
+                if (!is_blank(s->valuestring)) {
+                    if (n++ > 0)
+                        bputc(body, ',');
+                    put_cstr(body, s->valuestring);
                 }
-                if (!is_blank(s->valuestring))
-                    put_str(e, seq, NULL, s->valuestring);
             }
         } else {
-            cJSON_Delete(seq);
             return bad_request(e->f, 0, "stop: expected a string or an array of strings");
         }
-        if (cJSON_GetArraySize(seq) > 0)
-            put(e, body, "stop_sequences", seq);
-        else
-            cJSON_Delete(seq);
+        if (n > 0) {
+            bputc(body, ']');
+        } else {
+            body->len = mark;
+            if (body->data != NULL)
+                body->data[mark] = '\0';
+        }
     }
 
     /* temperature, clamped to Anthropic's [0, 1]; top_p; top_k extension. */
@@ -1044,19 +1128,22 @@ encode_params(struct enc *e, const air_req_view_t *req, cJSON *body)
         double t = it->valuedouble;
         if (!(t >= 0))
             return bad_request(e->f, 0, "temperature: must be >= 0");
-        put_num(e, body, "temperature", t > 1 ? 1 : t);
+        PUTS(body, ",\"temperature\":");
+        air__buf_json_num(body, t > 1 ? 1 : t);
     }
     it = json_get(b, "top_p");
     if (it != NULL) {
         if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble <= 1))
             return bad_request(e->f, 0, "top_p: expected a number in [0, 1]");
-        put_num(e, body, "top_p", it->valuedouble);
+        PUTS(body, ",\"top_p\":");
+        air__buf_json_num(body, it->valuedouble);
     }
     it = json_get(b, "top_k");
     if (it != NULL) {
         if (!json_int(it, 1, 1000000, &v))
             return bad_request(e->f, 0, "top_k: expected a positive integer");
-        put_num(e, body, "top_k", (double)v);
+        PUTS(body, ",\"top_k\":");
+        air__buf_json_num(body, (double)v);
     }
 
     /* user -> metadata.user_id */
@@ -1065,9 +1152,9 @@ encode_params(struct enc *e, const air_req_view_t *req, cJSON *body)
         if (!cJSON_IsString(it))
             return bad_request(e->f, 0, "user: expected a string");
         if (it->valuestring[0] != '\0') {
-            cJSON *md = put_obj(e, body, "metadata");
-            if (md != NULL)
-                put_str(e, md, "user_id", it->valuestring);
+            PUTS(body, ",\"metadata\":{\"user_id\":");
+            put_cstr(body, it->valuestring);
+            bputc(body, '}');
         }
     }
 
@@ -1076,53 +1163,53 @@ encode_params(struct enc *e, const air_req_view_t *req, cJSON *body)
     if (it != NULL) {
         if (!cJSON_IsObject(it))
             return bad_request(e->f, 0, "thinking: expected an object");
-        put_dup(e, body, "thinking", it);
+        PUTS(body, ",\"thinking\":");
+        air__buf_cjson(body, it);
     }
-    return e->oom ? AIR_E_NOMEM : AIR_OK;
+    return body->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
 static air_status_t
 ant_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, air_fault_t *f)
 {
     const struct ant *a = state;
-    struct enc e = {a, f, 0};
+    struct enc e = {a, f};
     air_status_t st;
     memset(out, 0, sizeof *out);
     if (a == NULL || req == NULL || !cJSON_IsObject(req->body) || req->model == NULL)
         return bad_request(f, 0, "request body must be a JSON object with a model");
 
-    cJSON *body = cJSON_CreateObject();
-    if (body == NULL)
-        return AIR_E_NOMEM;
+    air_buf_t body = AIR_BUF_INIT;
+    /* The Messages body is about as long as the caller's: one allocation. */
+    (void)air__buf_reserve(&body, req->raw_len + 512);
     enum json_mode mode = JSON_NONE;
     const cJSON *schema = NULL;
-    put_str(&e, body, "model", req->model);
-    st = encode_params(&e, req, body);
+    PUTS(&body, "{\"model\":");
+    put_cstr(&body, req->model);
+    st = encode_params(&e, req, &body);
     if (st == AIR_OK)
-        st = encode_messages(&e, cJSON_GetObjectItemCaseSensitive(req->body, "messages"), body);
+        st = encode_messages(&e, oget(req->body, "messages"), &body);
     if (st == AIR_OK)
         st = json_mode_of(a, req->body, &mode, &schema, f);
     if (st == AIR_OK)
-        st = encode_tools(&e, req->body, body, mode, schema);
+        st = encode_tools(&e, req->body, &body, mode, schema);
     if (st == AIR_OK && mode == JSON_NATIVE) {
-        cJSON *oc = put_obj(&e, body, "output_config");
-        cJSON *fmt = oc ? put_obj(&e, oc, "format") : NULL;
-        if (fmt != NULL) {
-            put_str(&e, fmt, "type", "json_schema");
-            put_dup(&e, fmt, "schema", schema);
-        }
+        PUTS(&body, ",\"output_config\":{\"format\":{\"type\":\"json_schema\","
+                    "\"schema\":");
+        air__buf_cjson(&body, schema);
+        PUTS(&body, "}}");
     }
     if (st == AIR_OK && req->stream)
-        put(&e, body, "stream", cJSON_CreateTrue());
-    if (st == AIR_OK && e.oom)
+        PUTS(&body, ",\"stream\":true");
+    bputc(&body, '}');
+    if (st == AIR_OK && body.oom)
         st = AIR_E_NOMEM;
     if (st != AIR_OK) {
-        cJSON_Delete(body);
+        air__buf_free(&body);
         return st;
     }
 
-    out->body = take_printed(cJSON_PrintUnformatted(body), &out->body_len);
-    cJSON_Delete(body);
+    out->body = air__buf_steal(&body, &out->body_len);
     out->url = air__strdup(a->url);
     out->headers[out->nheaders++] = air__strdup("Content-Type: application/json");
     out->headers[out->nheaders++] = air__strdup("Expect:");
@@ -1205,7 +1292,7 @@ usage_json(air_buf_t *b, const air_usage_t *u)
                     (unsigned long long)(u->prompt + u->completion), (unsigned long long)u->cached);
     if (u->cache_write > 0)
         air__buf_printf(b, ",\"cache_write_tokens\":%llu", (unsigned long long)u->cache_write);
-    air__buf_puts(b, "}}");
+    PUTS(b, "}}");
 }
 
 struct counts {
@@ -1247,6 +1334,9 @@ protocol_fault(air_fault_t *f, int status, const char *msg)
     air__strlcpy(f->message, msg, sizeof f->message);
 }
 
+/* The unified body is written straight into a buffer, in the member order
+ * (and with the number and string forms) cJSON_PrintUnformatted gave the
+ * tree this function used to build. */
 static air_status_t
 ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in,
            air_decoded_t *out, air_fault_t *f)
@@ -1269,7 +1359,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
         cJSON_Delete(root);
         return AIR_E_UPSTREAM;
     }
-    const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content");
+    const cJSON *content = oget(root, "content");
     if (!cJSON_IsArray(content)) {
         cJSON_Delete(root);
         protocol_fault(f, in->status, "anthropic: response has no content array");
@@ -1277,20 +1367,14 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
     }
 
     int json_tool = uses_json_tool(a, req);
-    struct enc e = {a, f, 0};
-    air_buf_t text = AIR_BUF_INIT, reasoning = AIR_BUF_INIT;
-    int has_text = 0, has_reasoning = 0, json_answered = 0;
-    char *json_answer = NULL;
-    cJSON *calls = cJSON_CreateArray();
-    cJSON *thinking = cJSON_CreateArray();
-    cJSON *out_root = cJSON_CreateObject();
-    if (calls == NULL || thinking == NULL || out_root == NULL)
-        e.oom = 1;
+    air_buf_t text = AIR_BUF_INIT, reasoning = AIR_BUF_INIT, answer = AIR_BUF_INIT;
+    air_buf_t calls = AIR_BUF_INIT, thinking = AIR_BUF_INIT, args = AIR_BUF_INIT;
+    int has_text = 0, has_reasoning = 0, json_answered = 0, ncalls = 0, nthinking = 0, oom = 0;
 
     const cJSON *blk;
     cJSON_ArrayForEach(blk, content)
     {
-        if (e.oom)
+        if (oom)
             break;
         const char *type = cJSON_IsObject(blk) ? json_str(blk, "type") : NULL;
         if (type == NULL)
@@ -1303,135 +1387,144 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             }
         } else if (strcmp(type, "tool_use") == 0) {
             const char *id = json_str(blk, "id"), *name = json_str(blk, "name");
-            const cJSON *input = cJSON_GetObjectItemCaseSensitive(blk, "input");
-            char *args = input != NULL ? cJSON_PrintUnformatted(input) : NULL;
-            if (input != NULL && args == NULL) {
-                e.oom = 1;
-                break;
+            const cJSON *input = oget(blk, "input");
+            /* The arguments are the input printed compactly, as cJSON does. */
+            air__buf_reset(&args);
+            if (input != NULL) {
+                air__buf_cjson(&args, input);
+                if (args.oom) {
+                    oom = 1;
+                    break;
+                }
             }
+            const char *atext = input != NULL ? args.data : "{}";
+            size_t alen = input != NULL ? args.len : 2;
             if (json_tool && !json_answered && name != NULL && strcmp(name, ANT_JSON_TOOL) == 0) {
                 /* The fallback's answer: its input is the message content. */
-                json_answer = args != NULL ? take_printed(args, NULL) : air__strdup("{}");
-                if (json_answer == NULL)
-                    e.oom = 1;
+                air__buf_append(&answer, atext, alen);
                 json_answered = 1;
                 continue;
             }
-            cJSON *c = put_obj(&e, calls, NULL);
-            if (c != NULL) {
-                put_str(&e, c, "id", id != NULL ? id : "");
-                put_str(&e, c, "type", "function");
-                cJSON *fn = put_obj(&e, c, "function");
-                if (fn != NULL) {
-                    put_str(&e, fn, "name", name != NULL ? name : "");
-                    put_str(&e, fn, "arguments", args != NULL ? args : "{}");
-                }
-            }
-            if (args != NULL)
-                cJSON_free(args);
+            air_buf_t *c = &calls;
+            if (ncalls++ > 0)
+                bputc(c, ',');
+            PUTS(c, "{\"id\":");
+            put_cstr(c, id != NULL ? id : "");
+            PUTS(c, ",\"type\":\"function\",\"function\":{\"name\":");
+            put_cstr(c, name != NULL ? name : "");
+            PUTS(c, ",\"arguments\":");
+            air__buf_json_str(c, atext, alen);
+            PUTS(c, "}}");
         } else if (strcmp(type, "thinking") == 0) {
             const char *t = json_str(blk, "thinking");
             if (t != NULL) {
                 air__buf_puts(&reasoning, t);
                 has_reasoning = 1;
             }
-            cJSON *tb = put_obj(&e, thinking, NULL);
-            if (tb != NULL) {
-                put_str(&e, tb, "type", "thinking");
-                put_str(&e, tb, "thinking", t != NULL ? t : "");
-                if (json_str(blk, "signature") != NULL)
-                    put_str(&e, tb, "signature", json_str(blk, "signature"));
+            air_buf_t *tb = &thinking;
+            if (nthinking++ > 0)
+                bputc(tb, ',');
+            PUTS(tb, "{\"type\":\"thinking\",\"thinking\":");
+            put_cstr(tb, t != NULL ? t : "");
+            if (json_str(blk, "signature") != NULL) {
+                PUTS(tb, ",\"signature\":");
+                put_cstr(tb, json_str(blk, "signature"));
             }
+            bputc(tb, '}');
         } else if (strcmp(type, "redacted_thinking") == 0) {
-            cJSON *tb = put_obj(&e, thinking, NULL);
-            if (tb != NULL) {
-                put_str(&e, tb, "type", "redacted_thinking");
-                put_str(&e, tb, "data", json_str(blk, "data") ? json_str(blk, "data") : "");
-            }
+            air_buf_t *tb = &thinking;
+            if (nthinking++ > 0)
+                bputc(tb, ',');
+            PUTS(tb, "{\"type\":\"redacted_thinking\",\"data\":");
+            put_cstr(tb, json_str(blk, "data") ? json_str(blk, "data") : "");
+            bputc(tb, '}');
         }
         /* server_tool_use, web_search_tool_result, ...: not representable;
          * ignored. */
     }
-    if (text.oom || reasoning.oom)
-        e.oom = 1;
+    if (text.oom || reasoning.oom || answer.oom || calls.oom || thinking.oom || args.oom)
+        oom = 1;
 
     const char *finish = map_stop_reason(json_str(root, "stop_reason"));
     if (json_answered)
         finish = "stop";
     struct counts cnt = {0, 0, 0, 0};
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    const cJSON *usage = oget(root, "usage");
     counts_update(&cnt, usage);
     if (cJSON_IsObject(usage))
         counts_to_usage(&cnt, &out->usage);
 
     const char *id = json_str(root, "id");
     const char *model = json_str(root, "model");
-    if (!e.oom) {
-        put_str(&e, out_root, "id",
-                id != NULL ? id : (req && req->request_id ? req->request_id : ""));
-        put_str(&e, out_root, "object", "chat.completion");
-        put_num(&e, out_root, "created", req != NULL ? (double)req->now_unix : 0);
-        put_str(&e, out_root, "model",
-                model != NULL ? model : (req && req->model ? req->model : ""));
-        cJSON *choices = put(&e, out_root, "choices", cJSON_CreateArray());
-        cJSON *ch = choices ? put_obj(&e, choices, NULL) : NULL;
-        if (ch != NULL) {
-            put_num(&e, ch, "index", 0);
-            cJSON *msg = put_obj(&e, ch, "message");
-            if (msg != NULL) {
-                put_str(&e, msg, "role", "assistant");
-                if (json_answer != NULL)
-                    put_str(&e, msg, "content", json_answer);
-                else if (has_text)
-                    put_str(&e, msg, "content", text.data != NULL ? text.data : "");
-                else
-                    put(&e, msg, "content", cJSON_CreateNull());
-                if (has_reasoning)
-                    put_str(&e, msg, "reasoning_content",
-                            reasoning.data != NULL ? reasoning.data : "");
-                if (cJSON_GetArraySize(thinking) > 0) {
-                    put(&e, msg, "thinking_blocks", thinking);
-                    thinking = NULL;
-                }
-                if (cJSON_GetArraySize(calls) > 0) {
-                    put(&e, msg, "tool_calls", calls);
-                    calls = NULL;
-                }
-            }
-            put(&e, ch, "logprobs", cJSON_CreateNull());
-            put_str(&e, ch, "finish_reason", finish);
+    air_buf_t b = AIR_BUF_INIT;
+    if (!oom) {
+        (void)air__buf_reserve(&b, 256 + text.len + reasoning.len + answer.len + calls.len +
+                                       thinking.len);
+        PUTS(&b, "{\"id\":");
+        put_cstr(&b, id != NULL ? id : (req && req->request_id ? req->request_id : ""));
+        PUTS(&b, ",\"object\":\"chat.completion\",\"created\":");
+        air__buf_json_num(&b, req != NULL ? (double)req->now_unix : 0);
+        PUTS(&b, ",\"model\":");
+        put_cstr(&b, model != NULL ? model : (req && req->model ? req->model : ""));
+        PUTS(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                 "\"content\":");
+        if (json_answered)
+            air__buf_json_str(&b, answer.data != NULL ? answer.data : "", answer.len);
+        else if (has_text)
+            air__buf_json_str(&b, text.data != NULL ? text.data : "", text.len);
+        else
+            PUTS(&b, "null");
+        if (has_reasoning) {
+            PUTS(&b, ",\"reasoning_content\":");
+            air__buf_json_str(&b, reasoning.data != NULL ? reasoning.data : "", reasoning.len);
         }
+        if (nthinking > 0) {
+            PUTS(&b, ",\"thinking_blocks\":[");
+            air__buf_append(&b, thinking.data, thinking.len);
+            bputc(&b, ']');
+        }
+        if (ncalls > 0) {
+            PUTS(&b, ",\"tool_calls\":[");
+            air__buf_append(&b, calls.data, calls.len);
+            bputc(&b, ']');
+        }
+        PUTS(&b, "},\"logprobs\":null,\"finish_reason\":");
+        put_cstr(&b, finish);
+        PUTS(&b, "}]");
+        if (cJSON_IsObject(usage)) {
+            const air_usage_t *u = &out->usage;
+            PUTS(&b, ",\"usage\":{\"prompt_tokens\":");
+            air__buf_json_num(&b, (double)u->prompt);
+            PUTS(&b, ",\"completion_tokens\":");
+            air__buf_json_num(&b, (double)u->completion);
+            PUTS(&b, ",\"total_tokens\":");
+            air__buf_json_num(&b, (double)(u->prompt + u->completion));
+            PUTS(&b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+            air__buf_json_num(&b, (double)u->cached);
+            if (u->cache_write > 0) {
+                PUTS(&b, ",\"cache_write_tokens\":");
+                air__buf_json_num(&b, (double)u->cache_write);
+            }
+            PUTS(&b, "}}");
+        }
+        bputc(&b, '}');
     }
-    cJSON_Delete(calls);
-    cJSON_Delete(thinking);
     air__buf_free(&text);
     air__buf_free(&reasoning);
-    air__free(json_answer);
-
-    char *printed = NULL;
-    if (!e.oom && cJSON_IsObject(usage)) {
-        const air_usage_t *u = &out->usage;
-        cJSON *uo = put_obj(&e, out_root, "usage");
-        if (uo != NULL) {
-            put_num(&e, uo, "prompt_tokens", (double)u->prompt);
-            put_num(&e, uo, "completion_tokens", (double)u->completion);
-            put_num(&e, uo, "total_tokens", (double)(u->prompt + u->completion));
-            cJSON *d = put_obj(&e, uo, "prompt_tokens_details");
-            if (d != NULL) {
-                put_num(&e, d, "cached_tokens", (double)u->cached);
-                if (u->cache_write > 0)
-                    put_num(&e, d, "cache_write_tokens", (double)u->cache_write);
-            }
-        }
-    }
-    if (!e.oom)
-        printed = cJSON_PrintUnformatted(out_root);
+    air__buf_free(&answer);
+    air__buf_free(&calls);
+    air__buf_free(&thinking);
+    air__buf_free(&args);
     /* model points into root: copy it before root goes. */
     air__strlcpy(out->model, model != NULL ? model : "", sizeof out->model);
     air__strlcpy(out->finish_reason, finish, sizeof out->finish_reason);
-    cJSON_Delete(out_root);
     cJSON_Delete(root);
-    out->body = take_printed(printed, &out->body_len);
+    if (oom) {
+        air__buf_free(&b);
+        memset(out, 0, sizeof *out);
+        return AIR_E_NOMEM;
+    }
+    out->body = air__buf_steal(&b, &out->body_len);
     if (out->body == NULL) {
         memset(out, 0, sizeof *out);
         return AIR_E_NOMEM;
@@ -1456,6 +1549,17 @@ ant_classify(const void *state, const air_http_in_t *in, air_fault_t *f)
 
 /* ------------------------------------------------------------------------ */
 /* Streaming (spec 6.3)                                                      */
+
+/*
+ * Most events of a stream are content_block_delta (one per token or so),
+ * with a few content_block_stop and ping. Those three are read by a small
+ * validating scanner (fast_scan) that picks the few members needed straight
+ * from the bytes; every other event, and any of these three that looks
+ * unusual (an escaped key, a \u escape in a value that is used, a number
+ * that is not a plain integer, text cJSON would read differently), goes
+ * through cJSON as before. Both paths feed the same handlers, so they
+ * cannot disagree on what a given event means.
+ */
 
 enum blk_kind {
     BLK_FREE = 0,
@@ -1484,6 +1588,55 @@ struct sstate {
     uint8_t role_pending; /* the role chunk is held until the next chunk */
     uint8_t finished;     /* finish_reason chunk emitted */
     uint8_t json_known, json_tool;
+    /* The chunk envelope up to the model ({"id":...,"model":"..."}), kept
+     * once built; head_for is 1 + `started` it was built for, 0 none. */
+    uint8_t head_for;
+    uint16_t head_len;
+    char head[400];
+};
+
+/* A string value as an event handler needs it: either text to escape
+ * (raw = 0, a C string from cJSON) or the inner bytes of a JSON string
+ * literal that are already escaped exactly as air__buf_json_str would
+ * escape the decoded text (raw = 1). p == NULL: absent or not a string. */
+struct jtext {
+    const char *p;
+    size_t n;
+    int raw;
+};
+
+static struct jtext
+jtext_c(const char *s)
+{
+    struct jtext t = {s, s != NULL ? strlen(s) : 0, 0};
+    return t;
+}
+
+static int
+jtext_is(const struct jtext *t, const char *lit)
+{
+    size_t n = strlen(lit);
+    return t->p != NULL && t->n == n && memcmp(t->p, lit, n) == 0;
+}
+
+static void
+put_jtext(air_buf_t *b, const struct jtext *t)
+{
+    if (t->raw) {
+        bputc(b, '"');
+        air__buf_append(b, t->p, t->n);
+        bputc(b, '"');
+    } else {
+        air__buf_json_str(b, t->p, t->n);
+    }
+}
+
+/* What a content_block_delta or content_block_stop event says. */
+struct ev {
+    int index_ok; /* "index" is an integer in [0, INT32_MAX] */
+    long long index;
+    struct jtext dtype; /* delta.type (p NULL: no delta object or no string type) */
+    struct jtext text, thinking, partial_json; /* delta members */
 };
 
 /* Results of emitting. */
@@ -1492,37 +1645,67 @@ struct sstate {
 #define EMIT_OOM  2
 
 static void
-chunk_open(air_buf_t *b, const struct sstate *s, const air_stream_ctx_t *sc)
+put_i64(air_buf_t *b, long long v)
 {
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *p = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    air__buf_append(b, p, (size_t)(e - p));
+}
+
+/* The envelope of every chunk. It only changes when message_start sets id
+ * and model, so it is built once per value of `started` and then copied. */
+static void
+chunk_open(air_buf_t *b, struct sstate *s, const air_stream_ctx_t *sc)
+{
+    if (s->head_for == 1 + s->started) {
+        bput(b, s->head, s->head_len);
+        return;
+    }
+    size_t start = b->len;
     const char *id = s->id[0] ? s->id : (sc->req->request_id ? sc->req->request_id : "");
     const char *model = s->model[0] ? s->model : (sc->req->model ? sc->req->model : "");
-    air__buf_puts(b, "{\"id\":");
-    air__buf_json_str(b, id, strlen(id));
-    air__buf_printf(b, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
-                    (long long)sc->req->now_unix);
-    air__buf_json_str(b, model, strlen(model));
+    PUTS(b, "{\"id\":");
+    put_cstr(b, id);
+    PUTS(b, ",\"object\":\"chat.completion.chunk\",\"created\":");
+    put_i64(b, (long long)sc->req->now_unix);
+    PUTS(b, ",\"model\":");
+    put_cstr(b, model);
+    if (!b->oom && b->len - start <= sizeof s->head) {
+        s->head_len = (uint16_t)(b->len - start);
+        memcpy(s->head, b->data + start, s->head_len);
+        s->head_for = (uint8_t)(1 + s->started);
+    }
 }
 
 /* Start a choices[0] chunk up to the inside of "delta":{ */
 static void
-delta_open(air_buf_t *b, const struct sstate *s, const air_stream_ctx_t *sc)
+delta_open(air_buf_t *b, struct sstate *s, const air_stream_ctx_t *sc, size_t extra)
 {
+    /* One allocation for the whole chunk in the common case. */
+    (void)air__buf_reserve(b, 384 + extra);
     chunk_open(b, s, sc);
-    air__buf_puts(b, ",\"choices\":[{\"index\":0,\"delta\":{");
+    PUTS(b, ",\"choices\":[{\"index\":0,\"delta\":{");
 }
 
 static void
 delta_close(air_buf_t *b, const char *finish)
 {
-    air__buf_puts(b, "},\"finish_reason\":");
+    PUTS(b, "},\"finish_reason\":");
     if (finish != NULL) {
-        air__buf_putc(b, '"');
+        bputc(b, '"');
         air__buf_puts(b, finish);
-        air__buf_putc(b, '"');
+        bputc(b, '"');
     } else {
-        air__buf_puts(b, "null");
+        PUTS(b, "null");
     }
-    air__buf_puts(b, "}]}");
+    PUTS(b, "}]}");
 }
 
 static int
@@ -1540,8 +1723,8 @@ emit(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, unsigned flags)
 {
     if (s->role_pending) {
         air_buf_t r = AIR_BUF_INIT;
-        delta_open(&r, s, sc);
-        air__buf_puts(&r, "\"role\":\"assistant\",\"content\":\"\"");
+        delta_open(&r, s, sc, 0);
+        PUTS(&r, "\"role\":\"assistant\",\"content\":\"\"");
         delta_close(&r, NULL);
         int rc = emit_raw(sc, &r, 0);
         air__buf_free(&r);
@@ -1602,24 +1785,28 @@ sync_usage(air_stream_ctx_t *sc, const struct sstate *s)
 
 /* A content delta (text, reasoning or tool arguments) as one chunk. */
 static int
-emit_text(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const char *field, const char *text)
+emit_text(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const char *field,
+          const struct jtext *text)
 {
-    delta_open(b, s, sc);
-    air__buf_putc(b, '"');
+    delta_open(b, s, sc, text->n);
+    bputc(b, '"');
     air__buf_puts(b, field);
-    air__buf_puts(b, "\":");
-    air__buf_json_str(b, text, strlen(text));
+    PUTS(b, "\":");
+    put_jtext(b, text);
     delta_close(b, NULL);
     return emit(sc, s, b, AIR_CHUNK_CONTENT);
 }
 
 static int
-emit_args(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, int32_t pos, const char *args)
+emit_args(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, int32_t pos,
+          const struct jtext *args)
 {
-    delta_open(b, s, sc);
-    air__buf_printf(b, "\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", (int)pos);
-    air__buf_json_str(b, args, strlen(args));
-    air__buf_puts(b, "}}]");
+    delta_open(b, s, sc, args->n);
+    PUTS(b, "\"tool_calls\":[{\"index\":");
+    put_i64(b, pos);
+    PUTS(b, ",\"function\":{\"arguments\":");
+    put_jtext(b, args);
+    PUTS(b, "}}]");
     delta_close(b, NULL);
     return emit(sc, s, b, AIR_CHUNK_CONTENT);
 }
@@ -1629,7 +1816,7 @@ emit_finish(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const char *fi
 {
     s->finished = 1;
     air__strlcpy(sc->finish_reason, finish, sizeof sc->finish_reason);
-    delta_open(b, s, sc);
+    delta_open(b, s, sc, 0);
     delta_close(b, finish);
     return emit(sc, s, b, AIR_CHUNK_CONTENT);
 }
@@ -1638,10 +1825,9 @@ static int
 on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON *ev, int *bad)
 {
     long long index;
-    const cJSON *cb = cJSON_GetObjectItemCaseSensitive(ev, "content_block");
+    const cJSON *cb = oget(ev, "content_block");
     const char *type = cJSON_IsObject(cb) ? json_str(cb, "type") : NULL;
-    if (!json_int(cJSON_GetObjectItemCaseSensitive(ev, "index"), 0, INT32_MAX, &index) ||
-        type == NULL) {
+    if (!json_int(oget(ev, "index"), 0, INT32_MAX, &index) || type == NULL) {
         *bad = 1;
         return EMIT_OK;
     }
@@ -1653,14 +1839,14 @@ on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON
     k->saw_args = 0;
     if (strcmp(type, "text") == 0) {
         k->kind = BLK_TEXT;
-        const char *t = json_str(cb, "text");
-        if (t != NULL && t[0] != '\0')
-            return emit_text(sc, s, b, "content", t);
+        struct jtext t = jtext_c(json_str(cb, "text"));
+        if (t.p != NULL && t.p[0] != '\0')
+            return emit_text(sc, s, b, "content", &t);
     } else if (strcmp(type, "thinking") == 0) {
         k->kind = BLK_THINKING;
-        const char *t = json_str(cb, "thinking");
-        if (t != NULL && t[0] != '\0')
-            return emit_text(sc, s, b, "reasoning_content", t);
+        struct jtext t = jtext_c(json_str(cb, "thinking"));
+        if (t.p != NULL && t.p[0] != '\0')
+            return emit_text(sc, s, b, "reasoning_content", &t);
     } else if (strcmp(type, "tool_use") == 0) {
         const char *id = json_str(cb, "id"), *name = json_str(cb, "name");
         if (s->json_tool && name != NULL && strcmp(name, ANT_JSON_TOOL) == 0) {
@@ -1673,12 +1859,14 @@ on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON
             id = "";
         if (name == NULL)
             name = "";
-        delta_open(b, s, sc);
-        air__buf_printf(b, "\"tool_calls\":[{\"index\":%d,\"id\":", (int)k->tool_pos);
-        air__buf_json_str(b, id, strlen(id));
-        air__buf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":");
-        air__buf_json_str(b, name, strlen(name));
-        air__buf_puts(b, ",\"arguments\":\"\"}}]");
+        delta_open(b, s, sc, strlen(id) + strlen(name));
+        PUTS(b, "\"tool_calls\":[{\"index\":");
+        put_i64(b, k->tool_pos);
+        PUTS(b, ",\"id\":");
+        put_cstr(b, id);
+        PUTS(b, ",\"type\":\"function\",\"function\":{\"name\":");
+        put_cstr(b, name);
+        PUTS(b, ",\"arguments\":\"\"}}]");
         delta_close(b, NULL);
         return emit(sc, s, b, AIR_CHUNK_CONTENT);
     } else {
@@ -1688,32 +1876,26 @@ on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON
 }
 
 static int
-on_block_delta(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON *ev, int *bad)
+on_block_delta(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const struct ev *v, int *bad)
 {
-    long long index;
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
-    const char *type = cJSON_IsObject(d) ? json_str(d, "type") : NULL;
-    if (type == NULL ||
-        !json_int(cJSON_GetObjectItemCaseSensitive(ev, "index"), 0, INT32_MAX, &index)) {
+    if (v->dtype.p == NULL || !v->index_ok) {
         *bad = 1;
         return EMIT_OK;
     }
-    if (strcmp(type, "text_delta") == 0) {
-        const char *t = json_str(d, "text");
-        if (t != NULL && t[0] != '\0')
-            return emit_text(sc, s, b, "content", t);
-    } else if (strcmp(type, "thinking_delta") == 0) {
-        const char *t = json_str(d, "thinking");
-        if (t != NULL && t[0] != '\0')
-            return emit_text(sc, s, b, "reasoning_content", t);
-    } else if (strcmp(type, "input_json_delta") == 0) {
-        struct blk *k = blk_find(s, index);
+    if (jtext_is(&v->dtype, "text_delta")) {
+        if (v->text.p != NULL && v->text.n > 0)
+            return emit_text(sc, s, b, "content", &v->text);
+    } else if (jtext_is(&v->dtype, "thinking_delta")) {
+        if (v->thinking.p != NULL && v->thinking.n > 0)
+            return emit_text(sc, s, b, "reasoning_content", &v->thinking);
+    } else if (jtext_is(&v->dtype, "input_json_delta")) {
+        struct blk *k = blk_find(s, v->index);
         if (k == NULL || (k->kind != BLK_TOOL && k->kind != BLK_JSON)) {
             *bad = 3;
             return EMIT_OK;
         }
-        const char *pj = json_str(d, "partial_json");
-        if (pj == NULL || pj[0] == '\0')
+        const struct jtext *pj = &v->partial_json;
+        if (pj->p == NULL || pj->n == 0)
             return EMIT_OK;
         k->saw_args = 1;
         if (k->kind == BLK_JSON)
@@ -1725,22 +1907,410 @@ on_block_delta(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON
 }
 
 static int
-on_block_stop(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON *ev)
+on_block_stop(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const struct ev *v)
 {
-    long long index;
-    if (!json_int(cJSON_GetObjectItemCaseSensitive(ev, "index"), 0, INT32_MAX, &index))
+    static const struct jtext empty_obj = {"{}", 2, 0};
+    if (!v->index_ok)
         return EMIT_OK;
-    struct blk *k = blk_find(s, index);
+    struct blk *k = blk_find(s, v->index);
     if (k == NULL)
         return EMIT_OK;
     int rc = EMIT_OK;
     if (!k->saw_args && k->kind == BLK_TOOL)
-        rc = emit_args(sc, s, b, k->tool_pos, "{}");
+        rc = emit_args(sc, s, b, k->tool_pos, &empty_obj);
     else if (!k->saw_args && k->kind == BLK_JSON)
-        rc = emit_text(sc, s, b, "content", "{}");
+        rc = emit_text(sc, s, b, "content", &empty_obj);
     memset(k, 0, sizeof *k);
     return rc;
 }
+
+/* The members of a delta or stop event, from cJSON. A text member is a C
+ * string, so "\u0000..." reads as empty, as it always has. */
+static void
+ev_from_tree(const cJSON *ev, struct ev *v)
+{
+    memset(v, 0, sizeof *v);
+    v->index_ok = json_int(oget(ev, "index"), 0, INT32_MAX, &v->index);
+    const cJSON *d = oget(ev, "delta");
+    if (cJSON_IsObject(d)) {
+        v->dtype = jtext_c(json_str(d, "type"));
+        v->text = jtext_c(json_str(d, "text"));
+        v->thinking = jtext_c(json_str(d, "thinking"));
+        v->partial_json = jtext_c(json_str(d, "partial_json"));
+    }
+}
+
+/* ---- the fast path -------------------------------------------------------- */
+
+#define FAST_MAX_DEPTH 64
+
+static const char *
+skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int
+hex4(const char *p, const char *e, unsigned *out)
+{
+    if (e - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* String escapes seen by scan_str. */
+#define ESC_ANY 1 /* some backslash escape */
+#define ESC_ODD 2 /* \u or \/: cJSON decodes them to bytes we would write differently */
+
+/* Bytes that end a plain run inside a string: control bytes, '"', '\\'. */
+static const unsigned char str_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20-0x2f: '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40-0x4f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50-0x5f: '\\' */
+};                                                  /* the rest: 0 */
+
+/*
+ * p at '"': a strictly valid string (RFC 8259, no raw control bytes, no lone
+ * surrogate: text cJSON reads the same way). Returns the byte after the
+ * closing quote, or NULL. *esc gets ESC_* flags.
+ */
+static const char *
+scan_str(const char *p, const char *e, unsigned *esc)
+{
+    p++;
+    while (p < e) {
+        while (p < e && !str_stop[(unsigned char)*p])
+            p++;
+        if (p >= e)
+            break;
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        *esc |= ESC_ANY; /* c is the backslash */
+        if (++p >= e)
+            return NULL;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            p++;
+            break;
+        case '/':
+            *esc |= ESC_ODD;
+            p++;
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            *esc |= ESC_ODD;
+            if (hex4(p + 1, e, &cp) != 0)
+                return NULL;
+            p += 5;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return NULL;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, e, &lo) != 0 ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+            }
+            break;
+        }
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+scan_num(const char *p, const char *e)
+{
+    const char *s = p;
+    if (p < e && *p == '-')
+        p++;
+    if (!(p < e && *p >= '0' && *p <= '9'))
+        return NULL;
+    if (*p == '0')
+        p++;
+    else
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    if (p < e && *p == '.') {
+        p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    /* cJSON reads at most 63 characters of a number. */
+    return p - s > 63 ? NULL : p;
+}
+
+static const char *skip_value(const char *p, const char *e, int depth);
+
+/* p at '{' or '['. */
+static const char *
+skip_container(const char *p, const char *e, int depth)
+{
+    char close = *p == '{' ? '}' : ']';
+    int obj = *p == '{';
+    if (depth > FAST_MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == close)
+        return p + 1;
+    for (;;) {
+        if (obj) {
+            unsigned esc = 0;
+            if (p >= e || *p != '"' || (p = scan_str(p, e, &esc)) == NULL)
+                return NULL;
+            p = skip_ws(p, e);
+            if (p >= e || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, e);
+        }
+        if ((p = skip_value(p, e, depth + 1)) == NULL)
+            return NULL;
+        p = skip_ws(p, e);
+        if (p >= e)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, e);
+    }
+}
+
+static const char *
+skip_value(const char *p, const char *e, int depth)
+{
+    unsigned esc = 0;
+    if (p >= e)
+        return NULL;
+    switch (*p) {
+    case '"':
+        return scan_str(p, e, &esc);
+    case '{':
+    case '[':
+        return skip_container(p, e, depth);
+    case 't':
+        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        return scan_num(p, e);
+    }
+}
+
+/* Scan a string value wanted as text. Returns the end, or NULL when the
+ * fast path must give up (invalid, or escapes we would not copy as is). */
+static const char *
+want_text(const char *p, const char *e, struct jtext *t)
+{
+    unsigned esc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &esc);
+    if (q == NULL || (esc & ESC_ODD))
+        return NULL;
+    t->p = p + 1;
+    t->n = (size_t)(q - 1 - (p + 1));
+    t->raw = 1;
+    return q;
+}
+
+/* A member key, without escapes (an escaped key might decode to a name we
+ * look for). Returns the byte after the ':' and its whitespace, or NULL. */
+static const char *
+scan_key(const char *p, const char *e, const char **key, size_t *klen)
+{
+    unsigned esc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &esc);
+    if (q == NULL || esc != 0)
+        return NULL;
+    *key = p + 1;
+    *klen = (size_t)(q - 1 - (p + 1));
+    q = skip_ws(q, e);
+    if (q >= e || *q != ':')
+        return NULL;
+    return skip_ws(q + 1, e);
+}
+
+static int
+key_is(const char *k, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n == l && memcmp(k, lit, l) == 0;
+}
+
+/* The delta object's members. Returns the end, or NULL to give up. */
+static const char *
+scan_delta(const char *p, const char *e, struct ev *v)
+{
+    int seen_type = 0;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return NULL; /* no type: the slow path reports it */
+    for (;;) {
+        const char *k;
+        size_t kl;
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return NULL;
+        struct jtext *want = NULL;
+        int first = 0;
+        if (key_is(k, kl, "type")) {
+            want = &v->dtype;
+            first = !seen_type;
+            seen_type = 1;
+        } else if (key_is(k, kl, "text")) {
+            want = &v->text;
+            first = v->text.p == NULL;
+        } else if (key_is(k, kl, "thinking")) {
+            want = &v->thinking;
+            first = v->thinking.p == NULL;
+        } else if (key_is(k, kl, "partial_json")) {
+            want = &v->partial_json;
+            first = v->partial_json.p == NULL;
+        }
+        if (want != NULL && first) {
+            /* The first member of a name is the one cJSON finds. */
+            if ((p = want_text(p, e, want)) == NULL)
+                return NULL;
+        } else if ((p = skip_value(p, e, 2)) == NULL) {
+            return NULL;
+        }
+        p = skip_ws(p, e);
+        if (p >= e)
+            return NULL;
+        if (*p == '}')
+            break;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, e);
+    }
+    /* delta.type was a plain string; type text of a delta is not escaped. */
+    return seen_type && memchr(v->dtype.p, '\\', v->dtype.n) == NULL ? p + 1 : NULL;
+}
+
+enum fast_kind { FAST_NO = 0, FAST_DELTA, FAST_STOP, FAST_PING };
+
+/*
+ * Read a content_block_delta, content_block_stop or ping event straight from
+ * its bytes: a strictly valid JSON object with plain keys, a plain "type"
+ * string, a plain integer "index" (no sign, fraction or exponent) and, for a
+ * delta, a delta object whose wanted strings carry no \u or \/ escape.
+ * Returns FAST_NO for anything else; the caller then uses cJSON.
+ */
+static enum fast_kind
+fast_scan(const char *data, size_t len, struct ev *v)
+{
+    const char *e = data + len;
+    const char *p = skip_ws(data, e);
+    const char *type = NULL;
+    size_t tlen = 0;
+    int seen_index = 0, seen_delta = 0;
+    memset(v, 0, sizeof *v);
+    if (p >= e || *p != '{')
+        return FAST_NO;
+    p = skip_ws(p + 1, e);
+    if (p >= e || *p == '}')
+        return FAST_NO;
+    for (;;) {
+        const char *k;
+        size_t kl;
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return FAST_NO;
+        if (key_is(k, kl, "type") && type == NULL) {
+            unsigned esc = 0;
+            const char *q = p < e && *p == '"' ? scan_str(p, e, &esc) : NULL;
+            if (q == NULL || esc != 0)
+                return FAST_NO;
+            type = p + 1;
+            tlen = (size_t)(q - 1 - type);
+            p = q;
+        } else if (key_is(k, kl, "index") && !seen_index) {
+            seen_index = 1;
+            const char *q = p;
+            unsigned long long n = 0;
+            while (q < e && *q >= '0' && *q <= '9' && q - p < 11) {
+                n = n * 10 + (unsigned)(*q - '0');
+                q++;
+            }
+            /* A plain integer: "0" or no leading zero, nothing after it
+             * that would make it a longer number. */
+            if (q == p || (*p == '0' && q - p > 1) || n > INT32_MAX ||
+                (q < e && (*q == '.' || *q == 'e' || *q == 'E' || (*q >= '0' && *q <= '9'))))
+                return FAST_NO;
+            v->index = (long long)n;
+            v->index_ok = 1;
+            p = q;
+        } else if (key_is(k, kl, "delta") && !seen_delta) {
+            seen_delta = 1;
+            if (p >= e || *p != '{' || (p = scan_delta(p, e, v)) == NULL)
+                return FAST_NO;
+        } else if ((p = skip_value(p, e, 1)) == NULL) {
+            return FAST_NO;
+        }
+        p = skip_ws(p, e);
+        if (p >= e)
+            return FAST_NO;
+        if (*p == '}')
+            break;
+        if (*p != ',')
+            return FAST_NO;
+        p = skip_ws(p + 1, e);
+    }
+    if (skip_ws(p + 1, e) != e || type == NULL)
+        return FAST_NO;
+    if (key_is(type, tlen, "content_block_delta"))
+        return seen_index && seen_delta ? FAST_DELTA : FAST_NO;
+    if (key_is(type, tlen, "content_block_stop"))
+        return seen_index ? FAST_STOP : FAST_NO;
+    if (key_is(type, tlen, "ping"))
+        return FAST_PING;
+    return FAST_NO;
+}
+
+/* ---- events ----------------------------------------------------------------- */
 
 static air_stream_rc_t
 stream_error_event(air_stream_ctx_t *sc, const cJSON *ev)
@@ -1749,7 +2319,7 @@ stream_error_event(air_stream_ctx_t *sc, const cJSON *ev)
     fault_reset(f, AIR_ERR_UPSTREAM);
     f->retry = 1;
     f->failover = 1;
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(ev, "error");
+    const cJSON *err = oget(ev, "error");
     const char *type = cJSON_IsObject(err) ? json_str(err, "type") : NULL;
     const char *msg = cJSON_IsObject(err) ? json_str(err, "message") : NULL;
     air__strlcpy(f->type, type != NULL ? type : "", sizeof f->type);
@@ -1762,6 +2332,21 @@ stream_error_event(air_stream_ctx_t *sc, const cJSON *ev)
     return AIR_STREAM_ERROR;
 }
 
+/* The common end of an event: errors the handlers flagged, then emits. */
+static air_stream_rc_t
+event_result(air_stream_ctx_t *sc, int bad, int rc, air_stream_rc_t ret)
+{
+    if (bad == 1)
+        return stream_fail(sc, "anthropic: malformed content block event");
+    if (bad == 2)
+        return stream_fail(sc, "anthropic: too many open content blocks");
+    if (bad == 3)
+        return stream_fail(sc, "anthropic: input_json_delta for a block that is not a tool_use");
+    if (rc != EMIT_OK)
+        return emit_rc(sc, rc);
+    return ret;
+}
+
 static air_stream_rc_t
 ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, size_t event_len,
                  const char *data, size_t data_len)
@@ -1772,6 +2357,19 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
         s->json_known = 1;
         s->json_tool = (uint8_t)uses_json_tool(a, sc->req);
     }
+    air_buf_t b = AIR_BUF_INIT;
+    int rc = EMIT_OK, bad = 0;
+    struct ev v;
+    enum fast_kind fk = fast_scan(data, data_len, &v);
+    if (fk != FAST_NO) {
+        if (fk == FAST_DELTA)
+            rc = on_block_delta(sc, s, &b, &v, &bad);
+        else if (fk == FAST_STOP)
+            rc = on_block_stop(sc, s, &b, &v);
+        air__buf_free(&b);
+        return event_result(sc, bad, rc, AIR_STREAM_MORE);
+    }
+
     cJSON *ev = cJSON_ParseWithLength(data, data_len);
     if (!cJSON_IsObject(ev)) {
         cJSON_Delete(ev);
@@ -1789,11 +2387,9 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
         type = name;
     }
 
-    air_buf_t b = AIR_BUF_INIT;
-    int rc = EMIT_OK, bad = 0;
     air_stream_rc_t ret = AIR_STREAM_MORE;
     if (strcmp(type, "message_start") == 0) {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(ev, "message");
+        const cJSON *m = oget(ev, "message");
         if (cJSON_IsObject(m)) {
             if (!s->started) {
                 air__strlcpy(s->id, json_str(m, "id"), sizeof s->id);
@@ -1801,19 +2397,21 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
                 air__strlcpy(sc->model, s->model, sizeof sc->model);
                 s->role_pending = 1;
             }
-            counts_update(&s->cnt, cJSON_GetObjectItemCaseSensitive(m, "usage"));
+            counts_update(&s->cnt, oget(m, "usage"));
             sync_usage(sc, s);
         }
         s->started = 1;
     } else if (strcmp(type, "content_block_start") == 0) {
         rc = on_block_start(sc, s, &b, ev, &bad);
     } else if (strcmp(type, "content_block_delta") == 0) {
-        rc = on_block_delta(sc, s, &b, ev, &bad);
+        ev_from_tree(ev, &v);
+        rc = on_block_delta(sc, s, &b, &v, &bad);
     } else if (strcmp(type, "content_block_stop") == 0) {
-        rc = on_block_stop(sc, s, &b, ev);
+        ev_from_tree(ev, &v);
+        rc = on_block_stop(sc, s, &b, &v);
     } else if (strcmp(type, "message_delta") == 0) {
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(ev, "usage");
+        const cJSON *d = oget(ev, "delta");
+        const cJSON *u = oget(ev, "usage");
         if (cJSON_IsObject(u)) {
             counts_update(&s->cnt, u);
             sync_usage(sc, s);
@@ -1830,11 +2428,11 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
             rc = emit_finish(sc, s, &b, "stop");
         if (rc == EMIT_OK && sc->req->include_usage) {
             chunk_open(&b, s, sc);
-            air__buf_puts(&b, ",\"choices\":[],\"usage\":");
+            PUTS(&b, ",\"choices\":[],\"usage\":");
             air_usage_t u;
             counts_to_usage(&s->cnt, &u);
             usage_json(&b, &u);
-            air__buf_putc(&b, '}');
+            bputc(&b, '}');
             rc = emit(sc, s, &b, 0);
         }
         if (rc == EMIT_OK)
@@ -1845,15 +2443,7 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
     /* ping and unknown event types: nothing. */
     air__buf_free(&b);
     cJSON_Delete(ev);
-    if (bad == 1)
-        return stream_fail(sc, "anthropic: malformed content block event");
-    if (bad == 2)
-        return stream_fail(sc, "anthropic: too many open content blocks");
-    if (bad == 3)
-        return stream_fail(sc, "anthropic: input_json_delta for a block that is not a tool_use");
-    if (rc != EMIT_OK)
-        return emit_rc(sc, rc);
-    return ret;
+    return event_result(sc, bad, rc, ret);
 }
 
 static air_stream_rc_t

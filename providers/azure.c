@@ -15,7 +15,9 @@
  *    prompt_filter_results is dropped (it is not the usage chunk, and would
  *    confuse clients that expect choices[0]); chunks with an empty envelope
  *    (id, model, created, object) get the first non-empty one seen; choices
- *    without `delta` (content-filter annotations) get `"delta": {}`;
+ *    without `delta` (content-filter annotations) get `"delta": {}`. Chunks
+ *    that need none of this (most of them) skip the cJSON parse it takes;
+ *    see "Streams: the chunks that need no fix";
  *  - a 400 with code content_filter stays invalid_request, never retried
  *    nor failed over (another deployment would filter the same prompt).
  *
@@ -239,6 +241,354 @@ azure_fix_chunk(const struct air__openai *s, air_stream_ctx_t *sc, cJSON *chunk)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Streams: the chunks that need no fix                                      */
+
+/*
+ * azure_fix_chunk costs a cJSON parse per chunk, but once the stream's first
+ * id, model and created are known, most chunks (every content chunk of an
+ * Azure stream) come out of it unchanged: they carry the whole envelope and
+ * a delta in every choice. Such a chunk is recognised by one validating pass
+ * over its bytes (azure_chunk_plain) and handed to openai.c's stream code
+ * through the quirks without fix_chunk, whose allocation-free scanner agrees
+ * with the cJSON analysis on every chunk (openai.c, fuzz_openai). Anything
+ * the pass does not accept takes the fixing path, as before.
+ */
+
+#define SCAN_MAX_DEPTH 64
+
+static const char *
+skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int
+hex4(const char *p, const char *e)
+{
+    if (e - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    return (int)v;
+}
+
+/* Bytes that end a plain run inside a string: control bytes, '"', '\\'. */
+static const unsigned char str_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20-0x2f: '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40-0x4f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50-0x5f: '\\' */
+};                                                  /* the rest: 0 */
+
+/*
+ * p at '"': a strictly valid string (RFC 8259, no raw control bytes, no lone
+ * surrogate: text cJSON reads the same way). Returns the byte after the
+ * closing quote, or NULL. *uesc is set when it holds a \u escape (which
+ * could decode to an empty or different string).
+ */
+static const char *
+scan_str(const char *p, const char *e, int *uesc)
+{
+    p++;
+    while (p < e) {
+        while (p < e && !str_stop[(unsigned char)*p])
+            p++;
+        if (p >= e || (unsigned char)*p < 0x20)
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        if (++p >= e) /* the backslash */
+            return NULL;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            p++;
+            break;
+        case 'u': {
+            int cp = hex4(p + 1, e), lo;
+            *uesc = 1;
+            if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
+                return NULL;
+            p += 5;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || (lo = hex4(p + 2, e)) < 0xDC00 ||
+                    lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+            }
+            break;
+        }
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+scan_num(const char *p, const char *e)
+{
+    const char *s = p;
+    if (p < e && *p == '-')
+        p++;
+    if (!(p < e && *p >= '0' && *p <= '9'))
+        return NULL;
+    if (*p == '0')
+        p++;
+    else
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    if (p < e && *p == '.') {
+        p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    /* cJSON reads at most 63 characters of a number. */
+    return p - s > 63 ? NULL : p;
+}
+
+static const char *skip_value(const char *p, const char *e, int depth);
+
+/* p at '{' or '['. */
+static const char *
+skip_container(const char *p, const char *e, int depth)
+{
+    char close = *p == '{' ? '}' : ']';
+    int obj = *p == '{', uesc = 0;
+    if (depth > SCAN_MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == close)
+        return p + 1;
+    for (;;) {
+        if (obj) {
+            if (p >= e || *p != '"' || (p = scan_str(p, e, &uesc)) == NULL)
+                return NULL;
+            p = skip_ws(p, e);
+            if (p >= e || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, e);
+        }
+        if ((p = skip_value(p, e, depth + 1)) == NULL)
+            return NULL;
+        p = skip_ws(p, e);
+        if (p >= e)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, e);
+    }
+}
+
+static const char *
+skip_value(const char *p, const char *e, int depth)
+{
+    int uesc = 0;
+    if (p >= e)
+        return NULL;
+    switch (*p) {
+    case '"':
+        return scan_str(p, e, &uesc);
+    case '{':
+    case '[':
+        return skip_container(p, e, depth);
+    case 't':
+        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        return scan_num(p, e);
+    }
+}
+
+/* A member key without escapes (an escaped key might decode to a name that
+ * matters). Returns the byte after the ':' and its whitespace, or NULL. */
+static const char *
+scan_key(const char *p, const char *e, const char **key, size_t *klen)
+{
+    int uesc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &uesc);
+    if (q == NULL || memchr(p + 1, '\\', (size_t)(q - 1 - (p + 1))) != NULL)
+        return NULL;
+    *key = p + 1;
+    *klen = (size_t)(q - 1 - (p + 1));
+    q = skip_ws(q, e);
+    if (q >= e || *q != ':')
+        return NULL;
+    return skip_ws(q + 1, e);
+}
+
+static int
+key_is(const char *k, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n == l && memcmp(k, lit, l) == 0;
+}
+
+/* After a value: the next member (p after ',') or, at `close`, *end set. */
+static const char *
+next_item(const char *p, const char *e, char close, const char **end)
+{
+    p = skip_ws(p, e);
+    if (p >= e)
+        return NULL;
+    if (*p == close) {
+        *end = p + 1;
+        return p + 1;
+    }
+    return *p == ',' ? skip_ws(p + 1, e) : NULL;
+}
+
+/* A string that cJSON reads as non-empty: no \u escape (one could decode to
+ * nothing) and something between the quotes. */
+static const char *
+want_nonempty(const char *p, const char *e)
+{
+    int uesc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &uesc);
+    return q != NULL && !uesc && q - p > 2 ? q : NULL;
+}
+
+/* A choice object whose first "delta" member is an object. */
+static const char *
+want_choice(const char *p, const char *e)
+{
+    const char *k, *end = NULL;
+    size_t kl;
+    int delta = 0, seen = 0;
+    if (p >= e || *p != '{')
+        return NULL;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return NULL;
+    for (;;) {
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return NULL;
+        if (key_is(k, kl, "delta") && !seen) {
+            seen = 1;
+            delta = p < e && *p == '{';
+        }
+        if ((p = skip_value(p, e, 3)) == NULL || (p = next_item(p, e, '}', &end)) == NULL)
+            return NULL;
+        if (end != NULL)
+            return delta ? end : NULL;
+    }
+}
+
+/*
+ * Whether azure_fix_chunk would leave this chunk and the stream state as
+ * they are: the state already holds id, model and created, and the chunk is
+ * a strictly valid object with plain keys that has non-empty "id", "model"
+ * and "object" strings, a plain positive integer "created", no
+ * "prompt_filter_results", and, when "choices" is there, an array of
+ * objects that each have a "delta" object.
+ */
+static int
+azure_chunk_plain(const struct azure_stream *as, const char *d, size_t n)
+{
+    if (as->id[0] == '\0' || as->model[0] == '\0' || !as->have_created)
+        return 0;
+    const char *e = d + n, *p = skip_ws(d, e), *k, *end = NULL;
+    size_t kl;
+    unsigned seen = 0; /* id, model, object, created, choices */
+    if (p >= e || *p != '{')
+        return 0;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return 0;
+    for (;;) {
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return 0;
+        unsigned bit = key_is(k, kl, "id")        ? 1u
+                       : key_is(k, kl, "model")   ? 2u
+                       : key_is(k, kl, "object")  ? 4u
+                       : key_is(k, kl, "created") ? 8u
+                       : key_is(k, kl, "choices") ? 16u
+                                                  : 0u;
+        if ((seen & bit) || key_is(k, kl, "prompt_filter_results"))
+            return 0; /* a repeated member or the prompt annotation: the fixing path */
+        seen |= bit;
+        if (bit == 1u || bit == 2u || bit == 4u) {
+            p = want_nonempty(p, e);
+        } else if (bit == 8u) {
+            /* a plain positive integer: exactly the number cJSON reads */
+            const char *q = p;
+            while (q < e && *q >= '0' && *q <= '9' && q - p < 16)
+                q++;
+            if (q == p || *p == '0' || q - p > 15 ||
+                (q < e && (*q == '.' || *q == 'e' || *q == 'E' || (*q >= '0' && *q <= '9'))))
+                return 0;
+            p = q;
+        } else if (bit == 16u) {
+            const char *aend = NULL;
+            if (p >= e || *p != '[')
+                return 0;
+            p = skip_ws(p + 1, e);
+            if (p < e && *p == ']') {
+                p++;
+            } else {
+                for (;;) {
+                    if ((p = want_choice(p, e)) == NULL ||
+                        (p = next_item(p, e, ']', &aend)) == NULL)
+                        return 0;
+                    if (aend != NULL) {
+                        p = aend;
+                        break;
+                    }
+                }
+            }
+        } else {
+            p = skip_value(p, e, 1);
+        }
+        if (p == NULL || (p = next_item(p, e, '}', &end)) == NULL)
+            return 0;
+        if (end != NULL)
+            break;
+    }
+    return (seen & 15u) == 15u && skip_ws(end, e) == e;
+}
+
+/* ------------------------------------------------------------------------ */
 /* init / fini                                                               */
 
 static void
@@ -295,6 +645,34 @@ static const struct air__openai_quirks azure_quirks_bearer = {
     .build_url = azure_build_url,
     .fix_chunk = azure_fix_chunk,
 };
+
+/* The same without fix_chunk, for chunks azure_chunk_plain accepts. */
+static const struct air__openai_quirks azure_quirks_key_plain = {
+    .auth_header = "api-key",
+    .auth_prefix = "",
+    .stream_usage = 1,
+    .build_url = azure_build_url,
+};
+
+static const struct air__openai_quirks azure_quirks_bearer_plain = {
+    .auth_header = "Authorization",
+    .auth_prefix = "Bearer ",
+    .stream_usage = 1,
+    .build_url = azure_build_url,
+};
+
+static air_stream_rc_t
+azure_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, size_t event_len,
+                   const char *data, size_t data_len)
+{
+    const struct air__openai *s = state;
+    if (!azure_chunk_plain(sc->state, data, data_len))
+        return air__openai_stream_event(state, sc, event, event_len, data, data_len);
+    /* The same instance, seen through the quirks without fix_chunk. */
+    struct air__openai plain = *s;
+    plain.q = s->q == &azure_quirks_bearer ? &azure_quirks_bearer_plain : &azure_quirks_key_plain;
+    return air__openai_stream_event(&plain, sc, event, event_len, data, data_len);
+}
 
 static air_status_t
 azure_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
@@ -355,7 +733,7 @@ const air_provider_ops_t air_provider_azure = {
     .encode = azure_encode,
     .decode = air__openai_decode,
     .classify = azure_classify,
-    .stream_event = air__openai_stream_event,
+    .stream_event = azure_stream_event,
     .stream_end = air__openai_stream_end,
     .ratelimit = air__ratelimit_azure_op,
 };

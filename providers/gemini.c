@@ -3,10 +3,12 @@
  *
  * DESIGN: a pure translator between the unified schema (OpenAI Chat
  * Completions) and Gemini's generateContent / streamGenerateContent?alt=sse
- * wire format (spec sections 3 and 6.4-6.9). The request body is built with
- * cJSON (it is a deep rewrite: roles, parts, tools, schemas); responses and
- * stream chunks are written straight into an air_buf_t, which is cheaper and
- * keeps the stream path allocation-light.
+ * wire format (spec sections 3 and 6.4-6.9). Request bodies, responses and
+ * stream chunks are all written straight into an air_buf_t, never built as
+ * a cJSON tree and printed (the request text is byte for byte what printing
+ * such a tree gave; see "encode"): translation has a budget of a few
+ * microseconds per request. Stream events of the usual shape are read by a
+ * small validating scanner instead of cJSON (see "Streaming").
  *
  * Invariants:
  *   - the API key only ever goes into the x-goog-api-key header, never the
@@ -55,10 +57,55 @@ static const char *const gem_config_keys[] = {"safety_settings", NULL};
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
+/* A member of an object (NULL for anything else): the first one of that
+ * name, as cJSON_GetObjectItemCaseSensitive finds it, with the first byte
+ * compared before strcmp is called. */
 static const cJSON *
 get(const cJSON *o, const char *key)
 {
-    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+    if (!cJSON_IsObject(o))
+        return NULL;
+    for (const cJSON *c = o->child; c != NULL; c = c->next) {
+        const char *k = c->string;
+        if (k == NULL)
+            return NULL; /* where cJSON's own lookup stops, too */
+        if (k[0] == key[0] && strcmp(k, key) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Append n bytes to b, the usual case (room left) inline. */
+static inline void
+bput(air_buf_t *b, const char *s, size_t n)
+{
+    if (b->len + n < b->cap && !b->oom) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, s, n);
+    }
+}
+
+static inline void
+bputc(air_buf_t *b, char c)
+{
+    if (b->len + 1 < b->cap && !b->oom) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, &c, 1);
+    }
+}
+
+/* Append a string literal. */
+#define PUTS(b, lit) bput((b), "" lit, sizeof(lit) - 1)
+
+static void
+put_cstr(air_buf_t *b, const char *s)
+{
+    air__buf_json_str(b, s, strlen(s));
 }
 
 static const char *
@@ -306,10 +353,31 @@ struct schema_ctx {
     int refs;
 };
 
-static const char *const schema_plain_keys[] = {
-    "title",    "description",      "nullable",      "enum",      "maxItems",  "minItems",
-    "required", "minProperties",    "maxProperties", "minLength", "maxLength", "pattern",
-    "example",  "propertyOrdering", "default",       "minimum",   "maximum",   NULL};
+/* The keywords a schema node is read for: first the plain ones, copied
+ * as they are (in this order), then the ones with rules. */
+enum {
+    SK_NULLABLE = 2,
+    SK_ENUM = 3,
+    SK_NPLAIN = 17, /* schema_keys[0 .. SK_NPLAIN) are the plain keywords */
+    SK_TYPE = SK_NPLAIN,
+    SK_CONST,
+    SK_FORMAT,
+    SK_PROPERTIES,
+    SK_ITEMS,
+    SK_ANYOF,
+    SK_ONEOF,
+    SK_ALLOF,
+    SK_REF,
+    SK__N
+};
+
+static const char *const schema_keys[SK__N] = {
+    /* plain */
+    "title", "description", "nullable", "enum", "maxItems", "minItems", "required", "minProperties",
+    "maxProperties", "minLength", "maxLength", "pattern", "example", "propertyOrdering", "default",
+    "minimum", "maximum",
+    /* with rules */
+    "type", "const", "format", "properties", "items", "anyOf", "oneOf", "allOf", "$ref"};
 
 static int
 schema_fail(struct schema_ctx *c, const char *why)
@@ -522,10 +590,10 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
 
     int nullable = 0;
     /* Plain keywords first: they win over what $ref/allOf merge in. */
-    for (size_t i = 0; schema_plain_keys[i] != NULL; i++) {
-        const cJSON *v = get(s, schema_plain_keys[i]);
-        if (v != NULL && get(out, schema_plain_keys[i]) == NULL &&
-            add_dup(c, out, schema_plain_keys[i], v) != 0)
+    for (int k = 0; k < SK_NPLAIN; k++) {
+        const cJSON *v = get(s, schema_keys[k]);
+        if (v != NULL && get(out, schema_keys[k]) == NULL &&
+            add_dup(c, out, schema_keys[k], v) != 0)
             return -1;
     }
     const cJSON *t = get(s, "type");
@@ -607,77 +675,325 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
     return 0;
 }
 
-/* Cleaned copy of a schema, or NULL with c->st set. */
-static cJSON *
-clean_schema(const cJSON *schema, const char *where, air_fault_t *f, air_status_t *st)
+/*
+ * The same clean-up written straight as text (what printing clean_new's tree
+ * gives, byte for byte), for the usual schema: a node without anyOf, oneOf,
+ * allOf or $ref gets its members from itself only, in a fixed order (plain
+ * keywords, type, const, format, properties, items, nullable), so it needs
+ * no tree. A node with one of those four, where members merge in from
+ * elsewhere, is cleaned by clean_new and printed. Checks, errors and node
+ * counts come in the same order as in clean_into.
+ */
+
+/* What params_empty needs to know of a cleaned schema. */
+struct schema_sum {
+    int members;     /* members of the cleaned object */
+    int type_object; /* its "type" is the string "object" */
+    int has_props;   /* it has "properties" ... */
+    int nprops;      /* ... with this many members */
+    int has_anyof;   /* it has "anyOf" */
+};
+
+static void
+sum_of_tree(const cJSON *o, struct schema_sum *sum)
+{
+    const cJSON *props = get(o, "properties");
+    sum->members = cJSON_GetArraySize(o);
+    sum->type_object = streq(get_str(o, "type"), "object");
+    sum->has_props = props != NULL;
+    sum->nprops = cJSON_GetArraySize(props);
+    sum->has_anyof = get(o, "anyOf") != NULL;
+}
+
+/* Start member `key` (a plain name) of the object being written. */
+static void
+sum_key(air_buf_t *b, struct schema_sum *sum, const char *key)
+{
+    if (sum->members++ > 0)
+        bputc(b, ',');
+    bputc(b, '"');
+    air__buf_puts(b, key);
+    PUTS(b, "\":");
+}
+
+/* An earlier member of obj has p's name (clean_properties keeps the first). */
+static int
+name_seen_before(const cJSON *obj, const cJSON *p)
+{
+    for (const cJSON *q = obj->child; q != p; q = q->next)
+        if (q->string != NULL && q->string[0] == p->string[0] && strcmp(q->string, p->string) == 0)
+            return 1;
+    return 0;
+}
+
+/* One pass over s's members: m[k] = the first member named schema_keys[k]
+ * (what get(s, schema_keys[k]) returns), or NULL. */
+static void
+schema_members(const cJSON *s, const cJSON *m[SK__N])
+{
+    for (int k = 0; k < SK__N; k++)
+        m[k] = NULL;
+    for (const cJSON *it = s->child; it != NULL; it = it->next) {
+        const char *key = it->string;
+        if (key == NULL)
+            return; /* where get() stops */
+        for (int k = 0; k < SK__N; k++) {
+            if (schema_keys[k][0] == key[0] && strcmp(schema_keys[k], key) == 0) {
+                if (m[k] == NULL)
+                    m[k] = it;
+                break;
+            }
+        }
+    }
+}
+
+static int
+clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struct schema_sum *sum)
+{
+    const cJSON *m[SK__N];
+    memset(sum, 0, sizeof *sum);
+    if (cJSON_IsObject(s))
+        schema_members(s, m);
+    if (cJSON_IsObject(s) &&
+        (m[SK_ANYOF] != NULL || m[SK_ONEOF] != NULL || m[SK_ALLOF] != NULL || m[SK_REF] != NULL)) {
+        cJSON *o = clean_new(c, s, depth);
+        if (o == NULL)
+            return -1;
+        air__buf_cjson(b, o);
+        sum_of_tree(o, sum);
+        cJSON_Delete(o);
+        return 0;
+    }
+    if (depth > SCHEMA_MAX_DEPTH)
+        return schema_fail(c, "schema nested too deeply");
+    if (++c->nodes > SCHEMA_MAX_NODES)
+        return schema_fail(c, "schema too large after $ref expansion");
+    if (cJSON_IsBool(s)) {
+        PUTS(b, "{}"); /* true/false schemas: no constraint Gemini can express */
+        return 0;
+    }
+    if (!cJSON_IsObject(s))
+        return schema_fail(c, "a schema must be a JSON object");
+
+    int nullable = 0;
+    bputc(b, '{');
+    for (int k = 0; k < SK_NPLAIN; k++) {
+        if (m[k] != NULL) {
+            sum_key(b, sum, schema_keys[k]);
+            air__buf_cjson(b, m[k]);
+        }
+    }
+    const cJSON *t = m[SK_TYPE];
+    if (cJSON_IsString(t)) {
+        if (streq(t->valuestring, "null")) {
+            nullable = 1;
+        } else {
+            sum_key(b, sum, "type");
+            air__buf_cjson(b, t);
+            sum->type_object = streq(t->valuestring, "object");
+        }
+    } else if (t != NULL) {
+        if (!cJSON_IsArray(t))
+            return schema_fail(c, "\"type\" must be a string or an array of strings");
+        int n = 0;
+        const cJSON *only = NULL, *e;
+        cJSON_ArrayForEach(e, t)
+        {
+            if (!cJSON_IsString(e))
+                return schema_fail(c, "\"type\" must be a string or an array of strings");
+            if (streq(e->valuestring, "null"))
+                nullable = 1;
+            else {
+                n++;
+                only = e;
+            }
+        }
+        if (n == 1) {
+            sum_key(b, sum, "type");
+            air__buf_cjson(b, only);
+            sum->type_object = streq(only->valuestring, "object");
+        } else if (n > 1) {
+            sum_key(b, sum, "anyOf");
+            bputc(b, '[');
+            int k = 0;
+            cJSON_ArrayForEach(e, t)
+            {
+                if (streq(e->valuestring, "null"))
+                    continue;
+                if (k++ > 0)
+                    bputc(b, ',');
+                PUTS(b, "{\"type\":");
+                put_cstr(b, e->valuestring);
+                bputc(b, '}');
+            }
+            bputc(b, ']');
+            sum->has_anyof = 1;
+        }
+    }
+    const cJSON *cst = m[SK_CONST];
+    if (cJSON_IsString(cst) && m[SK_ENUM] == NULL) {
+        sum_key(b, sum, "enum");
+        bputc(b, '[');
+        put_cstr(b, cst->valuestring);
+        bputc(b, ']');
+        /* Gemini only knows string enums, and wants the type said. */
+        if (t == NULL) {
+            sum_key(b, sum, "type");
+            PUTS(b, "\"string\"");
+        }
+    }
+    const char *fmt = cJSON_IsString(m[SK_FORMAT]) ? m[SK_FORMAT]->valuestring : NULL;
+    if (fmt != NULL) {
+        const char *ty = cJSON_IsString(t) ? t->valuestring : NULL;
+        int keep = streq(ty, "string") ? (streq(fmt, "enum") || streq(fmt, "date-time"))
+                                       : (streq(fmt, "int32") || streq(fmt, "int64") ||
+                                          streq(fmt, "float") || streq(fmt, "double"));
+        if (keep) {
+            sum_key(b, sum, "format");
+            air__buf_cjson(b, m[SK_FORMAT]);
+        }
+    }
+    const cJSON *props = m[SK_PROPERTIES];
+    if (props != NULL) {
+        if (!cJSON_IsObject(props))
+            return schema_fail(c, "\"properties\" must be an object");
+        sum_key(b, sum, "properties");
+        bputc(b, '{');
+        sum->has_props = 1;
+        const cJSON *p;
+        cJSON_ArrayForEach(p, props)
+        {
+            if (p->string == NULL || name_seen_before(props, p))
+                continue;
+            if (sum->nprops++ > 0)
+                bputc(b, ',');
+            put_cstr(b, p->string);
+            bputc(b, ':');
+            struct schema_sum sub;
+            if (clean_write(c, p, b, depth + 1, &sub) != 0)
+                return -1;
+        }
+        bputc(b, '}');
+    }
+    const cJSON *items = m[SK_ITEMS];
+    if (cJSON_IsObject(items)) {
+        struct schema_sum sub;
+        sum_key(b, sum, "items");
+        if (clean_write(c, items, b, depth + 1, &sub) != 0)
+            return -1;
+    }
+    if (nullable && m[SK_NULLABLE] == NULL) {
+        sum_key(b, sum, "nullable");
+        PUTS(b, "true");
+    }
+    bputc(b, '}');
+    return 0;
+}
+
+/* Write the cleaned schema to b. AIR_OK, or the error (f filled). */
+static air_status_t
+clean_schema_write(const cJSON *schema, const char *where, air_fault_t *f, air_buf_t *b,
+                   struct schema_sum *sum)
 {
     struct schema_ctx c = {schema, where, f, AIR_OK, 0, 0};
-    cJSON *o = clean_new(&c, schema, 0);
-    *st = c.st;
-    return o;
+    if (clean_write(&c, schema, b, 0, sum) != 0 && c.st == AIR_OK)
+        c.st = AIR_E_NOMEM;
+    if (c.st == AIR_OK && b->oom)
+        c.st = AIR_E_NOMEM;
+    return c.st;
 }
 
 /* ------------------------------------------------------------------------ */
 /* encode                                                                    */
 
-/* Append a part to the last content when it has the same role (Gemini wants
- * alternation), else start a new content. Consumes part. */
-static air_status_t
-push_part(cJSON *contents, const char *role, cJSON *part)
+/*
+ * The body is written straight into buffers, member for member in the order
+ * (and with the number and string forms) of the cJSON tree this adapter used
+ * to build and print, so the bytes are the same; only response schemas and
+ * tool parameters still go through a tree, because the clean-up above merges
+ * members from several places. Contents are written as they come: a part
+ * joins the open content when the role is the same (Gemini wants
+ * alternation), else it opens a new one.
+ */
+
+/* "prefix<mid>[i]" into dst, for error messages (snprintf costs more than
+ * the rest of a message's translation). */
+static void
+path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i)
 {
-    cJSON *last = cJSON_GetArrayItem(contents, cJSON_GetArraySize(contents) - 1);
-    if (last != NULL && streq(get_str(last, "role"), role)) {
-        cJSON *parts = cJSON_GetObjectItemCaseSensitive(last, "parts");
-        if (cJSON_AddItemToArray(parts, part))
-            return AIR_OK;
-        cJSON_Delete(part);
-        return AIR_E_NOMEM;
+    char num[16];
+    char *e = num + sizeof num, *p = e;
+    unsigned v = i < 0 ? 0 : (unsigned)i;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    size_t pl = strlen(prefix), ml = strlen(mid), nl = (size_t)(e - p);
+    if (i < 0 || pl + ml + nl + 3 > size) {
+        snprintf(dst, size, "%s%s[%d]", prefix, mid, i);
+        return;
     }
-    cJSON *c = cJSON_CreateObject();
-    cJSON *parts = cJSON_CreateArray();
-    if (c == NULL || parts == NULL || cJSON_AddStringToObject(c, "role", role) == NULL ||
-        !cJSON_AddItemToObject(c, "parts", parts)) {
-        cJSON_Delete(c);
-        cJSON_Delete(parts);
-        cJSON_Delete(part);
-        return AIR_E_NOMEM;
-    }
-    cJSON_AddItemToArray(parts, part);
-    cJSON_AddItemToArray(contents, c);
-    return AIR_OK;
+    memcpy(dst, prefix, pl);
+    memcpy(dst + pl, mid, ml);
+    dst[pl + ml] = '[';
+    memcpy(dst + pl + ml + 1, p, nl);
+    dst[pl + ml + 1 + nl] = ']';
+    dst[pl + ml + 2 + nl] = '\0';
 }
 
-static cJSON *
-text_part(const char *text)
+/* The contents array being written. */
+struct contents {
+    air_buf_t b;      /* content objects, the last one left open */
+    const char *role; /* role of the open content, NULL when none */
+    int n;
+};
+
+/* Start a part under role: in the open content when it has that role, else
+ * in a new one. Returns the buffer to write the part object to. */
+static air_buf_t *
+part_begin(struct contents *c, const char *role)
 {
-    cJSON *p = cJSON_CreateObject();
-    if (p != NULL && cJSON_AddStringToObject(p, "text", text) == NULL) {
-        cJSON_Delete(p);
-        return NULL;
+    air_buf_t *b = &c->b;
+    if (c->role != NULL && strcmp(c->role, role) == 0) {
+        bputc(b, ',');
+        return b;
     }
-    return p;
+    if (c->role != NULL)
+        PUTS(b, "]},");
+    PUTS(b, "{\"role\":");
+    put_cstr(b, role);
+    PUTS(b, ",\"parts\":[");
+    c->role = role;
+    c->n++;
+    return b;
+}
+
+static void
+text_part(air_buf_t *b, const char *text)
+{
+    PUTS(b, "{\"text\":");
+    put_cstr(b, text);
+    bputc(b, '}');
 }
 
 /* {"<kind>": {"mimeType": mime, "<key>": value}}; mime may be NULL. */
-static cJSON *
-data_part(const char *kind, const char *mime, const char *key, const char *value, size_t vlen)
+static void
+data_part(air_buf_t *b, const char *kind, const char *mime, const char *key, const char *value,
+          size_t vlen)
 {
-    cJSON *p = cJSON_CreateObject();
-    cJSON *d = cJSON_CreateObject();
-    char *v = air__strndup(value, vlen);
-    int ok = p != NULL && d != NULL && v != NULL && cJSON_AddItemToObject(p, kind, d);
-    if (!ok)
-        cJSON_Delete(d);
-    if (ok && mime != NULL)
-        ok = cJSON_AddStringToObject(d, "mimeType", mime) != NULL;
-    if (ok)
-        ok = cJSON_AddStringToObject(d, key, v) != NULL;
-    air__free(v);
-    if (!ok) {
-        cJSON_Delete(p);
-        return NULL;
+    PUTS(b, "{\"");
+    air__buf_puts(b, kind);
+    PUTS(b, "\":{");
+    if (mime != NULL) {
+        PUTS(b, "\"mimeType\":");
+        put_cstr(b, mime);
+        bputc(b, ',');
     }
-    return p;
+    bputc(b, '"');
+    air__buf_puts(b, key);
+    PUTS(b, "\":");
+    air__buf_json_str(b, value, strnlen(value, vlen));
+    PUTS(b, "}}");
 }
 
 static int
@@ -726,16 +1042,17 @@ mime_from_url(const char *url)
 }
 
 /*
- * A media URL as a part: data URLs (base64 only) become inlineData;
- * https:// and gs:// URLs become fileData with the MIME type from `mime`
- * (the part's explicit format) or the file extension (omitted when unknown).
- * Anything else (http://, file:, bare paths) is refused: the adapter cannot
- * fetch, and plain-http or local URLs are never what Gemini can read.
+ * A media URL as a part under role: data URLs (base64 only) become
+ * inlineData; https:// and gs:// URLs become fileData with the MIME type
+ * from `mime` (the part's explicit format) or the file extension (omitted
+ * when unknown). Anything else (http://, file:, bare paths) is refused: the
+ * adapter cannot fetch, and plain-http or local URLs are never what Gemini
+ * can read.
  */
 static air_status_t
-url_part(const char *url, const char *mime, const char *where, air_fault_t *f, cJSON **out)
+url_part(const char *url, const char *mime, const char *where, air_fault_t *f, struct contents *c,
+         const char *role)
 {
-    *out = NULL;
     if (has_prefix_ci(url, "data:")) {
         const char *comma = strchr(url, ',');
         if (comma == NULL)
@@ -754,14 +1071,14 @@ url_part(const char *url, const char *mime, const char *where, air_fault_t *f, c
             return bad_request(f, "%s: data URL MIME type too long", where);
         memcpy(mt, hdr, ml);
         mt[ml] = '\0';
-        *out = data_part("inlineData", mt, "data", comma + 1, strlen(comma + 1));
-        return *out != NULL ? AIR_OK : AIR_E_NOMEM;
+        data_part(part_begin(c, role), "inlineData", mt, "data", comma + 1, strlen(comma + 1));
+        return c->b.oom ? AIR_E_NOMEM : AIR_OK;
     }
     if (has_prefix_ci(url, "https://") || has_prefix_ci(url, "gs://")) {
         if (mime == NULL)
             mime = mime_from_url(url);
-        *out = data_part("fileData", mime, "fileUri", url, strlen(url));
-        return *out != NULL ? AIR_OK : AIR_E_NOMEM;
+        data_part(part_begin(c, role), "fileData", mime, "fileUri", url, strlen(url));
+        return c->b.oom ? AIR_E_NOMEM : AIR_OK;
     }
     return bad_request(f,
                        "%s: unsupported URL scheme for gemini (use a data: URL, https:// or "
@@ -796,20 +1113,20 @@ flat_text(const cJSON *content, const char *where, air_fault_t *f, air_buf_t *ou
     return out->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
-/* System/developer content: one text part per string or text part. */
+/* System/developer content: one text part per string or text part, into
+ * the comma-separated list `parts` (*n counts them). */
 static air_status_t
-system_parts(const cJSON *content, const char *where, air_fault_t *f, cJSON *parts)
+system_parts(const cJSON *content, const char *where, air_fault_t *f, air_buf_t *parts, int *n)
 {
     if (is_absent(content))
         return AIR_OK;
     if (cJSON_IsString(content)) {
         if (content->valuestring[0] == '\0')
             return AIR_OK;
-        cJSON *p = text_part(content->valuestring);
-        if (p == NULL)
-            return AIR_E_NOMEM;
-        cJSON_AddItemToArray(parts, p);
-        return AIR_OK;
+        if ((*n)++ > 0)
+            bputc(parts, ',');
+        text_part(parts, content->valuestring);
+        return parts->oom ? AIR_E_NOMEM : AIR_OK;
     }
     if (!cJSON_IsArray(content))
         return bad_request(f, "%s.content: expected a string or an array of parts", where);
@@ -821,28 +1138,27 @@ system_parts(const cJSON *content, const char *where, air_fault_t *f, cJSON *par
         if (!streq(get_str(e, "type"), "text") || tx == NULL)
             return bad_request(f, "%s.content[%d]: only text parts are allowed here", where, j);
         if (tx[0] != '\0') {
-            cJSON *p = text_part(tx);
-            if (p == NULL)
-                return AIR_E_NOMEM;
-            cJSON_AddItemToArray(parts, p);
+            if ((*n)++ > 0)
+                bputc(parts, ',');
+            text_part(parts, tx);
         }
         j++;
     }
-    return AIR_OK;
+    return parts->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
-/* User/assistant content parts, pushed to contents under role. */
+/* User/assistant content parts, written under role. */
 static air_status_t
 content_parts(const cJSON *content, const char *role, const char *where, air_fault_t *f,
-              cJSON *contents)
+              struct contents *c)
 {
     if (is_absent(content))
         return AIR_OK;
     if (cJSON_IsString(content)) {
         if (content->valuestring[0] == '\0')
             return AIR_OK;
-        cJSON *p = text_part(content->valuestring);
-        return p != NULL ? push_part(contents, role, p) : AIR_E_NOMEM;
+        text_part(part_begin(c, role), content->valuestring);
+        return c->b.oom ? AIR_E_NOMEM : AIR_OK;
     }
     if (!cJSON_IsArray(content))
         return bad_request(f, "%s.content: expected a string, an array of parts or null", where);
@@ -852,9 +1168,8 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
     {
         j++;
         char w[96];
-        snprintf(w, sizeof w, "%s.content[%d]", where, j);
+        path_idx(w, sizeof w, where, ".content", j);
         const char *ty = get_str(e, "type");
-        cJSON *part = NULL;
         air_status_t st = AIR_OK;
         if (streq(ty, "text") || streq(ty, "refusal")) {
             const char *tx = get_str(e, streq(ty, "text") ? "text" : "refusal");
@@ -862,14 +1177,13 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
                 return bad_request(f, "%s: missing text", w);
             if (tx[0] == '\0')
                 continue;
-            part = text_part(tx);
-            st = part != NULL ? AIR_OK : AIR_E_NOMEM;
+            text_part(part_begin(c, role), tx);
         } else if (streq(ty, "image_url")) {
             const cJSON *iu = get(e, "image_url");
             const char *url = cJSON_IsString(iu) ? iu->valuestring : get_str(iu, "url");
             if (url == NULL)
                 return bad_request(f, "%s.image_url.url: missing", w);
-            st = url_part(url, get_str(iu, "format"), w, f, &part);
+            st = url_part(url, get_str(iu, "format"), w, f, c, role);
         } else if (streq(ty, "input_audio")) {
             const cJSON *ia = get(e, "input_audio");
             const char *data = get_str(ia, "data");
@@ -878,16 +1192,15 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
                 return bad_request(f, "%s.input_audio: needs data and format", w);
             char mt[48];
             snprintf(mt, sizeof mt, "audio/%s", fmt);
-            part = data_part("inlineData", mt, "data", data, strlen(data));
-            st = part != NULL ? AIR_OK : AIR_E_NOMEM;
+            data_part(part_begin(c, role), "inlineData", mt, "data", data, strlen(data));
         } else if (streq(ty, "file")) {
             const cJSON *fo = get(e, "file");
             const char *fd = get_str(fo, "file_data");
             const char *fid = get_str(fo, "file_id");
             if (fd != NULL)
-                st = url_part(fd, get_str(fo, "format"), w, f, &part);
+                st = url_part(fd, get_str(fo, "format"), w, f, c, role);
             else if (fid != NULL)
-                st = url_part(fid, get_str(fo, "format"), w, f, &part);
+                st = url_part(fid, get_str(fo, "format"), w, f, c, role);
             else
                 return bad_request(f, "%s.file: needs file_data or file_id", w);
         } else {
@@ -896,9 +1209,8 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
         }
         if (st != AIR_OK)
             return st;
-        st = push_part(contents, role, part);
-        if (st != AIR_OK)
-            return st;
+        if (c->b.oom)
+            return AIR_E_NOMEM;
     }
     return AIR_OK;
 }
@@ -939,7 +1251,7 @@ parse_args(const cJSON *args, const char *where, air_fault_t *f, cJSON **out)
 }
 
 static air_status_t
-assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, cJSON *contents)
+assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, struct contents *c)
 {
     if (is_absent(tcs))
         return AIR_OK;
@@ -951,7 +1263,7 @@ assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, cJSON 
     {
         j++;
         char w[96];
-        snprintf(w, sizeof w, "%s.tool_calls[%d]", where, j);
+        path_idx(w, sizeof w, where, ".tool_calls", j);
         const cJSON *fn = get(tc, "function");
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
@@ -960,31 +1272,23 @@ assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, cJSON 
         air_status_t st = parse_args(get(fn, "arguments"), w, f, &args);
         if (st != AIR_OK)
             return st;
-        cJSON *part = cJSON_CreateObject();
-        cJSON *call = cJSON_CreateObject();
-        int ok = part != NULL && call != NULL && cJSON_AddItemToObject(part, "functionCall", call);
-        if (!ok) {
-            cJSON_Delete(call);
-            cJSON_Delete(args);
-            cJSON_Delete(part);
-            return AIR_E_NOMEM;
-        }
-        if (cJSON_AddStringToObject(call, "name", name) == NULL ||
-            !cJSON_AddItemToObject(call, "args", args)) {
-            cJSON_Delete(args);
-            cJSON_Delete(part);
-            return AIR_E_NOMEM;
-        }
+        air_buf_t *b = part_begin(c, "model");
+        PUTS(b, "{\"functionCall\":{\"name\":");
+        put_cstr(b, name);
+        PUTS(b, ",\"args\":");
+        air__buf_cjson(b, args);
+        bputc(b, '}');
+        cJSON_Delete(args);
         /* Spec 6.9: a thought signature rides on the tool call and must
          * come back unchanged on the same part. */
         const char *sig = get_str(get(get(tc, "extra_content"), "google"), "thought_signature");
-        if (sig != NULL && cJSON_AddStringToObject(part, "thoughtSignature", sig) == NULL) {
-            cJSON_Delete(part);
-            return AIR_E_NOMEM;
+        if (sig != NULL) {
+            PUTS(b, ",\"thoughtSignature\":");
+            put_cstr(b, sig);
         }
-        st = push_part(contents, "model", part);
-        if (st != AIR_OK)
-            return st;
+        bputc(b, '}');
+        if (b->oom)
+            return AIR_E_NOMEM;
     }
     return AIR_OK;
 }
@@ -1013,7 +1317,7 @@ tool_name_for(const cJSON *msgs, int before, const char *id)
 
 static air_status_t
 tool_result(const cJSON *msgs, int i, const cJSON *m, const char *where, air_fault_t *f,
-            cJSON *contents)
+            struct contents *c)
 {
     const char *id = get_str(m, "tool_call_id");
     if (id == NULL)
@@ -1027,37 +1331,21 @@ tool_result(const cJSON *msgs, int i, const cJSON *m, const char *where, air_fau
     air_buf_t text = AIR_BUF_INIT;
     air__buf_puts(&text, ""); /* never NULL data, even for empty content */
     air_status_t st = flat_text(get(m, "content"), where, f, &text);
-    if (st != AIR_OK) {
-        air__buf_free(&text);
-        return st;
-    }
-    if (text.oom) {
-        air__buf_free(&text);
-        return AIR_E_NOMEM;
-    }
-    /* {"functionResponse":{"name":..,"response":{"result":text}}}, built
-     * inside out so that each step owns what it made. */
-    cJSON *resp = cJSON_CreateObject();
-    if (resp == NULL || cJSON_AddStringToObject(resp, "result", text.data) == NULL) {
-        air__buf_free(&text);
-        cJSON_Delete(resp);
-        return AIR_E_NOMEM;
+    if (st == AIR_OK && text.oom)
+        st = AIR_E_NOMEM;
+    if (st == AIR_OK) {
+        /* {"functionResponse":{"name":..,"response":{"result":text}}} */
+        air_buf_t *b = part_begin(c, "user");
+        PUTS(b, "{\"functionResponse\":{\"name\":");
+        put_cstr(b, name);
+        PUTS(b, ",\"response\":{\"result\":");
+        air__buf_json_str(b, text.data, text.len);
+        PUTS(b, "}}}");
+        if (b->oom)
+            st = AIR_E_NOMEM;
     }
     air__buf_free(&text);
-    cJSON *fr = cJSON_CreateObject();
-    if (fr == NULL || cJSON_AddStringToObject(fr, "name", name) == NULL ||
-        !cJSON_AddItemToObject(fr, "response", resp)) {
-        cJSON_Delete(fr);
-        cJSON_Delete(resp);
-        return AIR_E_NOMEM;
-    }
-    cJSON *part = cJSON_CreateObject();
-    if (part == NULL || !cJSON_AddItemToObject(part, "functionResponse", fr)) {
-        cJSON_Delete(part);
-        cJSON_Delete(fr);
-        return AIR_E_NOMEM;
-    }
-    return push_part(contents, "user", part);
+    return st;
 }
 
 /* Optional number field: 0 absent, 1 present (*v set), or an error. */
@@ -1075,23 +1363,39 @@ opt_num(const cJSON *body, const char *key, air_fault_t *f, int *present, double
     return AIR_OK;
 }
 
+/* The generationConfig object's members, comma-separated. */
+struct members {
+    air_buf_t b;
+    int n;
+};
+
+/* Start member `key` of m. */
+static air_buf_t *
+member(struct members *m, const char *key)
+{
+    if (m->n++ > 0)
+        bputc(&m->b, ',');
+    put_cstr(&m->b, key);
+    bputc(&m->b, ':');
+    return &m->b;
+}
+
 static air_status_t
-add_num(cJSON *gc, const cJSON *body, const char *from, const char *to, air_fault_t *f)
+add_num(struct members *gc, const cJSON *body, const char *from, const char *to, air_fault_t *f)
 {
     int present;
     double v;
     air_status_t st = opt_num(body, from, f, &present, &v);
     if (st != AIR_OK || !present)
         return st;
-    return cJSON_AddNumberToObject(gc, to, v) != NULL ? AIR_OK : AIR_E_NOMEM;
+    air__buf_json_num(member(gc, to), v);
+    return AIR_OK;
 }
 
 static air_status_t
-generation_config(const cJSON *body, air_fault_t *f, cJSON *root)
+generation_config(const cJSON *body, air_fault_t *f, air_buf_t *root)
 {
-    cJSON *gc = cJSON_CreateObject();
-    if (gc == NULL)
-        return AIR_E_NOMEM;
+    struct members gc = {AIR_BUF_INIT, 0};
     air_status_t st = AIR_OK;
     static const char *const map[][2] = {
         {"temperature", "temperature"},
@@ -1106,23 +1410,20 @@ generation_config(const cJSON *body, air_fault_t *f, cJSON *root)
     };
     for (size_t i = 0; st == AIR_OK && i < sizeof map / sizeof map[0]; i++) {
         if (map[i][0] != NULL) {
-            st = add_num(gc, body, map[i][0], map[i][1], f);
+            st = add_num(&gc, body, map[i][0], map[i][1], f);
             continue;
         }
         /* max_completion_tokens is preferred over the deprecated max_tokens */
         const char *from =
             !is_absent(get(body, "max_completion_tokens")) ? "max_completion_tokens" : "max_tokens";
-        st = add_num(gc, body, from, "maxOutputTokens", f);
+        st = add_num(&gc, body, from, "maxOutputTokens", f);
     }
     const cJSON *stop = get(body, "stop");
     if (st == AIR_OK && !is_absent(stop)) {
-        cJSON *arr = cJSON_CreateArray();
-        if (arr == NULL || !cJSON_AddItemToObject(gc, "stopSequences", arr)) {
-            cJSON_Delete(arr);
-            st = AIR_E_NOMEM;
-        } else if (cJSON_IsString(stop)) {
-            cJSON *s = cJSON_CreateString(stop->valuestring);
-            st = s != NULL && cJSON_AddItemToArray(arr, s) ? AIR_OK : AIR_E_NOMEM;
+        air_buf_t *b = member(&gc, "stopSequences");
+        bputc(b, '[');
+        if (cJSON_IsString(stop)) {
+            put_cstr(b, stop->valuestring);
         } else if (cJSON_IsArray(stop)) {
             const cJSON *e;
             cJSON_ArrayForEach(e, stop)
@@ -1131,23 +1432,21 @@ generation_config(const cJSON *body, air_fault_t *f, cJSON *root)
                     st = bad_request(f, "stop: expected a string or an array of strings");
                     break;
                 }
-                cJSON *s = cJSON_CreateString(e->valuestring);
-                if (s == NULL || !cJSON_AddItemToArray(arr, s)) {
-                    cJSON_Delete(s);
-                    st = AIR_E_NOMEM;
-                    break;
-                }
+                if (e != stop->child)
+                    bputc(b, ',');
+                put_cstr(b, e->valuestring);
             }
         } else {
             st = bad_request(f, "stop: expected a string or an array of strings");
         }
+        bputc(b, ']');
     }
     const cJSON *lp = get(body, "logprobs");
     if (st == AIR_OK && !is_absent(lp)) {
         if (!cJSON_IsBool(lp))
             st = bad_request(f, "logprobs: expected a boolean");
-        else if (cJSON_IsTrue(lp) && cJSON_AddTrueToObject(gc, "responseLogprobs") == NULL)
-            st = AIR_E_NOMEM;
+        else if (cJSON_IsTrue(lp))
+            PUTS(member(&gc, "responseLogprobs"), "true");
     }
     const cJSON *rf = get(body, "response_format");
     if (st == AIR_OK && !is_absent(rf)) {
@@ -1155,73 +1454,50 @@ generation_config(const cJSON *body, air_fault_t *f, cJSON *root)
         if (streq(ty, "text")) {
             /* default */
         } else if (streq(ty, "json_object") || streq(ty, "json_schema")) {
-            if (cJSON_AddStringToObject(gc, "responseMimeType", "application/json") == NULL)
-                st = AIR_E_NOMEM;
+            PUTS(member(&gc, "responseMimeType"), "\"application/json\"");
             const cJSON *schema = get(get(rf, "json_schema"), "schema");
-            if (st == AIR_OK && streq(ty, "json_schema") && !is_absent(schema)) {
-                cJSON *clean = clean_schema(schema, "response_format.json_schema.schema", f, &st);
-                if (clean != NULL && !cJSON_AddItemToObject(gc, "responseSchema", clean)) {
-                    cJSON_Delete(clean);
-                    st = AIR_E_NOMEM;
-                }
+            if (streq(ty, "json_schema") && !is_absent(schema)) {
+                struct schema_sum sum;
+                st = clean_schema_write(schema, "response_format.json_schema.schema", f,
+                                        member(&gc, "responseSchema"), &sum);
             }
         } else {
             st = bad_request(f, "response_format.type: expected text, json_object or "
                                 "json_schema");
         }
     }
-    if (st != AIR_OK) {
-        cJSON_Delete(gc);
-        return st;
+    if (st == AIR_OK && gc.b.oom)
+        st = AIR_E_NOMEM;
+    if (st == AIR_OK && gc.n > 0) {
+        PUTS(root, ",\"generationConfig\":{");
+        bput(root, gc.b.data, gc.b.len);
+        bputc(root, '}');
     }
-    if (cJSON_GetArraySize(gc) == 0) {
-        cJSON_Delete(gc);
-        return AIR_OK;
-    }
-    if (!cJSON_AddItemToObject(root, "generationConfig", gc)) {
-        cJSON_Delete(gc);
-        return AIR_E_NOMEM;
-    }
-    return AIR_OK;
+    air__buf_free(&gc.b);
+    return st;
 }
 
 /* A parameters schema that declares nothing: Gemini rejects an OBJECT with
  * no properties, so such parameters are omitted. */
 static int
-params_empty(const cJSON *p)
+params_empty(const struct schema_sum *p)
 {
-    if (cJSON_GetArraySize(p) == 0)
+    if (p->members == 0)
         return 1;
-    const cJSON *props = get(p, "properties");
-    return streq(get_str(p, "type"), "object") &&
-           (props == NULL || cJSON_GetArraySize(props) == 0) && get(p, "anyOf") == NULL;
+    return p->type_object && (!p->has_props || p->nprops == 0) && !p->has_anyof;
 }
 
 static air_status_t
-tools_and_choice(const cJSON *body, air_fault_t *f, cJSON *root)
+tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
 {
     const cJSON *tools = get(body, "tools");
     if (is_absent(tools))
         return AIR_OK;
     if (!cJSON_IsArray(tools))
         return bad_request(f, "tools: expected an array");
-    if (cJSON_GetArraySize(tools) == 0)
+    if (tools->child == NULL)
         return AIR_OK;
-    cJSON *decls = cJSON_CreateArray();
-    cJSON *wrap = cJSON_CreateObject();
-    cJSON *arr = cJSON_CreateArray();
-    if (decls == NULL || wrap == NULL || arr == NULL) {
-        cJSON_Delete(decls);
-        cJSON_Delete(wrap);
-        cJSON_Delete(arr);
-        return AIR_E_NOMEM;
-    }
-    cJSON_AddItemToObject(wrap, "functionDeclarations", decls);
-    cJSON_AddItemToArray(arr, wrap);
-    if (!cJSON_AddItemToObject(root, "tools", arr)) {
-        cJSON_Delete(arr);
-        return AIR_E_NOMEM;
-    }
+    PUTS(root, ",\"tools\":[{\"functionDeclarations\":[");
     int i = -1;
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
@@ -1234,32 +1510,38 @@ tools_and_choice(const cJSON *body, air_fault_t *f, cJSON *root)
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
             return bad_request(f, "tools[%d].function.name: missing", i);
-        cJSON *d = cJSON_CreateObject();
-        if (d == NULL || !cJSON_AddItemToArray(decls, d)) {
-            cJSON_Delete(d);
-            return AIR_E_NOMEM;
-        }
-        if (cJSON_AddStringToObject(d, "name", name) == NULL)
-            return AIR_E_NOMEM;
+        if (i > 0)
+            bputc(root, ',');
+        PUTS(root, "{\"name\":");
+        put_cstr(root, name);
         const char *desc = get_str(fn, "description");
-        if (desc != NULL && cJSON_AddStringToObject(d, "description", desc) == NULL)
-            return AIR_E_NOMEM;
+        if (desc != NULL) {
+            PUTS(root, ",\"description\":");
+            put_cstr(root, desc);
+        }
         const cJSON *params = get(fn, "parameters");
         if (!is_absent(params)) {
             char w[64];
-            snprintf(w, sizeof w, "tools[%d].function.parameters", i);
-            air_status_t st;
-            cJSON *clean = clean_schema(params, w, f, &st);
-            if (clean == NULL)
+            path_idx(w, sizeof w, "tools", "", i);
+            size_t wl = strlen(w);
+            snprintf(w + wl, sizeof w - wl, ".function.parameters");
+            struct schema_sum sum;
+            size_t mark = root->len;
+            PUTS(root, ",\"parameters\":");
+            air_status_t st = clean_schema_write(params, w, f, root, &sum);
+            if (st != AIR_OK)
                 return st;
-            if (params_empty(clean)) {
-                cJSON_Delete(clean);
-            } else if (!cJSON_AddItemToObject(d, "parameters", clean)) {
-                cJSON_Delete(clean);
-                return AIR_E_NOMEM;
+            if (params_empty(&sum)) {
+                root->len = mark; /* declares nothing: omitted */
+                if (root->data != NULL)
+                    root->data[mark] = '\0';
             }
         }
+        bputc(root, '}');
+        if (root->oom)
+            return AIR_E_NOMEM;
     }
+    PUTS(root, "]}]");
 
     const cJSON *tc = get(body, "tool_choice");
     if (is_absent(tc))
@@ -1280,43 +1562,27 @@ tools_and_choice(const cJSON *body, air_fault_t *f, cJSON *root)
     if (mode == NULL)
         return bad_request(f, "tool_choice: expected \"auto\", \"none\", \"required\" or "
                               "{\"type\":\"function\",\"function\":{\"name\":...}}");
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON *fcc = cJSON_CreateObject();
-    if (cfg == NULL || fcc == NULL || !cJSON_AddItemToObject(root, "toolConfig", cfg)) {
-        cJSON_Delete(cfg);
-        cJSON_Delete(fcc);
-        return AIR_E_NOMEM;
-    }
-    if (!cJSON_AddItemToObject(cfg, "functionCallingConfig", fcc)) {
-        cJSON_Delete(fcc);
-        return AIR_E_NOMEM;
-    }
-    if (cJSON_AddStringToObject(fcc, "mode", mode) == NULL)
-        return AIR_E_NOMEM;
+    PUTS(root, ",\"toolConfig\":{\"functionCallingConfig\":{\"mode\":");
+    put_cstr(root, mode);
     if (only != NULL) {
-        const char *names[1] = {only};
-        cJSON *an = cJSON_CreateStringArray(names, 1);
-        if (an == NULL || !cJSON_AddItemToObject(fcc, "allowedFunctionNames", an)) {
-            cJSON_Delete(an);
-            return AIR_E_NOMEM;
-        }
+        PUTS(root, ",\"allowedFunctionNames\":[");
+        put_cstr(root, only);
+        bputc(root, ']');
     }
-    return AIR_OK;
+    PUTS(root, "}}");
+    return root->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
 static air_status_t
-build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, cJSON *root)
+build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_buf_t *root)
 {
     const cJSON *msgs = get(body, "messages");
     if (!cJSON_IsArray(msgs))
         return bad_request(f, "messages: expected an array");
-    cJSON *sys = cJSON_CreateArray();
-    cJSON *contents = cJSON_CreateArray();
-    if (sys == NULL || contents == NULL) {
-        cJSON_Delete(sys);
-        cJSON_Delete(contents);
-        return AIR_E_NOMEM;
-    }
+    air_buf_t sys = AIR_BUF_INIT;
+    int nsys = 0;
+    struct contents c = {AIR_BUF_INIT, NULL, 0};
+    (void)air__buf_reserve(&c.b, root->cap > root->len ? root->cap - root->len : 1024);
     air_status_t rc = AIR_OK;
     int i = -1;
     const cJSON *m;
@@ -1324,19 +1590,19 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, cJSON 
     {
         i++;
         char where[32];
-        snprintf(where, sizeof where, "messages[%d]", i);
+        path_idx(where, sizeof where, "messages", "", i);
         const char *role = get_str(m, "role");
         const cJSON *content = get(m, "content");
         if (streq(role, "system") || streq(role, "developer")) {
-            rc = system_parts(content, where, f, sys);
+            rc = system_parts(content, where, f, &sys, &nsys);
         } else if (streq(role, "user")) {
-            rc = content_parts(content, "user", where, f, contents);
+            rc = content_parts(content, "user", where, f, &c);
         } else if (streq(role, "assistant")) {
-            rc = content_parts(content, "model", where, f, contents);
+            rc = content_parts(content, "model", where, f, &c);
             if (rc == AIR_OK)
-                rc = assistant_tool_calls(get(m, "tool_calls"), where, f, contents);
+                rc = assistant_tool_calls(get(m, "tool_calls"), where, f, &c);
         } else if (streq(role, "tool")) {
-            rc = tool_result(msgs, i, m, where, f, contents);
+            rc = tool_result(msgs, i, m, where, f, &c);
         } else {
             rc = bad_request(f, "%s.role: unsupported role '%s'", where,
                              role != NULL ? role : "(none)");
@@ -1344,38 +1610,30 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, cJSON 
         if (rc != AIR_OK)
             break;
     }
-    if (rc == AIR_OK && cJSON_GetArraySize(contents) == 0)
+    if (rc == AIR_OK && c.n == 0)
         rc = bad_request(f, "messages: nothing to send besides system messages");
-    if (rc != AIR_OK) {
-        cJSON_Delete(sys);
-        cJSON_Delete(contents);
-        return rc;
-    }
-    if (cJSON_GetArraySize(sys) > 0) {
-        cJSON *si = cJSON_CreateObject();
-        if (si == NULL || !cJSON_AddItemToObject(root, "systemInstruction", si)) {
-            cJSON_Delete(si);
-            cJSON_Delete(sys);
-            cJSON_Delete(contents);
-            return AIR_E_NOMEM;
+    if (rc == AIR_OK && (sys.oom || c.b.oom))
+        rc = AIR_E_NOMEM;
+    if (rc == AIR_OK) {
+        if (nsys > 0) {
+            PUTS(root, "\"systemInstruction\":{\"parts\":[");
+            bput(root, sys.data, sys.len);
+            PUTS(root, "]},");
         }
-        cJSON_AddItemToObject(si, "parts", sys);
-    } else {
-        cJSON_Delete(sys);
+        PUTS(root, "\"contents\":[");
+        bput(root, c.b.data, c.b.len);
+        PUTS(root, "]}]"); /* closes the last content */
     }
-    if (!cJSON_AddItemToObject(root, "contents", contents)) {
-        cJSON_Delete(contents);
-        return AIR_E_NOMEM;
-    }
+    air__buf_free(&sys);
+    air__buf_free(&c.b);
+    if (rc != AIR_OK)
+        return rc;
     rc = tools_and_choice(body, f, root);
     if (rc == AIR_OK)
         rc = generation_config(body, f, root);
     if (rc == AIR_OK && st->safety != NULL) {
-        cJSON *ss = cJSON_Duplicate(st->safety, 1);
-        if (ss == NULL || !cJSON_AddItemToObject(root, "safetySettings", ss)) {
-            cJSON_Delete(ss);
-            rc = AIR_E_NOMEM;
-        }
+        PUTS(root, ",\"safetySettings\":");
+        air__buf_cjson(root, st->safety);
     }
     return rc;
 }
@@ -1389,24 +1647,27 @@ build_url(const char *base, const char *model, int stream)
     if (strncmp(model, "models/", 7) == 0)
         model += 7;
     air_buf_t p = AIR_BUF_INIT;
-    air__buf_puts(&p, "/v1beta/models/");
+    size_t bl = strlen(base);
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    (void)air__buf_reserve(&p, bl + strlen(model) * 3 + 64);
+    bput(&p, base, bl);
+    PUTS(&p, "/v1beta/models/");
     for (const unsigned char *s = (const unsigned char *)model; *s != '\0'; s++) {
         unsigned char ch = *s;
         if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
             ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            air__buf_putc(&p, (char)ch);
+            bputc(&p, (char)ch);
         } else {
             char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-            air__buf_append(&p, esc, 3);
+            bput(&p, esc, 3);
         }
     }
-    air__buf_puts(&p, stream ? ":streamGenerateContent?alt=sse" : ":generateContent");
-    char *path = air__buf_steal(&p, NULL);
-    if (path == NULL)
-        return NULL;
-    char *url = air__url_join(base, path);
-    air__free(path);
-    return url;
+    if (stream)
+        PUTS(&p, ":streamGenerateContent?alt=sse");
+    else
+        PUTS(&p, ":generateContent");
+    return air__buf_steal(&p, NULL);
 }
 
 static air_status_t
@@ -1421,24 +1682,21 @@ gem_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     if (model == NULL || model[0] == '\0' || streq(model, "models/"))
         return bad_request(f, "model: missing");
 
-    cJSON *root = cJSON_CreateObject();
-    if (root == NULL)
-        return AIR_E_NOMEM;
-    air_status_t rc = build_body(st, req->body, f, root);
+    air_buf_t root = AIR_BUF_INIT;
+    /* About as long as the caller's body: one allocation. */
+    (void)air__buf_reserve(&root, req->raw_len + 512);
+    bputc(&root, '{');
+    air_status_t rc = build_body(st, req->body, f, &root);
+    bputc(&root, '}');
+    if (rc == AIR_OK && root.oom)
+        rc = AIR_E_NOMEM;
     if (rc != AIR_OK) {
-        cJSON_Delete(root);
+        air__buf_free(&root);
         if (rc == AIR_E_BADREQ && f != NULL)
             fault_scrub(st, f); /* messages quote caller text */
         return rc;
     }
-    char *txt = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (txt == NULL)
-        return AIR_E_NOMEM;
-    size_t tl = strlen(txt);
-    out->body = air__strndup(txt, tl);
-    cJSON_free(txt);
-    out->body_len = tl;
+    out->body = air__buf_steal(&root, &out->body_len);
     out->url = build_url(st->base_url, model, req->stream);
     out->headers[out->nheaders++] = air__header("Content-Type", "application/json");
     if (st->api_key != NULL && st->api_key[0] != '\0')
@@ -1959,6 +2217,18 @@ gem_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
 /* ------------------------------------------------------------------------ */
 /* Streaming (spec 6.6)                                                      */
 
+/*
+ * Every event of a Gemini stream is a whole GenerateContentResponse (the
+ * candidates' new parts, the usage so far, the model and response id), so
+ * a stream of short tokens is mostly envelope. The usual event (candidates
+ * with text parts, plain numbers in usageMetadata) is read by a small
+ * validating scanner straight from its bytes (fast_scan below); anything
+ * else (function calls, a prompt block, an error, escapes that cJSON would
+ * decode to other bytes, an array of responses, unusual numbers) goes
+ * through cJSON as before. Both paths emit the same chunks for an event
+ * they can both read.
+ */
+
 /* Lives in the ops->stream_state_size zeroed bytes core gives each stream. */
 struct gem_stream {
     int started;      /* id and model fixed */
@@ -1970,20 +2240,51 @@ struct gem_stream {
     struct gem_usage usage;
     char idsrc[IDSRC_MAX];
     char model[128];
+    /* The chunk envelope up to "choices": (fixed once started), kept when
+     * it fits; head_len 0: not kept. */
+    uint16_t head_len;
+    char head[400];
 };
 
 static void
-chunk_head(air_buf_t *b, const struct gem_stream *gs, const air_req_view_t *req)
+put_int(air_buf_t *b, long long v)
+{
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *p = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    bput(b, p, (size_t)(e - p));
+}
+
+static void
+chunk_head(air_buf_t *b, struct gem_stream *gs, const air_req_view_t *req)
 {
     air__buf_reset(b);
-    air__buf_puts(b, "{\"id\":");
+    (void)air__buf_reserve(b, 512); /* one allocation for most chunks */
+    if (gs->started && gs->head_len > 0) {
+        bput(b, gs->head, gs->head_len);
+        return;
+    }
+    PUTS(b, "{\"id\":");
     char id[IDSRC_MAX + 16];
-    snprintf(id, sizeof id, "chatcmpl-%s", gs->idsrc);
-    air__buf_json_str(b, id, strlen(id));
-    air__buf_printf(b, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
-                    (long long)(req != NULL ? req->now_unix : 0));
-    air__buf_json_str(b, gs->model, strlen(gs->model));
-    air__buf_puts(b, ",\"choices\":");
+    size_t il = strnlen(gs->idsrc, IDSRC_MAX - 1);
+    memcpy(id, "chatcmpl-", 9);
+    memcpy(id + 9, gs->idsrc, il);
+    air__buf_json_str(b, id, 9 + il);
+    PUTS(b, ",\"object\":\"chat.completion.chunk\",\"created\":");
+    put_int(b, req != NULL ? (long long)req->now_unix : 0);
+    PUTS(b, ",\"model\":");
+    put_cstr(b, gs->model);
+    PUTS(b, ",\"choices\":");
+    if (gs->started && !b->oom && b->len <= sizeof gs->head) {
+        memcpy(gs->head, b->data, b->len);
+        gs->head_len = (uint16_t)b->len;
+    }
 }
 
 static air_stream_rc_t
@@ -2012,8 +2313,9 @@ emit_role(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, int ci)
         return AIR_STREAM_MORE;
     gs->role_sent[ci] = 1;
     chunk_head(b, gs, sc->req);
-    air__buf_printf(
-        b, "[{\"index\":%d,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}", ci);
+    PUTS(b, "[{\"index\":");
+    put_int(b, ci);
+    PUTS(b, ",\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}");
     return emit(sc, b, 0);
 }
 
@@ -2025,8 +2327,78 @@ emit_finish(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, int ci, c
     if (sc->finish_reason[0] == '\0' || ci == 0)
         air__strlcpy(sc->finish_reason, fin, sizeof sc->finish_reason);
     chunk_head(b, gs, sc->req);
-    air__buf_printf(b, "[{\"index\":%d,\"delta\":{},\"finish_reason\":\"%s\"}]}", ci, fin);
+    PUTS(b, "[{\"index\":");
+    put_int(b, ci);
+    PUTS(b, ",\"delta\":{},\"finish_reason\":\"");
+    air__buf_puts(b, fin); /* one of our own names: nothing to escape */
+    PUTS(b, "\"}]}");
     return emit(sc, b, AIR_CHUNK_CONTENT);
+}
+
+struct fast_cand;
+
+/* What one candidate of an event says, read by either path. Text and
+ * thought are given either as air_buf_t text (cJSON path: decoded bytes) or
+ * as spans of already escaped JSON string content (fast path). */
+struct cand_delta {
+    const struct cand_parts *cp;  /* cJSON path, or NULL */
+    const struct fast_cand *fc;   /* fast path, or NULL */
+    int has_text, has_thought;    /* a (visible / thought) text part exists */
+    size_t text_len, thought_len; /* non-zero when the text is non-empty */
+    unsigned ntools;
+    const char *fr; /* finishReason, NULL when absent or empty */
+};
+
+static void put_fast_text(air_buf_t *b, const struct fast_cand *fc, int thought);
+
+static air_stream_rc_t
+stream_candidate_delta(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b,
+                       const struct cand_delta *d, int ci)
+{
+    int has_delta =
+        (d->has_text && d->text_len > 0) || (d->has_thought && d->thought_len > 0) || d->ntools > 0;
+    air_stream_rc_t rc = AIR_STREAM_MORE;
+    if (has_delta || (d->fr != NULL && !gs->finished[ci]))
+        rc = emit_role(sc, gs, b, ci);
+    if (rc == AIR_STREAM_MORE && has_delta) {
+        chunk_head(b, gs, sc->req);
+        PUTS(b, "[{\"index\":");
+        put_int(b, ci);
+        PUTS(b, ",\"delta\":{");
+        int sep = 0;
+        if (d->has_text && d->text_len > 0) {
+            PUTS(b, "\"content\":");
+            if (d->cp != NULL)
+                air__buf_json_str(b, d->cp->text.data, d->cp->text.len);
+            else
+                put_fast_text(b, d->fc, 0);
+            sep = 1;
+        }
+        if (d->has_thought && d->thought_len > 0) {
+            if (sep)
+                bputc(b, ',');
+            PUTS(b, "\"reasoning_content\":");
+            if (d->cp != NULL)
+                air__buf_json_str(b, d->cp->thought.data, d->cp->thought.len);
+            else
+                put_fast_text(b, d->fc, 1);
+            sep = 1;
+        }
+        if (d->ntools > 0) {
+            if (sep)
+                bputc(b, ',');
+            PUTS(b, "\"tool_calls\":[");
+            bput(b, d->cp->tools.data, d->cp->tools.len); /* only the cJSON path has tools */
+            bputc(b, ']');
+            gs->tool_seen[ci] = 1;
+            gs->next_tool[ci] += d->ntools;
+        }
+        PUTS(b, "},\"finish_reason\":null}]}");
+        rc = emit(sc, b, AIR_CHUNK_CONTENT);
+    }
+    if (rc == AIR_STREAM_MORE && d->fr != NULL && !gs->finished[ci])
+        rc = emit_finish(sc, gs, b, ci, gs->tool_seen[ci] ? "tool_calls" : map_finish(d->fr));
+    return rc;
 }
 
 static air_stream_rc_t
@@ -2042,39 +2414,25 @@ stream_candidate(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, cons
     const char *fr = get_str(cand, "finishReason");
     if (fr != NULL && fr[0] == '\0')
         fr = NULL;
-    int has_delta =
-        (cp.has_text && cp.text.len > 0) || (cp.has_thought && cp.thought.len > 0) || cp.ntools > 0;
-    air_stream_rc_t rc = AIR_STREAM_MORE;
-    if (has_delta || (fr != NULL && !gs->finished[ci]))
-        rc = emit_role(sc, gs, b, ci);
-    if (rc == AIR_STREAM_MORE && has_delta) {
-        chunk_head(b, gs, sc->req);
-        air__buf_printf(b, "[{\"index\":%d,\"delta\":{", ci);
-        const char *sep = "";
-        if (cp.has_text && cp.text.len > 0) {
-            air__buf_puts(b, "\"content\":");
-            air__buf_json_str(b, cp.text.data, cp.text.len);
-            sep = ",";
-        }
-        if (cp.has_thought && cp.thought.len > 0) {
-            air__buf_printf(b, "%s\"reasoning_content\":", sep);
-            air__buf_json_str(b, cp.thought.data, cp.thought.len);
-            sep = ",";
-        }
-        if (cp.ntools > 0) {
-            air__buf_printf(b, "%s\"tool_calls\":[", sep);
-            air__buf_append(b, cp.tools.data, cp.tools.len);
-            air__buf_putc(b, ']');
-            gs->tool_seen[ci] = 1;
-            gs->next_tool[ci] += cp.ntools;
-        }
-        air__buf_puts(b, "},\"finish_reason\":null}]}");
-        rc = emit(sc, b, AIR_CHUNK_CONTENT);
-    }
+    struct cand_delta d = {&cp,         NULL,           cp.has_text, cp.has_thought,
+                           cp.text.len, cp.thought.len, cp.ntools,   fr};
+    air_stream_rc_t rc = stream_candidate_delta(sc, gs, b, &d, ci);
     cand_parts_free(&cp);
-    if (rc == AIR_STREAM_MORE && fr != NULL && !gs->finished[ci])
-        rc = emit_finish(sc, gs, b, ci, gs->tool_seen[ci] ? "tool_calls" : map_finish(fr));
     return rc;
+}
+
+/* Fix id and model from the first response of the stream. */
+static void
+stream_start(air_stream_ctx_t *sc, struct gem_stream *gs, const char *rid, const char *model)
+{
+    gs->started = 1;
+    if (rid == NULL || rid[0] == '\0')
+        rid = sc->req != NULL && sc->req->request_id != NULL ? sc->req->request_id : "gemini";
+    air__strlcpy(gs->idsrc, rid, IDSRC_MAX);
+    if (model == NULL || model[0] == '\0')
+        model = sc->req != NULL && sc->req->model != NULL ? sc->req->model : "";
+    air__strlcpy(gs->model, model, sizeof gs->model);
+    air__strlcpy(sc->model, model, sizeof sc->model);
 }
 
 static air_stream_rc_t
@@ -2090,15 +2448,8 @@ stream_response(const void *state, air_stream_ctx_t *sc, struct gem_stream *gs, 
         protocol_fault(&sc->fault, 0, "gemini: stream event is not a JSON object");
         return AIR_STREAM_ERROR;
     }
-    if (!gs->started) {
-        gs->started = 1;
-        pick_idsrc(resp, sc->req, gs->idsrc);
-        const char *model = get_str(resp, "modelVersion");
-        if (model == NULL || model[0] == '\0')
-            model = sc->req != NULL && sc->req->model != NULL ? sc->req->model : "";
-        air__strlcpy(gs->model, model, sizeof gs->model);
-        air__strlcpy(sc->model, model, sizeof sc->model);
-    }
+    if (!gs->started)
+        stream_start(sc, gs, get_str(resp, "responseId"), get_str(resp, "modelVersion"));
     const cJSON *um = get(resp, "usageMetadata");
     if (cJSON_IsObject(um)) {
         /* The last usageMetadata is authoritative: replace, never sum. */
@@ -2130,6 +2481,616 @@ stream_response(const void *state, air_stream_ctx_t *sc, struct gem_stream *gs, 
     return AIR_STREAM_MORE;
 }
 
+/* ---- the fast path -------------------------------------------------------- */
+
+#define FAST_MAX_DEPTH 64
+#define FAST_MAX_PARTS 16
+
+/* A string value: the bytes between the quotes, escaped exactly as
+ * air__buf_json_str would escape its decoded text. */
+struct span {
+    const char *p;
+    size_t n;
+};
+
+struct fast_cand {
+    int index;          /* -1: absent */
+    struct span finish; /* p NULL: absent */
+    int nparts;
+    struct span part_text[FAST_MAX_PARTS];
+    unsigned char part_thought[FAST_MAX_PARTS];
+};
+
+struct fast_ev {
+    struct span rid, model; /* p NULL: absent */
+    int has_usage;
+    uint64_t count[6]; /* usage_keys order */
+    unsigned char count_seen[6];
+    int ncand;
+    struct fast_cand cand[GEM_MAX_CAND];
+};
+
+static const char *const usage_keys[6] = {"promptTokenCount",     "toolUsePromptTokenCount",
+                                          "candidatesTokenCount", "thoughtsTokenCount",
+                                          "totalTokenCount",      "cachedContentTokenCount"};
+
+/* Concatenated text (or thought) parts of a fast candidate, as a JSON
+ * string. */
+static void
+put_fast_text(air_buf_t *b, const struct fast_cand *fc, int thought)
+{
+    bputc(b, '"');
+    for (int i = 0; i < fc->nparts; i++)
+        if (fc->part_text[i].p != NULL && fc->part_thought[i] == thought)
+            bput(b, fc->part_text[i].p, fc->part_text[i].n);
+    bputc(b, '"');
+}
+
+static const char *
+skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int
+hex4(const char *p, const char *e, unsigned *out)
+{
+    if (e - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Bytes that end a plain run inside a string: control bytes, '"', '\\'. */
+static const unsigned char str_stop[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20-0x2f: '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40-0x4f */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50-0x5f: '\\' */
+};                                                  /* the rest: 0 */
+
+/* String escapes seen by scan_str. */
+#define ESC_ANY 1 /* some backslash escape */
+#define ESC_ODD 2 /* \u or \/: cJSON decodes them to bytes we would write differently */
+
+/*
+ * p at '"': a strictly valid string (RFC 8259, no raw control bytes, no lone
+ * surrogate: text cJSON reads the same way). Returns the byte after the
+ * closing quote, or NULL. *esc gets ESC_* flags.
+ */
+static const char *
+scan_str(const char *p, const char *e, unsigned *esc)
+{
+    p++;
+    while (p < e) {
+        while (p < e && !str_stop[(unsigned char)*p])
+            p++;
+        if (p >= e)
+            break;
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        *esc |= ESC_ANY; /* c is the backslash */
+        if (++p >= e)
+            return NULL;
+        switch (*p) {
+        case '"':
+        case '\\':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            p++;
+            break;
+        case '/':
+            *esc |= ESC_ODD;
+            p++;
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            *esc |= ESC_ODD;
+            if (hex4(p + 1, e, &cp) != 0)
+                return NULL;
+            p += 5;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return NULL;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, e, &lo) != 0 ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return NULL;
+                p += 6;
+            }
+            break;
+        }
+        default:
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static const char *
+scan_num(const char *p, const char *e)
+{
+    const char *s = p;
+    if (p < e && *p == '-')
+        p++;
+    if (!(p < e && *p >= '0' && *p <= '9'))
+        return NULL;
+    if (*p == '0')
+        p++;
+    else
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    if (p < e && *p == '.') {
+        p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < e && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p < e && *p >= '0' && *p <= '9'))
+            return NULL;
+        while (p < e && *p >= '0' && *p <= '9')
+            p++;
+    }
+    /* cJSON reads at most 63 characters of a number. */
+    return p - s > 63 ? NULL : p;
+}
+
+static const char *skip_value(const char *p, const char *e, int depth);
+
+/* p at '{' or '['. */
+static const char *
+skip_container(const char *p, const char *e, int depth)
+{
+    char close = *p == '{' ? '}' : ']';
+    int obj = *p == '{';
+    if (depth > FAST_MAX_DEPTH)
+        return NULL;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == close)
+        return p + 1;
+    for (;;) {
+        if (obj) {
+            unsigned esc = 0;
+            if (p >= e || *p != '"' || (p = scan_str(p, e, &esc)) == NULL)
+                return NULL;
+            p = skip_ws(p, e);
+            if (p >= e || *p != ':')
+                return NULL;
+            p = skip_ws(p + 1, e);
+        }
+        if ((p = skip_value(p, e, depth + 1)) == NULL)
+            return NULL;
+        p = skip_ws(p, e);
+        if (p >= e)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, e);
+    }
+}
+
+static const char *
+skip_value(const char *p, const char *e, int depth)
+{
+    unsigned esc = 0;
+    if (p >= e)
+        return NULL;
+    switch (*p) {
+    case '"':
+        return scan_str(p, e, &esc);
+    case '{':
+    case '[':
+        return skip_container(p, e, depth);
+    case 't':
+        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f':
+        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n':
+        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    default:
+        return scan_num(p, e);
+    }
+}
+
+/* A string value kept as a span. plain = 1: no escape at all (the span is
+ * the decoded text); 0: escapes that copy through unchanged are allowed. */
+static const char *
+want_str(const char *p, const char *e, struct span *s, int plain)
+{
+    unsigned esc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &esc);
+    if (q == NULL || (esc & ESC_ODD) || (plain && esc != 0))
+        return NULL;
+    s->p = p + 1;
+    s->n = (size_t)(q - 1 - (p + 1));
+    return q;
+}
+
+/* A plain non-negative integer of at most `maxdig` digits (no sign,
+ * fraction, exponent or leading zero): exactly the value cJSON reads. */
+static const char *
+want_uint(const char *p, const char *e, int maxdig, uint64_t *v)
+{
+    const char *q = p;
+    uint64_t n = 0;
+    while (q < e && *q >= '0' && *q <= '9') {
+        if (q - p >= maxdig)
+            return NULL;
+        n = n * 10 + (uint64_t)(*q - '0');
+        q++;
+    }
+    if (q == p || (*p == '0' && q - p > 1) || (q < e && (*q == '.' || *q == 'e' || *q == 'E')))
+        return NULL;
+    *v = n;
+    return q;
+}
+
+/* A member key without escapes (an escaped key might decode to a name we
+ * look for). Returns the byte after the ':' and its whitespace, or NULL. */
+static const char *
+scan_key(const char *p, const char *e, const char **key, size_t *klen)
+{
+    unsigned esc = 0;
+    if (p >= e || *p != '"')
+        return NULL;
+    const char *q = scan_str(p, e, &esc);
+    if (q == NULL || esc != 0)
+        return NULL;
+    *key = p + 1;
+    *klen = (size_t)(q - 1 - (p + 1));
+    q = skip_ws(q, e);
+    if (q >= e || *q != ':')
+        return NULL;
+    return skip_ws(q + 1, e);
+}
+
+static int
+key_is(const char *k, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n == l && memcmp(k, lit, l) == 0;
+}
+
+/* After a member value: p at ',' (returns the next key) or at the closing
+ * brace (sets *end). NULL: malformed. */
+static const char *
+next_member(const char *p, const char *e, char close, const char **end)
+{
+    p = skip_ws(p, e);
+    if (p >= e)
+        return NULL;
+    if (*p == close) {
+        *end = p + 1;
+        return p + 1;
+    }
+    if (*p != ',')
+        return NULL;
+    return skip_ws(p + 1, e);
+}
+
+/* One part object. */
+static const char *
+scan_part(const char *p, const char *e, struct fast_cand *fc)
+{
+    if (p >= e || *p != '{' || fc->nparts >= FAST_MAX_PARTS)
+        return NULL;
+    int i = fc->nparts++;
+    struct span *text = &fc->part_text[i];
+    int seen_thought = 0;
+    text->p = NULL;
+    fc->part_thought[i] = 0;
+    const char *k, *end = NULL;
+    size_t kl;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return p + 1;
+    for (;;) {
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return NULL;
+        if (key_is(k, kl, "text") && text->p == NULL) {
+            p = want_str(p, e, text, 0);
+        } else if (key_is(k, kl, "thought") && !seen_thought) {
+            seen_thought = 1;
+            /* cJSON_IsTrue: only the literal true makes a thought. */
+            fc->part_thought[i] = e - p >= 4 && memcmp(p, "true", 4) == 0;
+            p = skip_value(p, e, 3);
+        } else if (key_is(k, kl, "functionCall") || key_is(k, kl, "text")) {
+            return NULL; /* tool calls: the cJSON path; a later "text" is skipped there */
+        } else {
+            p = skip_value(p, e, 3);
+        }
+        if (p == NULL || (p = next_member(p, e, '}', &end)) == NULL)
+            return NULL;
+        if (end != NULL)
+            return end;
+    }
+}
+
+/* One candidate object. */
+static const char *
+scan_cand(const char *p, const char *e, struct fast_cand *fc)
+{
+    int seen_content = 0;
+    fc->index = -1;
+    fc->finish.p = NULL;
+    fc->nparts = 0;
+    if (p >= e || *p != '{')
+        return NULL;
+    const char *k, *end = NULL;
+    size_t kl;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return p + 1;
+    for (;;) {
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return NULL;
+        if (key_is(k, kl, "index") && fc->index < 0) {
+            uint64_t v = 0;
+            p = want_uint(p, e, 6, &v); /* below 1e6, as cand_index wants */
+            fc->index = (int)v;
+        } else if (key_is(k, kl, "finishReason") && fc->finish.p == NULL) {
+            p = want_str(p, e, &fc->finish, 1);
+            if (p != NULL && fc->finish.n >= 64)
+                return NULL; /* longer than any reason we know: the cJSON path */
+        } else if (key_is(k, kl, "content") && !seen_content) {
+            seen_content = 1;
+            if (p >= e || *p != '{')
+                return NULL;
+            /* content: {"parts": [...], "role": ...} */
+            const char *ck, *cend = NULL;
+            size_t ckl;
+            int seen_parts = 0;
+            p = skip_ws(p + 1, e);
+            if (p < e && *p == '}') {
+                p++;
+            } else {
+                for (;;) {
+                    if ((p = scan_key(p, e, &ck, &ckl)) == NULL)
+                        return NULL;
+                    if (key_is(ck, ckl, "parts") && !seen_parts) {
+                        seen_parts = 1;
+                        if (p >= e || *p != '[')
+                            return NULL;
+                        const char *aend = NULL;
+                        p = skip_ws(p + 1, e);
+                        if (p < e && *p == ']') {
+                            p++;
+                        } else {
+                            for (;;) {
+                                if ((p = scan_part(p, e, fc)) == NULL ||
+                                    (p = next_member(p, e, ']', &aend)) == NULL)
+                                    return NULL;
+                                if (aend != NULL) {
+                                    p = aend;
+                                    break;
+                                }
+                            }
+                        }
+                    } else {
+                        p = skip_value(p, e, 3);
+                    }
+                    if (p == NULL || (p = next_member(p, e, '}', &cend)) == NULL)
+                        return NULL;
+                    if (cend != NULL) {
+                        p = cend;
+                        break;
+                    }
+                }
+            }
+        } else {
+            p = skip_value(p, e, 2);
+        }
+        if (p == NULL || (p = next_member(p, e, '}', &end)) == NULL)
+            return NULL;
+        if (end != NULL)
+            return end;
+    }
+}
+
+/* The usageMetadata object. */
+static const char *
+scan_usage(const char *p, const char *e, struct fast_ev *fe)
+{
+    const char *k, *end = NULL;
+    size_t kl;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}')
+        return p + 1;
+    for (;;) {
+        if ((p = scan_key(p, e, &k, &kl)) == NULL)
+            return NULL;
+        int which = -1;
+        for (int i = 0; i < 6; i++)
+            if (key_is(k, kl, usage_keys[i]))
+                which = i;
+        if (which >= 0 && !fe->count_seen[which]) {
+            fe->count_seen[which] = 1;
+            /* at most 15 digits: exactly a double, below get_count's cap */
+            p = want_uint(p, e, 15, &fe->count[which]);
+        } else {
+            p = skip_value(p, e, 2);
+        }
+        if (p == NULL || (p = next_member(p, e, '}', &end)) == NULL)
+            return NULL;
+        if (end != NULL)
+            return end;
+    }
+}
+
+/*
+ * Read one stream event straight from its bytes when it has the usual
+ * shape: a strictly valid JSON object with plain keys, no "error" or
+ * "promptFeedback", "candidates" an array of at most GEM_MAX_CAND objects
+ * whose parts are text (no functionCall), plain strings for responseId,
+ * modelVersion and finishReason, plain integers for the counts. Returns 0
+ * and fe filled, or -1: the caller then uses cJSON.
+ */
+static int
+fast_scan(const char *data, size_t len, struct fast_ev *fe)
+{
+    const char *e = data + len;
+    const char *p = skip_ws(data, e);
+    int seen_cands = 0, seen_usage = 0;
+    fe->rid.p = fe->model.p = NULL;
+    fe->has_usage = 0;
+    fe->ncand = 0;
+    memset(fe->count, 0, sizeof fe->count);
+    memset(fe->count_seen, 0, sizeof fe->count_seen);
+    if (p >= e || *p != '{')
+        return -1;
+    const char *k, *end = NULL;
+    size_t kl;
+    p = skip_ws(p + 1, e);
+    if (p < e && *p == '}') {
+        end = p + 1;
+    } else {
+        for (;;) {
+            if ((p = scan_key(p, e, &k, &kl)) == NULL)
+                return -1;
+            if (key_is(k, kl, "candidates") && !seen_cands) {
+                seen_cands = 1;
+                if (p >= e || *p != '[')
+                    return -1;
+                const char *aend = NULL;
+                p = skip_ws(p + 1, e);
+                if (p < e && *p == ']') {
+                    p++;
+                } else {
+                    for (;;) {
+                        if (fe->ncand >= GEM_MAX_CAND)
+                            return -1;
+                        if ((p = scan_cand(p, e, &fe->cand[fe->ncand++])) == NULL ||
+                            (p = next_member(p, e, ']', &aend)) == NULL)
+                            return -1;
+                        if (aend != NULL) {
+                            p = aend;
+                            break;
+                        }
+                    }
+                }
+            } else if (key_is(k, kl, "usageMetadata") && !seen_usage) {
+                seen_usage = 1;
+                if (p >= e || *p != '{')
+                    return -1;
+                fe->has_usage = 1;
+                p = scan_usage(p, e, fe);
+            } else if (key_is(k, kl, "responseId") && fe->rid.p == NULL) {
+                p = want_str(p, e, &fe->rid, 1);
+            } else if (key_is(k, kl, "modelVersion") && fe->model.p == NULL) {
+                p = want_str(p, e, &fe->model, 1);
+            } else if (key_is(k, kl, "error") || key_is(k, kl, "promptFeedback") ||
+                       key_is(k, kl, "candidates") || key_is(k, kl, "usageMetadata") ||
+                       key_is(k, kl, "responseId") || key_is(k, kl, "modelVersion")) {
+                return -1; /* errors and blocks; repeated members: the cJSON path */
+            } else {
+                p = skip_value(p, e, 1);
+            }
+            if (p == NULL || (p = next_member(p, e, '}', &end)) == NULL)
+                return -1;
+            if (end != NULL)
+                break;
+        }
+    }
+    return skip_ws(end, e) == e ? 0 : -1;
+}
+
+/* A span as a C string in dst (size bytes), or NULL when p is NULL. */
+static const char *
+span_cstr(const struct span *s, char *dst, size_t size)
+{
+    if (s->p == NULL)
+        return NULL;
+    size_t n = s->n < size - 1 ? s->n : size - 1;
+    memcpy(dst, s->p, n);
+    dst[n] = '\0';
+    return dst;
+}
+
+/* stream_response for an event fast_scan read. */
+static air_stream_rc_t
+stream_fast(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, const struct fast_ev *fe)
+{
+    if (!gs->started) {
+        char rid[IDSRC_MAX], model[sizeof gs->model];
+        stream_start(sc, gs, span_cstr(&fe->rid, rid, sizeof rid),
+                     span_cstr(&fe->model, model, sizeof model));
+    }
+    if (fe->has_usage) {
+        /* usage_from_meta, from the plain integers read (absent: 0) */
+        const uint64_t *c = fe->count;
+        struct gem_usage *u = &gs->usage;
+        memset(u, 0, sizeof *u);
+        u->present = 1;
+        u->has_reasoning = fe->count_seen[3];
+        u->prompt = c[0] + c[1];
+        if (fe->count_seen[4] && c[4] >= u->prompt)
+            u->completion = c[4] - u->prompt;
+        else
+            u->completion = c[2] + c[3];
+        u->cached = c[5];
+        u->reasoning = c[3];
+        usage_export(u, &sc->usage);
+    }
+    for (int pos = 0; pos < fe->ncand; pos++) {
+        const struct fast_cand *fc = &fe->cand[pos];
+        int ci = fc->index >= 0 ? fc->index : pos;
+        if (ci >= GEM_MAX_CAND) {
+            protocol_fault(&sc->fault, 0, "gemini: candidate index out of range in stream");
+            return AIR_STREAM_ERROR;
+        }
+        struct cand_delta d = {NULL, fc, 0, 0, 0, 0, 0, NULL};
+        for (int i = 0; i < fc->nparts; i++) {
+            if (fc->part_text[i].p == NULL)
+                continue; /* no text: nothing unified to say */
+            if (fc->part_thought[i]) {
+                d.has_thought = 1;
+                d.thought_len += fc->part_text[i].n;
+            } else {
+                d.has_text = 1;
+                d.text_len += fc->part_text[i].n;
+            }
+        }
+        char fr[64];
+        if (fc->finish.p != NULL && fc->finish.n > 0)
+            d.fr = span_cstr(&fc->finish, fr, sizeof fr);
+        air_stream_rc_t rc = stream_candidate_delta(sc, gs, b, &d, ci);
+        if (rc != AIR_STREAM_MORE)
+            return rc;
+    }
+    return AIR_STREAM_MORE;
+}
+
 static air_stream_rc_t
 gem_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, size_t event_len,
                  const char *data, size_t data_len)
@@ -2143,13 +3104,19 @@ gem_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
         k++;
     if (k == data_len)
         return AIR_STREAM_MORE; /* empty event: nothing to say */
+    air_buf_t b = AIR_BUF_INIT;
+    air_stream_rc_t rc = AIR_STREAM_MORE;
+    struct fast_ev fe;
+    if (fast_scan(data + k, data_len - k, &fe) == 0) {
+        rc = stream_fast(sc, gs, &b, &fe);
+        air__buf_free(&b);
+        return rc;
+    }
     cJSON *root = cJSON_ParseWithLength(data + k, data_len - k);
     if (root == NULL) {
         protocol_fault(&sc->fault, 0, "gemini: unparseable stream event");
         return AIR_STREAM_ERROR;
     }
-    air_buf_t b = AIR_BUF_INIT;
-    air_stream_rc_t rc = AIR_STREAM_MORE;
     if (cJSON_IsArray(root) && error_object(root) == NULL) {
         /* The non-SSE form (a JSON array of responses), tolerated. */
         const cJSON *e;
@@ -2179,9 +3146,9 @@ gem_stream_end(const void *state, air_stream_ctx_t *sc)
     if (sc->req != NULL && sc->req->include_usage) {
         air_buf_t b = AIR_BUF_INIT;
         chunk_head(&b, gs, sc->req);
-        air__buf_puts(&b, "[],\"usage\":");
+        PUTS(&b, "[],\"usage\":");
         put_usage(&b, &gs->usage);
-        air__buf_putc(&b, '}');
+        bputc(&b, '}');
         air_stream_rc_t rc = emit(sc, &b, 0);
         air__buf_free(&b);
         if (rc != AIR_STREAM_MORE)

@@ -20,8 +20,11 @@
  *
  * Responses: presets whose vendor sends non-standard finish reasons or
  * extra fields get fix_response / fix_chunk, which cost one cJSON parse per
- * body or chunk; the others (xai) keep openai.c's allocation-free chunk
- * scanner. A finish reason that means "failed before producing anything"
+ * body or chunk. In a stream that cost is paid only for chunks that could
+ * need a fix (until content has been seen, and chunks whose bytes mention
+ * what the fixes act on, see chunk_may_need_fix); the other chunks, and
+ * every chunk of the presets without fixes (xai), take openai.c's
+ * allocation-free chunk scanner. A finish reason that means "failed before producing anything"
  * (DeepSeek insufficient_system_resource, Mistral/OpenRouter "error") makes
  * the request fail, so that core may retry or fail over; after content it
  * is reported as the closest unified reason. In a stream the failing chunk
@@ -62,6 +65,9 @@ struct preset {
     const char *name;
     unsigned req;
     unsigned resp;
+    /* q without fix_response / fix_chunk: for stream chunks that cannot
+     * need a fix (see preset_stream_event). */
+    struct air__openai_quirks plain;
 };
 
 /* DeepSeek: which assistant turns keep reasoning_content (spec section 4). */
@@ -704,11 +710,83 @@ preset_decode(const void *state, const air_req_view_t *req, const air_http_in_t 
     return st;
 }
 
+/* Whether d[0..n) has lit (a string literal) at p, within bounds. */
+#define AT(p, e, lit)                                                                              \
+    ((size_t)((e) - (p)) >= sizeof(lit) - 1 && memcmp((p), lit, sizeof(lit) - 1) == 0)
+
+/*
+ * Whether preset_fix_chunk could change this chunk or the stream state. It
+ * only acts on (see above): whether content was seen yet (F_FINISH), the
+ * finish reasons preset_map_finish knows, a "reasoning" member, x_groq and
+ * prompt_cache_hit_tokens. A chunk whose bytes hold none of these names as
+ * a JSON string (a \u escape, which could spell any of them, counts as
+ * holding them all) comes out of fix_chunk unchanged, so it can take
+ * openai.c's allocation-free chunk scanner instead of a cJSON parse; the
+ * scanner and the tree analysis agree on every chunk (openai.c,
+ * fuzz_openai). One pass over the quotes and backslashes.
+ */
+static int
+chunk_may_need_fix(const struct preset *p, const struct pstream *ps, const char *d, size_t n)
+{
+    unsigned r = p->resp;
+    if ((r & F_FINISH) && !ps->content)
+        return 1;
+    const char *e = d + n;
+    for (const char *q = memchr(d, '\\', n); q != NULL;
+         q = memchr(q + 1, '\\', (size_t)(e - q - 1)))
+        if (q + 1 < e && q[1] == 'u')
+            return 1;
+    for (const char *q = memchr(d, '"', n); q != NULL; q = memchr(q, '"', (size_t)(e - q))) {
+        q++; /* the first byte of a string, or the byte after one */
+        if (q >= e)
+            break;
+        switch (*q) {
+        case 'e':
+            if ((r & F_FINISH) && (AT(q, e, "eos\"") || AT(q, e, "error\"")))
+                return 1;
+            break;
+        case 'm':
+            if ((r & F_FINISH) && AT(q, e, "model_length\""))
+                return 1;
+            break;
+        case 'i':
+            if ((r & F_FINISH) && AT(q, e, "insufficient_system_resource\""))
+                return 1;
+            break;
+        case 'r':
+            if ((r & F_REASONING) && AT(q, e, "reasoning\""))
+                return 1;
+            break;
+        case 'x':
+            if ((r & F_XGROQ) && AT(q, e, "x_groq\""))
+                return 1;
+            break;
+        case 'p':
+            if ((r & F_CACHE) && AT(q, e, "prompt_cache_hit_tokens\""))
+                return 1;
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
 static air_stream_rc_t
 preset_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, size_t event_len,
                     const char *data, size_t data_len)
 {
-    air_stream_rc_t rc = air__openai_stream_event(state, sc, event, event_len, data, data_len);
+    const struct air__openai *s = state;
+    const struct preset *p = preset_of(s);
+    air_stream_rc_t rc;
+    if (p->q.fix_chunk != NULL && !chunk_may_need_fix(p, sc->state, data, data_len)) {
+        /* The same instance, seen through the quirks without fixes. */
+        struct air__openai plain = *s;
+        plain.q = &p->plain;
+        rc = air__openai_stream_event(&plain, sc, event, event_len, data, data_len);
+    } else {
+        rc = air__openai_stream_event(state, sc, event, event_len, data, data_len);
+    }
     const struct pstream *ps = sc->state;
     if (rc == AIR_STREAM_MORE && ps->fail)
         return AIR_STREAM_ERROR;
@@ -842,50 +920,58 @@ static const struct preset p_deepseek = {
     .name = "deepseek",
     .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK | R_DEEPSEEK,
     .resp = F_FINISH | F_CACHE,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
+/* stream_options is an extra_forbidden field for Mistral; usage comes on the
+ * last chunk anyway. */
 static const struct preset p_mistral = {
-    /* stream_options is an extra_forbidden field for Mistral; usage comes
-     * on the last chunk anyway. */
     .q = PRESET_Q(0, NULL, PRESET_FIXES),
     .name = "mistral",
     .req = R_DEVELOPER | R_FOREIGN | R_MISTRAL,
     .resp = F_FINISH,
+    .plain = PRESET_Q(0, NULL, NO_FIXES),
 };
 static const struct preset p_groq = {
     .q = PRESET_Q(1, NULL, PRESET_FIXES),
     .name = "groq",
     .req = R_DEVELOPER | R_FOREIGN | R_GROQ,
     .resp = F_FINISH | F_XGROQ,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
 static const struct preset p_together = {
     .q = PRESET_Q(1, NULL, PRESET_FIXES),
     .name = "together",
     .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
     .resp = F_FINISH,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
 static const struct preset p_openrouter = {
     .q = PRESET_Q(1, openrouter_hdrs, PRESET_FIXES),
     .name = "openrouter",
     .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
     .resp = F_FINISH | F_REASONING,
+    .plain = PRESET_Q(1, openrouter_hdrs, NO_FIXES),
 };
 static const struct preset p_xai = {
     .q = PRESET_Q(1, NULL, NO_FIXES),
     .name = "xai",
     .req = R_DEVELOPER | R_FOREIGN | R_XAI,
     .resp = 0,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
 static const struct preset p_ollama = {
     .q = PRESET_Q(1, NULL, PRESET_FIXES),
     .name = "ollama",
     .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
     .resp = F_FINISH | F_REASONING,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
 static const struct preset p_vllm = {
     .q = PRESET_Q(1, NULL, PRESET_FIXES),
     .name = "vllm",
     .req = R_DEVELOPER | R_FOREIGN,
     .resp = F_FINISH | F_REASONING,
+    .plain = PRESET_Q(1, NULL, NO_FIXES),
 };
 
 #define CAPS_ALL (AIR_CAP_STREAM | AIR_CAP_TOOLS | AIR_CAP_IMAGES | AIR_CAP_JSON)

@@ -25,6 +25,16 @@ void air__buf_putc(air_buf_t *b, char c);
 void air__buf_printf(air_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append s (n bytes) as a JSON string literal, quotes included. */
 void air__buf_json_str(air_buf_t *b, const char *s, size_t n);
+/* Append a number exactly as cJSON_PrintUnformatted prints a number item of
+ * value d (%1.15g, or %1.17g when that does not read back; NaN and
+ * infinities as null), mostly without printf. */
+void air__buf_json_num(air_buf_t *b, double d);
+/* Append a cJSON value exactly as cJSON_PrintUnformatted renders it (key
+ * order, number format, string escapes), without building a string first.
+ * A value cJSON cannot print (a raw item without text, an invalid type)
+ * sets the sticky oom flag, as a failed print would. */
+struct cJSON;
+void air__buf_cjson(air_buf_t *b, const struct cJSON *item);
 void air__buf_reset(air_buf_t *b); /* len = 0, keeps memory */
 void air__buf_free(air_buf_t *b);
 /* Hand the bytes over (caller frees with air__free); b is emptied. Returns
