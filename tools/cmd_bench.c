@@ -693,7 +693,7 @@ air__cmd_bench(int argc, char **argv)
     size_t bl = strlen(base_url);
     while (bl > 0 && base_url[bl - 1] == '/')
         base_url[--bl] = '\0';
-    char chat_url[320];
+    char chat_url[1024];
     snprintf(chat_url, sizeof chat_url, "%s/chat/completions", base_url);
     int vendor = o.format != NULL && strcmp(o.format, "openai") != 0;
     char root[300];
