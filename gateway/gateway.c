@@ -1603,9 +1603,10 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
     uint64_t deadline = now_us() + (uint64_t)drain_ms * 1000u;
     atomic_store_explicit(&gw->draining, 1, memory_order_relaxed);
     /* Stop accepting; libmicrohttpd hands the listening socket back. */
+    /* libmicrohttpd's threads may still hold the listening socket in their
+     * epoll sets until MHD_stop_daemon: close it only after that (its
+     * documentation says so; closing it earlier aborts in daemon.c). */
     MHD_socket ls = MHD_quiesce_daemon(gw->d);
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
     if (gw->admin != NULL) {
         MHD_stop_daemon(gw->admin);
         gw->admin = NULL;
@@ -1631,5 +1632,7 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
         sleep_ms(5);
     MHD_stop_daemon(gw->d);
     gw->d = NULL;
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
     gw_free(gw);
 }
