@@ -33,6 +33,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "jscan.h"
 #include "ratelimit.h"
 
 #define ANT_DEFAULT_MAX_TOKENS 4096
@@ -1952,192 +1953,12 @@ skip_ws(const char *p, const char *e)
     return p;
 }
 
-static int
-hex4(const char *p, const char *e, unsigned *out)
-{
-    if (e - p < 4)
-        return -1;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* String escapes seen by scan_str. */
-#define ESC_ANY 1 /* some backslash escape */
-#define ESC_ODD 2 /* \u or \/: cJSON decodes them to bytes we would write differently */
-
-/* Bytes that end a plain run inside a string: control bytes, '"', '\\'. */
-static const unsigned char str_stop[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20-0x2f: '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40-0x4f */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50-0x5f: '\\' */
-};                                                  /* the rest: 0 */
-
-/*
- * p at '"': a strictly valid string (RFC 8259, no raw control bytes, no lone
- * surrogate: text cJSON reads the same way). Returns the byte after the
- * closing quote, or NULL. *esc gets ESC_* flags.
- */
-static const char *
-scan_str(const char *p, const char *e, unsigned *esc)
-{
-    p++;
-    while (p < e) {
-        while (p < e && !str_stop[(unsigned char)*p])
-            p++;
-        if (p >= e)
-            break;
-        unsigned char c = (unsigned char)*p;
-        if (c == '"')
-            return p + 1;
-        if (c < 0x20)
-            return NULL;
-        *esc |= ESC_ANY; /* c is the backslash */
-        if (++p >= e)
-            return NULL;
-        switch (*p) {
-        case '"':
-        case '\\':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            p++;
-            break;
-        case '/':
-            *esc |= ESC_ODD;
-            p++;
-            break;
-        case 'u': {
-            unsigned cp, lo;
-            *esc |= ESC_ODD;
-            if (hex4(p + 1, e, &cp) != 0)
-                return NULL;
-            p += 5;
-            if (cp >= 0xDC00 && cp <= 0xDFFF)
-                return NULL;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, e, &lo) != 0 ||
-                    lo < 0xDC00 || lo > 0xDFFF)
-                    return NULL;
-                p += 6;
-            }
-            break;
-        }
-        default:
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
-static const char *
-scan_num(const char *p, const char *e)
-{
-    const char *s = p;
-    if (p < e && *p == '-')
-        p++;
-    if (!(p < e && *p >= '0' && *p <= '9'))
-        return NULL;
-    if (*p == '0')
-        p++;
-    else
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    if (p < e && *p == '.') {
-        p++;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return NULL;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return NULL;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    /* cJSON reads at most 63 characters of a number. */
-    return p - s > 63 ? NULL : p;
-}
-
-static const char *skip_value(const char *p, const char *e, int depth);
-
-/* p at '{' or '['. */
-static const char *
-skip_container(const char *p, const char *e, int depth)
-{
-    char close = *p == '{' ? '}' : ']';
-    int obj = *p == '{';
-    if (depth > FAST_MAX_DEPTH)
-        return NULL;
-    p = skip_ws(p + 1, e);
-    if (p < e && *p == close)
-        return p + 1;
-    for (;;) {
-        if (obj) {
-            unsigned esc = 0;
-            if (p >= e || *p != '"' || (p = scan_str(p, e, &esc)) == NULL)
-                return NULL;
-            p = skip_ws(p, e);
-            if (p >= e || *p != ':')
-                return NULL;
-            p = skip_ws(p + 1, e);
-        }
-        if ((p = skip_value(p, e, depth + 1)) == NULL)
-            return NULL;
-        p = skip_ws(p, e);
-        if (p >= e)
-            return NULL;
-        if (*p == close)
-            return p + 1;
-        if (*p != ',')
-            return NULL;
-        p = skip_ws(p + 1, e);
-    }
-}
-
-static const char *
-skip_value(const char *p, const char *e, int depth)
-{
-    unsigned esc = 0;
-    if (p >= e)
-        return NULL;
-    switch (*p) {
-    case '"':
-        return scan_str(p, e, &esc);
-    case '{':
-    case '[':
-        return skip_container(p, e, depth);
-    case 't':
-        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
-    case 'f':
-        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
-    case 'n':
-        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
-    default:
-        return scan_num(p, e);
-    }
-}
+/* The strict scanner lives in jscan.c (shared with the other adapters). */
+#define ESC_ANY AIR_JSCAN_ESC_ANY
+#define ESC_ODD AIR_JSCAN_ESC_ODD
+#define scan_str air__jscan_str
+#define scan_num air__jscan_num
+#define skip_value air__jscan_skip_value
 
 /* Scan a string value wanted as text. Returns the end, or NULL when the
  * fast path must give up (invalid, or escapes we would not copy as is). */
