@@ -59,49 +59,11 @@ static const char *const ant_config_keys[] = {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-/* cJSON_GetObjectItemCaseSensitive, with the first byte compared before
- * strcmp is called (lookups are a good part of translating a request). */
-static const cJSON *
-oget(const cJSON *obj, const char *key)
-{
-    if (obj == NULL)
-        return NULL;
-    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
-        const char *k = c->string;
-        if (k == NULL)
-            return NULL; /* where cJSON's own lookup stops, too */
-        if (k[0] == key[0] && strcmp(k, key) == 0)
-            return c;
-    }
-    return NULL;
-}
 
-/* Append n bytes to b, the usual case (room left) inline. */
-static inline void
-bput(air_buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n < b->cap && !b->oom) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-    } else {
-        air__buf_append(b, s, n);
-    }
-}
 
-static inline void
-bputc(air_buf_t *b, char c)
-{
-    if (b->len + 1 < b->cap && !b->oom) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-    } else {
-        air__buf_append(b, &c, 1);
-    }
-}
 
 /* Append a string literal. */
-#define PUTS(b, lit) bput((b), "" lit, sizeof(lit) - 1)
+#define PUTS(b, lit) air__buf_put((b), "" lit, sizeof(lit) - 1)
 
 static void fault_fmt(air_fault_t *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -175,7 +137,7 @@ json_int(const cJSON *it, long long lo, long long hi, long long *out)
 static int
 json_count(const cJSON *obj, const char *key, uint64_t *out)
 {
-    const cJSON *it = oget(obj, key);
+    const cJSON *it = air__json_get(obj, key);
     if (!cJSON_IsNumber(it))
         return 0;
     double v = it->valuedouble;
@@ -190,7 +152,7 @@ json_count(const cJSON *obj, const char *key, uint64_t *out)
 static const char *
 json_str(const cJSON *obj, const char *key)
 {
-    const cJSON *it = oget(obj, key);
+    const cJSON *it = air__json_get(obj, key);
     return cJSON_IsString(it) && it->valuestring != NULL ? it->valuestring : NULL;
 }
 
@@ -198,7 +160,7 @@ json_str(const cJSON *obj, const char *key)
 static const cJSON *
 json_get(const cJSON *obj, const char *key)
 {
-    const cJSON *it = oget(obj, key);
+    const cJSON *it = air__json_get(obj, key);
     return it == NULL || cJSON_IsNull(it) ? NULL : it;
 }
 
@@ -227,12 +189,12 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
     int structured = 0;
 
     if (cJSON_IsObject(j)) {
-        const cJSON *it = oget(j, "default_max_tokens");
+        const cJSON *it = air__json_get(j, "default_max_tokens");
         if (it != NULL && !json_int(it, 1, ANT_MAX_TOKENS_LIMIT, &max_tokens)) {
             snprintf(err, errlen, "default_max_tokens: expected an integer >= 1");
             return AIR_E_CONFIG;
         }
-        it = oget(j, "anthropic_version");
+        it = air__json_get(j, "anthropic_version");
         if (it != NULL) {
             if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
                 has_line_break(it->valuestring)) {
@@ -241,7 +203,7 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
             }
             version = it->valuestring;
         }
-        it = oget(j, "anthropic_beta");
+        it = air__json_get(j, "anthropic_beta");
         if (it != NULL) {
             if (!cJSON_IsString(it) || has_line_break(it->valuestring)) {
                 snprintf(err, errlen, "anthropic_beta: expected a string (comma-separated)");
@@ -250,7 +212,7 @@ ant_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
             if (it->valuestring[0] != '\0')
                 beta = it->valuestring;
         }
-        it = oget(j, "structured_output");
+        it = air__json_get(j, "structured_output");
         if (it != NULL) {
             if (!cJSON_IsBool(it)) {
                 snprintf(err, errlen, "structured_output: expected true or false");
@@ -345,7 +307,7 @@ blk_begin(struct blist *l)
     if (l->b.cap == 0)
         (void)air__buf_reserve(&l->b, 1000); /* one allocation for most turns */
     if (l->n++ > 0)
-        bputc(&l->b, ',');
+        air__buf_put1(&l->b, ',');
     l->last = l->b.len;
     l->last_text = NULL;
     l->last_cc = NULL;
@@ -361,7 +323,7 @@ blist_move(struct blist *dst, struct blist *src)
     if (src->n == 0)
         return;
     if (dst->n > 0)
-        bputc(&dst->b, ',');
+        air__buf_put1(&dst->b, ',');
     size_t base = dst->b.len;
     air__buf_append(&dst->b, src->b.data, src->b.len);
     dst->n += src->n;
@@ -408,14 +370,14 @@ text_block(struct blist *l, const char *text, const cJSON *part)
     PUTS(b, "{\"type\":\"text\",\"text\":");
     put_cstr(b, text);
     /* cache_control on a text part is an Anthropic extension: keep it. */
-    const cJSON *cc = part != NULL ? oget(part, "cache_control") : NULL;
+    const cJSON *cc = part != NULL ? air__json_get(part, "cache_control") : NULL;
     if (cJSON_IsObject(cc)) {
         PUTS(b, ",\"cache_control\":");
         air__buf_cjson(b, cc);
     } else {
         cc = NULL;
     }
-    bputc(b, '}');
+    air__buf_put1(b, '}');
     l->last_text = text;
     l->last_cc = cc;
 }
@@ -439,7 +401,7 @@ ieq_n(const char *a, const char *b, size_t n)
 static air_status_t
 image_block(struct enc *e, struct blist *l, const cJSON *part, const char *where)
 {
-    const cJSON *iu = oget(part, "image_url");
+    const cJSON *iu = air__json_get(part, "image_url");
     const char *url = NULL;
     if (cJSON_IsString(iu))
         url = iu->valuestring;
@@ -483,13 +445,13 @@ image_block(struct enc *e, struct blist *l, const cJSON *part, const char *where
     } else {
         return bad_request(e->f, 0, "%s.image_url.url: expected an http(s) or data URL", where);
     }
-    bputc(b, '}');
-    const cJSON *cc = oget(part, "cache_control");
+    air__buf_put1(b, '}');
+    const cJSON *cc = air__json_get(part, "cache_control");
     if (cJSON_IsObject(cc)) {
         PUTS(b, ",\"cache_control\":");
         air__buf_cjson(b, cc);
     }
-    bputc(b, '}');
+    air__buf_put1(b, '}');
     return b->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
@@ -576,7 +538,7 @@ tool_result_block(struct enc *e, struct blist *lead, const cJSON *m, const char 
     air_buf_t *b = blk_begin(lead);
     PUTS(b, "{\"type\":\"tool_result\",\"tool_use_id\":");
     put_tool_id(b, id);
-    const cJSON *content = oget(m, "content");
+    const cJSON *content = air__json_get(m, "content");
     if (cJSON_IsString(content)) {
         if (content->valuestring[0] != '\0') {
             PUTS(b, ",\"content\":");
@@ -590,13 +552,13 @@ tool_result_block(struct enc *e, struct blist *lead, const cJSON *m, const char 
         if (st == AIR_OK && arr.n > 0) {
             PUTS(b, ",\"content\":[");
             air__buf_append(b, arr.b.data, arr.b.len);
-            bputc(b, ']');
+            air__buf_put1(b, ']');
         }
         air__buf_free(&arr.b);
         if (st != AIR_OK)
             return st;
     }
-    bputc(b, '}');
+    air__buf_put1(b, '}');
     return b->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
@@ -614,7 +576,7 @@ tool_use_blocks(struct enc *e, struct blist *rest, const cJSON *calls, const cha
     {
         char cw[96];
         path_idx(cw, sizeof cw, where, ".tool_calls", i++);
-        const cJSON *fn = cJSON_IsObject(c) ? oget(c, "function") : NULL;
+        const cJSON *fn = cJSON_IsObject(c) ? air__json_get(c, "function") : NULL;
         const char *id = cJSON_IsObject(c) ? json_str(c, "id") : NULL;
         const char *type = cJSON_IsObject(c) ? json_str(c, "type") : NULL;
         if (type != NULL && strcmp(type, "function") != 0)
@@ -624,7 +586,7 @@ tool_use_blocks(struct enc *e, struct blist *rest, const cJSON *calls, const cha
         const char *name = cJSON_IsObject(fn) ? json_str(fn, "name") : NULL;
         if (name == NULL || name[0] == '\0')
             return bad_request(e->f, 0, "%s.function.name: expected a non-empty string", cw);
-        const cJSON *args = oget(fn, "arguments");
+        const cJSON *args = air__json_get(fn, "arguments");
         const cJSON *input = NULL; /* NULL: {} */
         cJSON *parsed = NULL;
         if (args == NULL || cJSON_IsNull(args) ||
@@ -656,7 +618,7 @@ tool_use_blocks(struct enc *e, struct blist *rest, const cJSON *calls, const cha
             air__buf_cjson(b, input);
         else
             PUTS(b, "{}");
-        bputc(b, '}');
+        air__buf_put1(b, '}');
         cJSON_Delete(parsed);
         if (b->oom)
             return AIR_E_NOMEM;
@@ -684,13 +646,13 @@ thinking_blocks(struct enc *e, struct blist *lead, const cJSON *tb, const char *
                 PUTS(b, ",\"signature\":");
                 put_cstr(b, json_str(t, "signature"));
             }
-            bputc(b, '}');
+            air__buf_put1(b, '}');
         } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
                    json_str(t, "data") != NULL) {
             air_buf_t *b = blk_begin(lead);
             PUTS(b, "{\"type\":\"redacted_thinking\",\"data\":");
             put_cstr(b, json_str(t, "data"));
-            bputc(b, '}');
+            air__buf_put1(b, '}');
         } else {
             return bad_request(e->f, 0,
                                "%s.thinking_blocks: expected thinking or redacted_thinking "
@@ -717,13 +679,13 @@ turn_flush(air_buf_t *msgs, int *nmsgs, struct turn *t)
     if (t->role == NULL)
         return;
     if ((*nmsgs)++ > 0)
-        bputc(msgs, ',');
+        air__buf_put1(msgs, ',');
     PUTS(msgs, "{\"role\":\"");
     air__buf_puts(msgs, t->role);
     PUTS(msgs, "\",\"content\":[");
     air__buf_append(msgs, t->lead.b.data, t->lead.b.len);
     if (t->lead.n > 0 && t->rest.n > 0)
-        bputc(msgs, ',');
+        air__buf_put1(msgs, ',');
     air__buf_append(msgs, t->rest.b.data, t->rest.b.len);
     PUTS(msgs, "]}");
     if (t->lead.b.oom || t->rest.b.oom)
@@ -761,7 +723,7 @@ strip_prefill(struct turn *t)
             PUTS(b, ",\"cache_control\":");
             air__buf_cjson(b, cc);
         }
-        bputc(b, '}');
+        air__buf_put1(b, '}');
         return;
     }
     /* Drop the block (and the comma before it). */
@@ -798,7 +760,7 @@ encode_messages(struct enc *e, const cJSON *msgs, air_buf_t *body)
             st = bad_request(e->f, 0, "%s.role: expected a string", where);
             goto out;
         }
-        const cJSON *content = oget(m, "content");
+        const cJSON *content = air__json_get(m, "content");
         const char *side = NULL;
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
             st = content_blocks(e, &system, content, PART_TEXT, where);
@@ -813,11 +775,11 @@ encode_messages(struct enc *e, const cJSON *msgs, air_buf_t *body)
             st = tool_result_block(e, &mlead, m, where);
         } else if (strcmp(role, "assistant") == 0) {
             side = "assistant";
-            st = thinking_blocks(e, &mlead, oget(m, "thinking_blocks"), where);
+            st = thinking_blocks(e, &mlead, air__json_get(m, "thinking_blocks"), where);
             if (st == AIR_OK)
                 st = content_blocks(e, &mrest, content, PART_TEXT, where);
             if (st == AIR_OK)
-                st = tool_use_blocks(e, &mrest, oget(m, "tool_calls"), where);
+                st = tool_use_blocks(e, &mrest, air__json_get(m, "tool_calls"), where);
         } else if (strcmp(role, "function") == 0) {
             st = bad_request(e->f, 0,
                              "%s.role: legacy \"function\" messages are not "
@@ -853,11 +815,11 @@ encode_messages(struct enc *e, const cJSON *msgs, air_buf_t *body)
     if (system.n > 0) {
         PUTS(body, ",\"system\":[");
         air__buf_append(body, system.b.data, system.b.len);
-        bputc(body, ']');
+        air__buf_put1(body, ']');
     }
     PUTS(body, ",\"messages\":[");
     air__buf_append(body, messages.data, messages.len);
-    bputc(body, ']');
+    air__buf_put1(body, ']');
 out:
     air__buf_free(&system.b);
     air__buf_free(&mlead.b);
@@ -888,8 +850,8 @@ json_mode_of(const struct ant *a, const cJSON *body, enum json_mode *mode, const
         return AIR_OK;
     }
     if (strcmp(type, "json_schema") == 0) {
-        const cJSON *js = oget(rf, "json_schema");
-        const cJSON *s = cJSON_IsObject(js) ? oget(js, "schema") : NULL;
+        const cJSON *js = air__json_get(rf, "json_schema");
+        const cJSON *s = cJSON_IsObject(js) ? air__json_get(js, "schema") : NULL;
         if (s != NULL && !cJSON_IsObject(s))
             return f ? bad_request(f, 0, "response_format.json_schema.schema: expected an object")
                      : AIR_E_BADREQ;
@@ -944,7 +906,7 @@ encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mo
         cJSON_ArrayForEach(t, tools)
         {
             const char *type = cJSON_IsObject(t) ? json_str(t, "type") : NULL;
-            const cJSON *fn = cJSON_IsObject(t) ? oget(t, "function") : NULL;
+            const cJSON *fn = cJSON_IsObject(t) ? air__json_get(t, "function") : NULL;
             if (type == NULL || strcmp(type, "function") != 0 || !cJSON_IsObject(fn))
                 return bad_request(e->f, 1, "tools[%d]: only \"function\" tools are supported", i);
             const char *name = json_str(fn, "name");
@@ -960,7 +922,7 @@ encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mo
             if (params != NULL && !cJSON_IsObject(params))
                 return bad_request(e->f, 0, "tools[%d].function.parameters: expected an object", i);
             if (i > 0)
-                bputc(body, ',');
+                air__buf_put1(body, ',');
             PUTS(body, "{\"name\":");
             put_cstr(body, name);
             if (desc != NULL) {
@@ -972,17 +934,17 @@ encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mo
                 air__buf_cjson(body, params);
             else
                 PUTS(body, "{\"type\":\"object\",\"properties\":{}}");
-            const cJSON *cc = oget(t, "cache_control");
+            const cJSON *cc = air__json_get(t, "cache_control");
             if (cJSON_IsObject(cc)) {
                 PUTS(body, ",\"cache_control\":");
                 air__buf_cjson(body, cc);
             }
-            bputc(body, '}');
+            air__buf_put1(body, '}');
             if (body->oom)
                 return AIR_E_NOMEM;
             i++;
         }
-        bputc(body, ']');
+        air__buf_put1(body, ']');
     }
 
     if (mode == JSON_TOOL) {
@@ -1013,7 +975,7 @@ encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mo
             else
                 return bad_request(e->f, 0, "tool_choice: unknown value \"%.32s\"", s);
         } else if (cJSON_IsObject(choice)) {
-            const cJSON *fn = oget(choice, "function");
+            const cJSON *fn = air__json_get(choice, "function");
             name = cJSON_IsObject(fn) ? json_str(fn, "name") : NULL;
             if (name == NULL || name[0] == '\0')
                 return bad_request(e->f, 0,
@@ -1038,14 +1000,14 @@ encode_tools(struct enc *e, const cJSON *req, air_buf_t *body, enum json_mode mo
         return AIR_OK;
     PUTS(body, ",\"tool_choice\":{\"type\":\"");
     air__buf_puts(body, kind);
-    bputc(body, '"');
+    air__buf_put1(body, '"');
     if (name != NULL) {
         PUTS(body, ",\"name\":");
         put_cstr(body, name);
     }
     if (disable_parallel && strcmp(kind, "none") != 0)
         PUTS(body, ",\"disable_parallel_tool_use\":true");
-    bputc(body, '}');
+    air__buf_put1(body, '}');
     return body->oom ? AIR_E_NOMEM : AIR_OK;
 }
 
@@ -1105,7 +1067,7 @@ encode_params(struct enc *e, const air_req_view_t *req, air_buf_t *body)
                                        "strings");
                 if (!is_blank(s->valuestring)) {
                     if (n++ > 0)
-                        bputc(body, ',');
+                        air__buf_put1(body, ',');
                     put_cstr(body, s->valuestring);
                 }
             }
@@ -1113,7 +1075,7 @@ encode_params(struct enc *e, const air_req_view_t *req, air_buf_t *body)
             return bad_request(e->f, 0, "stop: expected a string or an array of strings");
         }
         if (n > 0) {
-            bputc(body, ']');
+            air__buf_put1(body, ']');
         } else {
             body->len = mark;
             if (body->data != NULL)
@@ -1155,7 +1117,7 @@ encode_params(struct enc *e, const air_req_view_t *req, air_buf_t *body)
         if (it->valuestring[0] != '\0') {
             PUTS(body, ",\"metadata\":{\"user_id\":");
             put_cstr(body, it->valuestring);
-            bputc(body, '}');
+            air__buf_put1(body, '}');
         }
     }
 
@@ -1189,7 +1151,7 @@ ant_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     put_cstr(&body, req->model);
     st = encode_params(&e, req, &body);
     if (st == AIR_OK)
-        st = encode_messages(&e, oget(req->body, "messages"), &body);
+        st = encode_messages(&e, air__json_get(req->body, "messages"), &body);
     if (st == AIR_OK)
         st = json_mode_of(a, req->body, &mode, &schema, f);
     if (st == AIR_OK)
@@ -1202,7 +1164,7 @@ ant_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     }
     if (st == AIR_OK && req->stream)
         PUTS(&body, ",\"stream\":true");
-    bputc(&body, '}');
+    air__buf_put1(&body, '}');
     if (st == AIR_OK && body.oom)
         st = AIR_E_NOMEM;
     if (st != AIR_OK) {
@@ -1360,7 +1322,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
         cJSON_Delete(root);
         return AIR_E_UPSTREAM;
     }
-    const cJSON *content = oget(root, "content");
+    const cJSON *content = air__json_get(root, "content");
     if (!cJSON_IsArray(content)) {
         cJSON_Delete(root);
         protocol_fault(f, in->status, "anthropic: response has no content array");
@@ -1388,7 +1350,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             }
         } else if (strcmp(type, "tool_use") == 0) {
             const char *id = json_str(blk, "id"), *name = json_str(blk, "name");
-            const cJSON *input = oget(blk, "input");
+            const cJSON *input = air__json_get(blk, "input");
             /* The arguments are the input printed compactly, as cJSON does. */
             air__buf_reset(&args);
             if (input != NULL) {
@@ -1408,7 +1370,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             }
             air_buf_t *c = &calls;
             if (ncalls++ > 0)
-                bputc(c, ',');
+                air__buf_put1(c, ',');
             PUTS(c, "{\"id\":");
             put_cstr(c, id != NULL ? id : "");
             PUTS(c, ",\"type\":\"function\",\"function\":{\"name\":");
@@ -1424,21 +1386,21 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             }
             air_buf_t *tb = &thinking;
             if (nthinking++ > 0)
-                bputc(tb, ',');
+                air__buf_put1(tb, ',');
             PUTS(tb, "{\"type\":\"thinking\",\"thinking\":");
             put_cstr(tb, t != NULL ? t : "");
             if (json_str(blk, "signature") != NULL) {
                 PUTS(tb, ",\"signature\":");
                 put_cstr(tb, json_str(blk, "signature"));
             }
-            bputc(tb, '}');
+            air__buf_put1(tb, '}');
         } else if (strcmp(type, "redacted_thinking") == 0) {
             air_buf_t *tb = &thinking;
             if (nthinking++ > 0)
-                bputc(tb, ',');
+                air__buf_put1(tb, ',');
             PUTS(tb, "{\"type\":\"redacted_thinking\",\"data\":");
             put_cstr(tb, json_str(blk, "data") ? json_str(blk, "data") : "");
-            bputc(tb, '}');
+            air__buf_put1(tb, '}');
         }
         /* server_tool_use, web_search_tool_result, ...: not representable;
          * ignored. */
@@ -1450,7 +1412,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
     if (json_answered)
         finish = "stop";
     struct counts cnt = {0, 0, 0, 0};
-    const cJSON *usage = oget(root, "usage");
+    const cJSON *usage = air__json_get(root, "usage");
     counts_update(&cnt, usage);
     if (cJSON_IsObject(usage))
         counts_to_usage(&cnt, &out->usage);
@@ -1482,12 +1444,12 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
         if (nthinking > 0) {
             PUTS(&b, ",\"thinking_blocks\":[");
             air__buf_append(&b, thinking.data, thinking.len);
-            bputc(&b, ']');
+            air__buf_put1(&b, ']');
         }
         if (ncalls > 0) {
             PUTS(&b, ",\"tool_calls\":[");
             air__buf_append(&b, calls.data, calls.len);
-            bputc(&b, ']');
+            air__buf_put1(&b, ']');
         }
         PUTS(&b, "},\"logprobs\":null,\"finish_reason\":");
         put_cstr(&b, finish);
@@ -1508,7 +1470,7 @@ ant_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
             }
             PUTS(&b, "}}");
         }
-        bputc(&b, '}');
+        air__buf_put1(&b, '}');
     }
     air__buf_free(&text);
     air__buf_free(&reasoning);
@@ -1624,9 +1586,9 @@ static void
 put_jtext(air_buf_t *b, const struct jtext *t)
 {
     if (t->raw) {
-        bputc(b, '"');
+        air__buf_put1(b, '"');
         air__buf_append(b, t->p, t->n);
-        bputc(b, '"');
+        air__buf_put1(b, '"');
     } else {
         air__buf_json_str(b, t->p, t->n);
     }
@@ -1666,7 +1628,7 @@ static void
 chunk_open(air_buf_t *b, struct sstate *s, const air_stream_ctx_t *sc)
 {
     if (s->head_for == 1 + s->started) {
-        bput(b, s->head, s->head_len);
+        air__buf_put(b, s->head, s->head_len);
         return;
     }
     size_t start = b->len;
@@ -1700,9 +1662,9 @@ delta_close(air_buf_t *b, const char *finish)
 {
     PUTS(b, "},\"finish_reason\":");
     if (finish != NULL) {
-        bputc(b, '"');
+        air__buf_put1(b, '"');
         air__buf_puts(b, finish);
-        bputc(b, '"');
+        air__buf_put1(b, '"');
     } else {
         PUTS(b, "null");
     }
@@ -1790,7 +1752,7 @@ emit_text(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const char *fiel
           const struct jtext *text)
 {
     delta_open(b, s, sc, text->n);
-    bputc(b, '"');
+    air__buf_put1(b, '"');
     air__buf_puts(b, field);
     PUTS(b, "\":");
     put_jtext(b, text);
@@ -1826,9 +1788,9 @@ static int
 on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON *ev, int *bad)
 {
     long long index;
-    const cJSON *cb = oget(ev, "content_block");
+    const cJSON *cb = air__json_get(ev, "content_block");
     const char *type = cJSON_IsObject(cb) ? json_str(cb, "type") : NULL;
-    if (!json_int(oget(ev, "index"), 0, INT32_MAX, &index) || type == NULL) {
+    if (!json_int(air__json_get(ev, "index"), 0, INT32_MAX, &index) || type == NULL) {
         *bad = 1;
         return EMIT_OK;
     }
@@ -1931,8 +1893,8 @@ static void
 ev_from_tree(const cJSON *ev, struct ev *v)
 {
     memset(v, 0, sizeof *v);
-    v->index_ok = json_int(oget(ev, "index"), 0, INT32_MAX, &v->index);
-    const cJSON *d = oget(ev, "delta");
+    v->index_ok = json_int(air__json_get(ev, "index"), 0, INT32_MAX, &v->index);
+    const cJSON *d = air__json_get(ev, "delta");
     if (cJSON_IsObject(d)) {
         v->dtype = jtext_c(json_str(d, "type"));
         v->text = jtext_c(json_str(d, "text"));
@@ -2140,7 +2102,7 @@ stream_error_event(air_stream_ctx_t *sc, const cJSON *ev)
     fault_reset(f, AIR_ERR_UPSTREAM);
     f->retry = 1;
     f->failover = 1;
-    const cJSON *err = oget(ev, "error");
+    const cJSON *err = air__json_get(ev, "error");
     const char *type = cJSON_IsObject(err) ? json_str(err, "type") : NULL;
     const char *msg = cJSON_IsObject(err) ? json_str(err, "message") : NULL;
     air__strlcpy(f->type, type != NULL ? type : "", sizeof f->type);
@@ -2210,7 +2172,7 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
 
     air_stream_rc_t ret = AIR_STREAM_MORE;
     if (strcmp(type, "message_start") == 0) {
-        const cJSON *m = oget(ev, "message");
+        const cJSON *m = air__json_get(ev, "message");
         if (cJSON_IsObject(m)) {
             if (!s->started) {
                 air__strlcpy(s->id, json_str(m, "id"), sizeof s->id);
@@ -2218,7 +2180,7 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
                 air__strlcpy(sc->model, s->model, sizeof sc->model);
                 s->role_pending = 1;
             }
-            counts_update(&s->cnt, oget(m, "usage"));
+            counts_update(&s->cnt, air__json_get(m, "usage"));
             sync_usage(sc, s);
         }
         s->started = 1;
@@ -2231,8 +2193,8 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
         ev_from_tree(ev, &v);
         rc = on_block_stop(sc, s, &b, &v);
     } else if (strcmp(type, "message_delta") == 0) {
-        const cJSON *d = oget(ev, "delta");
-        const cJSON *u = oget(ev, "usage");
+        const cJSON *d = air__json_get(ev, "delta");
+        const cJSON *u = air__json_get(ev, "usage");
         if (cJSON_IsObject(u)) {
             counts_update(&s->cnt, u);
             sync_usage(sc, s);
@@ -2253,7 +2215,7 @@ ant_stream_event(const void *state, air_stream_ctx_t *sc, const char *event, siz
             air_usage_t u;
             counts_to_usage(&s->cnt, &u);
             usage_json(&b, &u);
-            bputc(&b, '}');
+            air__buf_put1(&b, '}');
             rc = emit(sc, s, &b, 0);
         }
         if (rc == EMIT_OK)

@@ -31,6 +31,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "jscan.h"
 #include "openai.h"
 #include "ratelimit.h"
 
@@ -254,7 +255,6 @@ azure_fix_chunk(const struct air__openai *s, air_stream_ctx_t *sc, cJSON *chunk)
  * the pass does not accept takes the fixing path, as before.
  */
 
-#define SCAN_MAX_DEPTH 64
 
 static const char *
 skip_ws(const char *p, const char *e)
@@ -264,178 +264,19 @@ skip_ws(const char *p, const char *e)
     return p;
 }
 
-static int
-hex4(const char *p, const char *e)
-{
-    if (e - p < 4)
-        return -1;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    return (int)v;
-}
-
-/* Bytes that end a plain run inside a string: control bytes, '"', '\\'. */
-static const unsigned char str_stop[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20-0x2f: '"' */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30-0x3f */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40-0x4f */
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50-0x5f: '\\' */
-};                                                  /* the rest: 0 */
-
-/*
- * p at '"': a strictly valid string (RFC 8259, no raw control bytes, no lone
- * surrogate: text cJSON reads the same way). Returns the byte after the
- * closing quote, or NULL. *uesc is set when it holds a \u escape (which
- * could decode to an empty or different string).
- */
+/* The strict scanner is jscan.c's. *uesc is set when a string holds a \u
+ * (or \/) escape, which could decode to bytes written differently. */
 static const char *
 scan_str(const char *p, const char *e, int *uesc)
 {
-    p++;
-    while (p < e) {
-        while (p < e && !str_stop[(unsigned char)*p])
-            p++;
-        if (p >= e || (unsigned char)*p < 0x20)
-            return NULL;
-        if (*p == '"')
-            return p + 1;
-        if (++p >= e) /* the backslash */
-            return NULL;
-        switch (*p) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            p++;
-            break;
-        case 'u': {
-            int cp = hex4(p + 1, e), lo;
-            *uesc = 1;
-            if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
-                return NULL;
-            p += 5;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || (lo = hex4(p + 2, e)) < 0xDC00 ||
-                    lo > 0xDFFF)
-                    return NULL;
-                p += 6;
-            }
-            break;
-        }
-        default:
-            return NULL;
-        }
-    }
-    return NULL;
+    unsigned f = 0;
+    const char *q = air__jscan_str(p, e, &f);
+    if (f & AIR_JSCAN_ESC_ODD)
+        *uesc = 1;
+    return q;
 }
 
-static const char *
-scan_num(const char *p, const char *e)
-{
-    const char *s = p;
-    if (p < e && *p == '-')
-        p++;
-    if (!(p < e && *p >= '0' && *p <= '9'))
-        return NULL;
-    if (*p == '0')
-        p++;
-    else
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    if (p < e && *p == '.') {
-        p++;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return NULL;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (!(p < e && *p >= '0' && *p <= '9'))
-            return NULL;
-        while (p < e && *p >= '0' && *p <= '9')
-            p++;
-    }
-    /* cJSON reads at most 63 characters of a number. */
-    return p - s > 63 ? NULL : p;
-}
-
-static const char *skip_value(const char *p, const char *e, int depth);
-
-/* p at '{' or '['. */
-static const char *
-skip_container(const char *p, const char *e, int depth)
-{
-    char close = *p == '{' ? '}' : ']';
-    int obj = *p == '{', uesc = 0;
-    if (depth > SCAN_MAX_DEPTH)
-        return NULL;
-    p = skip_ws(p + 1, e);
-    if (p < e && *p == close)
-        return p + 1;
-    for (;;) {
-        if (obj) {
-            if (p >= e || *p != '"' || (p = scan_str(p, e, &uesc)) == NULL)
-                return NULL;
-            p = skip_ws(p, e);
-            if (p >= e || *p != ':')
-                return NULL;
-            p = skip_ws(p + 1, e);
-        }
-        if ((p = skip_value(p, e, depth + 1)) == NULL)
-            return NULL;
-        p = skip_ws(p, e);
-        if (p >= e)
-            return NULL;
-        if (*p == close)
-            return p + 1;
-        if (*p != ',')
-            return NULL;
-        p = skip_ws(p + 1, e);
-    }
-}
-
-static const char *
-skip_value(const char *p, const char *e, int depth)
-{
-    int uesc = 0;
-    if (p >= e)
-        return NULL;
-    switch (*p) {
-    case '"':
-        return scan_str(p, e, &uesc);
-    case '{':
-    case '[':
-        return skip_container(p, e, depth);
-    case 't':
-        return e - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
-    case 'f':
-        return e - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
-    case 'n':
-        return e - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
-    default:
-        return scan_num(p, e);
-    }
-}
+#define skip_value air__jscan_skip_value
 
 /* A member key without escapes (an escaped key might decode to a name that
  * matters). Returns the byte after the ':' and its whitespace, or NULL. */

@@ -491,3 +491,18 @@ air__decoded_clear(air_decoded_t *d)
     air__free(d->body);
     memset(d, 0, sizeof *d);
 }
+
+const cJSON *
+air__json_get(const cJSON *obj, const char *key)
+{
+    if (!cJSON_IsObject(obj))
+        return NULL;
+    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+        const char *k = c->string;
+        if (k == NULL)
+            return NULL; /* where cJSON's own lookup stops, too */
+        if (k[0] == key[0] && strcmp(k, key) == 0)
+            return c;
+    }
+    return NULL;
+}

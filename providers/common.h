@@ -38,6 +38,12 @@ char *air__url_join(const char *base, const char *path);
 /* "Name: value" owned header string; NULL on OOM. */
 char *air__header(const char *name, const char *value);
 
+/* A member of an object (NULL for anything else): the first one of that
+ * name, as cJSON_GetObjectItemCaseSensitive finds it, with the first byte
+ * compared before strcmp is called (lookups are a good part of translating
+ * a request). */
+const cJSON *air__json_get(const cJSON *obj, const char *key);
+
 /* Release everything an air_http_out_t owns and zero it. */
 void air__http_out_clear(air_http_out_t *out);
 void air__decoded_clear(air_decoded_t *d);

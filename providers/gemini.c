@@ -58,50 +58,11 @@ static const char *const gem_config_keys[] = {"safety_settings", NULL};
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-/* A member of an object (NULL for anything else): the first one of that
- * name, as cJSON_GetObjectItemCaseSensitive finds it, with the first byte
- * compared before strcmp is called. */
-static const cJSON *
-get(const cJSON *o, const char *key)
-{
-    if (!cJSON_IsObject(o))
-        return NULL;
-    for (const cJSON *c = o->child; c != NULL; c = c->next) {
-        const char *k = c->string;
-        if (k == NULL)
-            return NULL; /* where cJSON's own lookup stops, too */
-        if (k[0] == key[0] && strcmp(k, key) == 0)
-            return c;
-    }
-    return NULL;
-}
 
-/* Append n bytes to b, the usual case (room left) inline. */
-static inline void
-bput(air_buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n < b->cap && !b->oom) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-    } else {
-        air__buf_append(b, s, n);
-    }
-}
 
-static inline void
-bputc(air_buf_t *b, char c)
-{
-    if (b->len + 1 < b->cap && !b->oom) {
-        b->data[b->len++] = c;
-        b->data[b->len] = '\0';
-    } else {
-        air__buf_append(b, &c, 1);
-    }
-}
 
 /* Append a string literal. */
-#define PUTS(b, lit) bput((b), "" lit, sizeof(lit) - 1)
+#define PUTS(b, lit) air__buf_put((b), "" lit, sizeof(lit) - 1)
 
 static void
 put_cstr(air_buf_t *b, const char *s)
@@ -112,7 +73,7 @@ put_cstr(air_buf_t *b, const char *s)
 static const char *
 get_str(const cJSON *o, const char *key)
 {
-    const cJSON *it = get(o, key);
+    const cJSON *it = air__json_get(o, key);
     return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
@@ -132,7 +93,7 @@ is_absent(const cJSON *it)
 static uint64_t
 get_count(const cJSON *o, const char *key, int *present)
 {
-    const cJSON *it = get(o, key);
+    const cJSON *it = air__json_get(o, key);
     if (!cJSON_IsNumber(it)) {
         if (present != NULL)
             *present = 0;
@@ -297,13 +258,13 @@ gem_init(const air_provider_cfg_t *cfg, void **state, char *err, size_t errlen)
             }
         }
     }
-    const cJSON *ss = get(cfg->json, "safety_settings");
+    const cJSON *ss = air__json_get(cfg->json, "safety_settings");
     if (ss != NULL && !cJSON_IsNull(ss)) {
         int ok = cJSON_IsArray(ss);
         const cJSON *e;
         cJSON_ArrayForEach(e, ss)
         {
-            if (!cJSON_IsString(get(e, "category")) || !cJSON_IsString(get(e, "threshold")))
+            if (!cJSON_IsString(air__json_get(e, "category")) || !cJSON_IsString(air__json_get(e, "threshold")))
                 ok = 0;
         }
         if (!ok) {
@@ -428,7 +389,7 @@ resolve_ref(const cJSON *root, const char *ref)
             tok[n++] = ch;
         }
         tok[n] = '\0';
-        cur = get(cur, tok);
+        cur = air__json_get(cur, tok);
         if (cur == NULL)
             return NULL;
     }
@@ -479,7 +440,7 @@ clean_union(struct schema_ctx *c, const cJSON *list, cJSON *out, int depth, int 
     }
     if (n == 1)
         return clean_into(c, only, out, depth + 1);
-    if (n == 0 || get(out, "anyOf") != NULL)
+    if (n == 0 || air__json_get(out, "anyOf") != NULL)
         return 0;
     cJSON *arr = cJSON_CreateArray();
     if (arr == NULL || !cJSON_AddItemToObject(out, "anyOf", arr)) {
@@ -501,7 +462,7 @@ clean_union(struct schema_ctx *c, const cJSON *list, cJSON *out, int depth, int 
 static int
 clean_type(struct schema_ctx *c, const cJSON *t, cJSON *out, int *nullable)
 {
-    if (get(out, "type") != NULL || get(out, "anyOf") != NULL)
+    if (air__json_get(out, "type") != NULL || air__json_get(out, "anyOf") != NULL)
         return 0;
     if (cJSON_IsString(t)) {
         if (streq(t->valuestring, "null")) {
@@ -592,16 +553,16 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
     int nullable = 0;
     /* Plain keywords first: they win over what $ref/allOf merge in. */
     for (int k = 0; k < SK_NPLAIN; k++) {
-        const cJSON *v = get(s, schema_keys[k]);
-        if (v != NULL && get(out, schema_keys[k]) == NULL &&
+        const cJSON *v = air__json_get(s, schema_keys[k]);
+        if (v != NULL && air__json_get(out, schema_keys[k]) == NULL &&
             add_dup(c, out, schema_keys[k], v) != 0)
             return -1;
     }
-    const cJSON *t = get(s, "type");
+    const cJSON *t = air__json_get(s, "type");
     if (t != NULL && clean_type(c, t, out, &nullable) != 0)
         return -1;
-    const cJSON *cst = get(s, "const");
-    if (cJSON_IsString(cst) && get(out, "enum") == NULL) {
+    const cJSON *cst = air__json_get(s, "const");
+    if (cJSON_IsString(cst) && air__json_get(out, "enum") == NULL) {
         cJSON *en = cJSON_CreateArray();
         cJSON *v = cJSON_CreateString(cst->valuestring);
         if (en == NULL || v == NULL || !cJSON_AddItemToObject(out, "enum", en)) {
@@ -611,24 +572,24 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
         }
         cJSON_AddItemToArray(en, v);
         /* Gemini only knows string enums, and wants the type said. */
-        if (t == NULL && get(out, "type") == NULL &&
+        if (t == NULL && air__json_get(out, "type") == NULL &&
             cJSON_AddStringToObject(out, "type", "string") == NULL)
             return schema_oom(c);
     }
     const char *fmt = get_str(s, "format");
-    if (fmt != NULL && get(out, "format") == NULL) {
+    if (fmt != NULL && air__json_get(out, "format") == NULL) {
         const char *ty = get_str(s, "type");
         int keep = streq(ty, "string") ? (streq(fmt, "enum") || streq(fmt, "date-time"))
                                        : (streq(fmt, "int32") || streq(fmt, "int64") ||
                                           streq(fmt, "float") || streq(fmt, "double"));
-        if (keep && add_dup(c, out, "format", get(s, "format")) != 0)
+        if (keep && add_dup(c, out, "format", air__json_get(s, "format")) != 0)
             return -1;
     }
-    const cJSON *props = get(s, "properties");
+    const cJSON *props = air__json_get(s, "properties");
     if (props != NULL && clean_properties(c, props, out, depth) != 0)
         return -1;
-    const cJSON *items = get(s, "items");
-    if (cJSON_IsObject(items) && get(out, "items") == NULL) {
+    const cJSON *items = air__json_get(s, "items");
+    if (cJSON_IsObject(items) && air__json_get(out, "items") == NULL) {
         cJSON *sub = clean_new(c, items, depth + 1);
         if (sub == NULL)
             return -1;
@@ -637,13 +598,13 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
             return schema_oom(c);
         }
     }
-    const cJSON *u = get(s, "anyOf");
+    const cJSON *u = air__json_get(s, "anyOf");
     if (u != NULL && clean_union(c, u, out, depth, &nullable) != 0)
         return -1;
-    u = get(s, "oneOf");
+    u = air__json_get(s, "oneOf");
     if (u != NULL && clean_union(c, u, out, depth, &nullable) != 0)
         return -1;
-    const cJSON *all = get(s, "allOf");
+    const cJSON *all = air__json_get(s, "allOf");
     if (all != NULL) {
         if (!cJSON_IsArray(all))
             return schema_fail(c, "allOf must be an array");
@@ -654,7 +615,7 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
                 return -1;
         }
     }
-    const cJSON *ref = get(s, "$ref");
+    const cJSON *ref = air__json_get(s, "$ref");
     if (ref != NULL) {
         if (!cJSON_IsString(ref))
             return schema_fail(c, "$ref must be a string");
@@ -671,7 +632,7 @@ clean_into(struct schema_ctx *c, const cJSON *s, cJSON *out, int depth)
         if (rc != 0)
             return -1;
     }
-    if (nullable && get(out, "nullable") == NULL && cJSON_AddTrueToObject(out, "nullable") == NULL)
+    if (nullable && air__json_get(out, "nullable") == NULL && cJSON_AddTrueToObject(out, "nullable") == NULL)
         return schema_oom(c);
     return 0;
 }
@@ -698,12 +659,12 @@ struct schema_sum {
 static void
 sum_of_tree(const cJSON *o, struct schema_sum *sum)
 {
-    const cJSON *props = get(o, "properties");
+    const cJSON *props = air__json_get(o, "properties");
     sum->members = cJSON_GetArraySize(o);
     sum->type_object = streq(get_str(o, "type"), "object");
     sum->has_props = props != NULL;
     sum->nprops = cJSON_GetArraySize(props);
-    sum->has_anyof = get(o, "anyOf") != NULL;
+    sum->has_anyof = air__json_get(o, "anyOf") != NULL;
 }
 
 /* Start member `key` (a plain name) of the object being written. */
@@ -711,8 +672,8 @@ static void
 sum_key(air_buf_t *b, struct schema_sum *sum, const char *key)
 {
     if (sum->members++ > 0)
-        bputc(b, ',');
-    bputc(b, '"');
+        air__buf_put1(b, ',');
+    air__buf_put1(b, '"');
     air__buf_puts(b, key);
     PUTS(b, "\":");
 }
@@ -728,7 +689,7 @@ name_seen_before(const cJSON *obj, const cJSON *p)
 }
 
 /* One pass over s's members: m[k] = the first member named schema_keys[k]
- * (what get(s, schema_keys[k]) returns), or NULL. */
+ * (what air__json_get(s, schema_keys[k]) returns), or NULL. */
 static void
 schema_members(const cJSON *s, const cJSON *m[SK__N])
 {
@@ -737,7 +698,7 @@ schema_members(const cJSON *s, const cJSON *m[SK__N])
     for (const cJSON *it = s->child; it != NULL; it = it->next) {
         const char *key = it->string;
         if (key == NULL)
-            return; /* where get() stops */
+            return; /* where air__json_get() stops */
         for (int k = 0; k < SK__N; k++) {
             if (schema_keys[k][0] == key[0] && strcmp(schema_keys[k], key) == 0) {
                 if (m[k] == NULL)
@@ -777,7 +738,7 @@ clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struc
         return schema_fail(c, "a schema must be a JSON object");
 
     int nullable = 0;
-    bputc(b, '{');
+    air__buf_put1(b, '{');
     for (int k = 0; k < SK_NPLAIN; k++) {
         if (m[k] != NULL) {
             sum_key(b, sum, schema_keys[k]);
@@ -815,28 +776,28 @@ clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struc
             sum->type_object = streq(only->valuestring, "object");
         } else if (n > 1) {
             sum_key(b, sum, "anyOf");
-            bputc(b, '[');
+            air__buf_put1(b, '[');
             int k = 0;
             cJSON_ArrayForEach(e, t)
             {
                 if (streq(e->valuestring, "null"))
                     continue;
                 if (k++ > 0)
-                    bputc(b, ',');
+                    air__buf_put1(b, ',');
                 PUTS(b, "{\"type\":");
                 put_cstr(b, e->valuestring);
-                bputc(b, '}');
+                air__buf_put1(b, '}');
             }
-            bputc(b, ']');
+            air__buf_put1(b, ']');
             sum->has_anyof = 1;
         }
     }
     const cJSON *cst = m[SK_CONST];
     if (cJSON_IsString(cst) && m[SK_ENUM] == NULL) {
         sum_key(b, sum, "enum");
-        bputc(b, '[');
+        air__buf_put1(b, '[');
         put_cstr(b, cst->valuestring);
-        bputc(b, ']');
+        air__buf_put1(b, ']');
         /* Gemini only knows string enums, and wants the type said. */
         if (t == NULL) {
             sum_key(b, sum, "type");
@@ -859,7 +820,7 @@ clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struc
         if (!cJSON_IsObject(props))
             return schema_fail(c, "\"properties\" must be an object");
         sum_key(b, sum, "properties");
-        bputc(b, '{');
+        air__buf_put1(b, '{');
         sum->has_props = 1;
         const cJSON *p;
         cJSON_ArrayForEach(p, props)
@@ -867,14 +828,14 @@ clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struc
             if (p->string == NULL || name_seen_before(props, p))
                 continue;
             if (sum->nprops++ > 0)
-                bputc(b, ',');
+                air__buf_put1(b, ',');
             put_cstr(b, p->string);
-            bputc(b, ':');
+            air__buf_put1(b, ':');
             struct schema_sum sub;
             if (clean_write(c, p, b, depth + 1, &sub) != 0)
                 return -1;
         }
-        bputc(b, '}');
+        air__buf_put1(b, '}');
     }
     const cJSON *items = m[SK_ITEMS];
     if (cJSON_IsObject(items)) {
@@ -887,7 +848,7 @@ clean_write(struct schema_ctx *c, const cJSON *s, air_buf_t *b, int depth, struc
         sum_key(b, sum, "nullable");
         PUTS(b, "true");
     }
-    bputc(b, '}');
+    air__buf_put1(b, '}');
     return 0;
 }
 
@@ -956,7 +917,7 @@ part_begin(struct contents *c, const char *role)
 {
     air_buf_t *b = &c->b;
     if (c->role != NULL && strcmp(c->role, role) == 0) {
-        bputc(b, ',');
+        air__buf_put1(b, ',');
         return b;
     }
     if (c->role != NULL)
@@ -974,7 +935,7 @@ text_part(air_buf_t *b, const char *text)
 {
     PUTS(b, "{\"text\":");
     put_cstr(b, text);
-    bputc(b, '}');
+    air__buf_put1(b, '}');
 }
 
 /* {"<kind>": {"mimeType": mime, "<key>": value}}; mime may be NULL. */
@@ -988,9 +949,9 @@ data_part(air_buf_t *b, const char *kind, const char *mime, const char *key, con
     if (mime != NULL) {
         PUTS(b, "\"mimeType\":");
         put_cstr(b, mime);
-        bputc(b, ',');
+        air__buf_put1(b, ',');
     }
-    bputc(b, '"');
+    air__buf_put1(b, '"');
     air__buf_puts(b, key);
     PUTS(b, "\":");
     air__buf_json_str(b, value, strnlen(value, vlen));
@@ -1125,7 +1086,7 @@ system_parts(const cJSON *content, const char *where, air_fault_t *f, air_buf_t 
         if (content->valuestring[0] == '\0')
             return AIR_OK;
         if ((*n)++ > 0)
-            bputc(parts, ',');
+            air__buf_put1(parts, ',');
         text_part(parts, content->valuestring);
         return parts->oom ? AIR_E_NOMEM : AIR_OK;
     }
@@ -1140,7 +1101,7 @@ system_parts(const cJSON *content, const char *where, air_fault_t *f, air_buf_t 
             return bad_request(f, "%s.content[%d]: only text parts are allowed here", where, j);
         if (tx[0] != '\0') {
             if ((*n)++ > 0)
-                bputc(parts, ',');
+                air__buf_put1(parts, ',');
             text_part(parts, tx);
         }
         j++;
@@ -1180,13 +1141,13 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
                 continue;
             text_part(part_begin(c, role), tx);
         } else if (streq(ty, "image_url")) {
-            const cJSON *iu = get(e, "image_url");
+            const cJSON *iu = air__json_get(e, "image_url");
             const char *url = cJSON_IsString(iu) ? iu->valuestring : get_str(iu, "url");
             if (url == NULL)
                 return bad_request(f, "%s.image_url.url: missing", w);
             st = url_part(url, get_str(iu, "format"), w, f, c, role);
         } else if (streq(ty, "input_audio")) {
-            const cJSON *ia = get(e, "input_audio");
+            const cJSON *ia = air__json_get(e, "input_audio");
             const char *data = get_str(ia, "data");
             const char *fmt = get_str(ia, "format");
             if (data == NULL || fmt == NULL || strlen(fmt) > 32)
@@ -1195,7 +1156,7 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
             snprintf(mt, sizeof mt, "audio/%s", fmt);
             data_part(part_begin(c, role), "inlineData", mt, "data", data, strlen(data));
         } else if (streq(ty, "file")) {
-            const cJSON *fo = get(e, "file");
+            const cJSON *fo = air__json_get(e, "file");
             const char *fd = get_str(fo, "file_data");
             const char *fid = get_str(fo, "file_id");
             if (fd != NULL)
@@ -1265,12 +1226,12 @@ assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, struct
         j++;
         char w[96];
         path_idx(w, sizeof w, where, ".tool_calls", j);
-        const cJSON *fn = get(tc, "function");
+        const cJSON *fn = air__json_get(tc, "function");
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
             return bad_request(f, "%s.function.name: missing", w);
         cJSON *args;
-        air_status_t st = parse_args(get(fn, "arguments"), w, f, &args);
+        air_status_t st = parse_args(air__json_get(fn, "arguments"), w, f, &args);
         if (st != AIR_OK)
             return st;
         air_buf_t *b = part_begin(c, "model");
@@ -1278,16 +1239,16 @@ assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, struct
         put_cstr(b, name);
         PUTS(b, ",\"args\":");
         air__buf_cjson(b, args);
-        bputc(b, '}');
+        air__buf_put1(b, '}');
         cJSON_Delete(args);
         /* Spec 6.9: a thought signature rides on the tool call and must
          * come back unchanged on the same part. */
-        const char *sig = get_str(get(get(tc, "extra_content"), "google"), "thought_signature");
+        const char *sig = get_str(air__json_get(air__json_get(tc, "extra_content"), "google"), "thought_signature");
         if (sig != NULL) {
             PUTS(b, ",\"thoughtSignature\":");
             put_cstr(b, sig);
         }
-        bputc(b, '}');
+        air__buf_put1(b, '}');
         if (b->oom)
             return AIR_E_NOMEM;
     }
@@ -1304,13 +1265,13 @@ tool_name_for(const cJSON *msgs, int before, const char *id)
         if (!streq(get_str(m, "role"), "assistant"))
             continue;
         const cJSON *tc;
-        const cJSON *tcs = get(m, "tool_calls");
+        const cJSON *tcs = air__json_get(m, "tool_calls");
         if (!cJSON_IsArray(tcs))
             continue;
         cJSON_ArrayForEach(tc, tcs)
         {
             if (streq(get_str(tc, "id"), id))
-                return get_str(get(tc, "function"), "name");
+                return get_str(air__json_get(tc, "function"), "name");
         }
     }
     return NULL;
@@ -1331,7 +1292,7 @@ tool_result(const cJSON *msgs, int i, const cJSON *m, const char *where, air_fau
                            where);
     air_buf_t text = AIR_BUF_INIT;
     air__buf_puts(&text, ""); /* never NULL data, even for empty content */
-    air_status_t st = flat_text(get(m, "content"), where, f, &text);
+    air_status_t st = flat_text(air__json_get(m, "content"), where, f, &text);
     if (st == AIR_OK && text.oom)
         st = AIR_E_NOMEM;
     if (st == AIR_OK) {
@@ -1353,7 +1314,7 @@ tool_result(const cJSON *msgs, int i, const cJSON *m, const char *where, air_fau
 static air_status_t
 opt_num(const cJSON *body, const char *key, air_fault_t *f, int *present, double *v)
 {
-    const cJSON *it = get(body, key);
+    const cJSON *it = air__json_get(body, key);
     *present = 0;
     if (is_absent(it))
         return AIR_OK;
@@ -1375,9 +1336,9 @@ static air_buf_t *
 member(struct members *m, const char *key)
 {
     if (m->n++ > 0)
-        bputc(&m->b, ',');
+        air__buf_put1(&m->b, ',');
     put_cstr(&m->b, key);
-    bputc(&m->b, ':');
+    air__buf_put1(&m->b, ':');
     return &m->b;
 }
 
@@ -1416,13 +1377,13 @@ generation_config(const cJSON *body, air_fault_t *f, air_buf_t *root)
         }
         /* max_completion_tokens is preferred over the deprecated max_tokens */
         const char *from =
-            !is_absent(get(body, "max_completion_tokens")) ? "max_completion_tokens" : "max_tokens";
+            !is_absent(air__json_get(body, "max_completion_tokens")) ? "max_completion_tokens" : "max_tokens";
         st = add_num(&gc, body, from, "maxOutputTokens", f);
     }
-    const cJSON *stop = get(body, "stop");
+    const cJSON *stop = air__json_get(body, "stop");
     if (st == AIR_OK && !is_absent(stop)) {
         air_buf_t *b = member(&gc, "stopSequences");
-        bputc(b, '[');
+        air__buf_put1(b, '[');
         if (cJSON_IsString(stop)) {
             put_cstr(b, stop->valuestring);
         } else if (cJSON_IsArray(stop)) {
@@ -1434,29 +1395,29 @@ generation_config(const cJSON *body, air_fault_t *f, air_buf_t *root)
                     break;
                 }
                 if (e != stop->child)
-                    bputc(b, ',');
+                    air__buf_put1(b, ',');
                 put_cstr(b, e->valuestring);
             }
         } else {
             st = bad_request(f, "stop: expected a string or an array of strings");
         }
-        bputc(b, ']');
+        air__buf_put1(b, ']');
     }
-    const cJSON *lp = get(body, "logprobs");
+    const cJSON *lp = air__json_get(body, "logprobs");
     if (st == AIR_OK && !is_absent(lp)) {
         if (!cJSON_IsBool(lp))
             st = bad_request(f, "logprobs: expected a boolean");
         else if (cJSON_IsTrue(lp))
             PUTS(member(&gc, "responseLogprobs"), "true");
     }
-    const cJSON *rf = get(body, "response_format");
+    const cJSON *rf = air__json_get(body, "response_format");
     if (st == AIR_OK && !is_absent(rf)) {
         const char *ty = get_str(rf, "type");
         if (streq(ty, "text")) {
             /* default */
         } else if (streq(ty, "json_object") || streq(ty, "json_schema")) {
             PUTS(member(&gc, "responseMimeType"), "\"application/json\"");
-            const cJSON *schema = get(get(rf, "json_schema"), "schema");
+            const cJSON *schema = air__json_get(air__json_get(rf, "json_schema"), "schema");
             if (streq(ty, "json_schema") && !is_absent(schema)) {
                 struct schema_sum sum;
                 st = clean_schema_write(schema, "response_format.json_schema.schema", f,
@@ -1471,8 +1432,8 @@ generation_config(const cJSON *body, air_fault_t *f, air_buf_t *root)
         st = AIR_E_NOMEM;
     if (st == AIR_OK && gc.n > 0) {
         PUTS(root, ",\"generationConfig\":{");
-        bput(root, gc.b.data, gc.b.len);
-        bputc(root, '}');
+        air__buf_put(root, gc.b.data, gc.b.len);
+        air__buf_put1(root, '}');
     }
     air__buf_free(&gc.b);
     return st;
@@ -1491,7 +1452,7 @@ params_empty(const struct schema_sum *p)
 static air_status_t
 tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
 {
-    const cJSON *tools = get(body, "tools");
+    const cJSON *tools = air__json_get(body, "tools");
     if (is_absent(tools))
         return AIR_OK;
     if (!cJSON_IsArray(tools))
@@ -1507,12 +1468,12 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
         const char *ty = get_str(t, "type");
         if (!streq(ty, "function"))
             return bad_request(f, "tools[%d].type: only function tools are supported by gemini", i);
-        const cJSON *fn = get(t, "function");
+        const cJSON *fn = air__json_get(t, "function");
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
             return bad_request(f, "tools[%d].function.name: missing", i);
         if (i > 0)
-            bputc(root, ',');
+            air__buf_put1(root, ',');
         PUTS(root, "{\"name\":");
         put_cstr(root, name);
         const char *desc = get_str(fn, "description");
@@ -1520,7 +1481,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
             PUTS(root, ",\"description\":");
             put_cstr(root, desc);
         }
-        const cJSON *params = get(fn, "parameters");
+        const cJSON *params = air__json_get(fn, "parameters");
         if (!is_absent(params)) {
             char w[64];
             path_idx(w, sizeof w, "tools", "", i);
@@ -1538,13 +1499,13 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
                     root->data[mark] = '\0';
             }
         }
-        bputc(root, '}');
+        air__buf_put1(root, '}');
         if (root->oom)
             return AIR_E_NOMEM;
     }
     PUTS(root, "]}]");
 
-    const cJSON *tc = get(body, "tool_choice");
+    const cJSON *tc = air__json_get(body, "tool_choice");
     if (is_absent(tc))
         return AIR_OK;
     const char *mode = NULL;
@@ -1557,7 +1518,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
         else if (streq(tc->valuestring, "required"))
             mode = "ANY";
     } else if (streq(get_str(tc, "type"), "function")) {
-        only = get_str(get(tc, "function"), "name");
+        only = get_str(air__json_get(tc, "function"), "name");
         mode = only != NULL ? "ANY" : NULL;
     }
     if (mode == NULL)
@@ -1568,7 +1529,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
     if (only != NULL) {
         PUTS(root, ",\"allowedFunctionNames\":[");
         put_cstr(root, only);
-        bputc(root, ']');
+        air__buf_put1(root, ']');
     }
     PUTS(root, "}}");
     return root->oom ? AIR_E_NOMEM : AIR_OK;
@@ -1577,7 +1538,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
 static air_status_t
 build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_buf_t *root)
 {
-    const cJSON *msgs = get(body, "messages");
+    const cJSON *msgs = air__json_get(body, "messages");
     if (!cJSON_IsArray(msgs))
         return bad_request(f, "messages: expected an array");
     air_buf_t sys = AIR_BUF_INIT;
@@ -1593,7 +1554,7 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_bu
         char where[32];
         path_idx(where, sizeof where, "messages", "", i);
         const char *role = get_str(m, "role");
-        const cJSON *content = get(m, "content");
+        const cJSON *content = air__json_get(m, "content");
         if (streq(role, "system") || streq(role, "developer")) {
             rc = system_parts(content, where, f, &sys, &nsys);
         } else if (streq(role, "user")) {
@@ -1601,7 +1562,7 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_bu
         } else if (streq(role, "assistant")) {
             rc = content_parts(content, "model", where, f, &c);
             if (rc == AIR_OK)
-                rc = assistant_tool_calls(get(m, "tool_calls"), where, f, &c);
+                rc = assistant_tool_calls(air__json_get(m, "tool_calls"), where, f, &c);
         } else if (streq(role, "tool")) {
             rc = tool_result(msgs, i, m, where, f, &c);
         } else {
@@ -1618,11 +1579,11 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_bu
     if (rc == AIR_OK) {
         if (nsys > 0) {
             PUTS(root, "\"systemInstruction\":{\"parts\":[");
-            bput(root, sys.data, sys.len);
+            air__buf_put(root, sys.data, sys.len);
             PUTS(root, "]},");
         }
         PUTS(root, "\"contents\":[");
-        bput(root, c.b.data, c.b.len);
+        air__buf_put(root, c.b.data, c.b.len);
         PUTS(root, "]}]"); /* closes the last content */
     }
     air__buf_free(&sys);
@@ -1652,16 +1613,16 @@ build_url(const char *base, const char *model, int stream)
     while (bl > 0 && base[bl - 1] == '/')
         bl--;
     (void)air__buf_reserve(&p, bl + strlen(model) * 3 + 64);
-    bput(&p, base, bl);
+    air__buf_put(&p, base, bl);
     PUTS(&p, "/v1beta/models/");
     for (const unsigned char *s = (const unsigned char *)model; *s != '\0'; s++) {
         unsigned char ch = *s;
         if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
             ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            bputc(&p, (char)ch);
+            air__buf_put1(&p, (char)ch);
         } else {
             char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-            bput(&p, esc, 3);
+            air__buf_put(&p, esc, 3);
         }
     }
     if (stream)
@@ -1686,9 +1647,9 @@ gem_encode(const void *state, const air_req_view_t *req, air_http_out_t *out, ai
     air_buf_t root = AIR_BUF_INIT;
     /* About as long as the caller's body: one allocation. */
     (void)air__buf_reserve(&root, req->raw_len + 512);
-    bputc(&root, '{');
+    air__buf_put1(&root, '{');
     air_status_t rc = build_body(st, req->body, f, &root);
-    bputc(&root, '}');
+    air__buf_put1(&root, '}');
     if (rc == AIR_OK && root.oom)
         rc = AIR_E_NOMEM;
     if (rc != AIR_OK) {
@@ -1772,7 +1733,7 @@ apply_gemini_error(air_fault_t *f, const cJSON *err)
     int64_t delay = -1;
     int per_day = 0;
     const cJSON *d;
-    cJSON_ArrayForEach(d, get(err, "details"))
+    cJSON_ArrayForEach(d, air__json_get(err, "details"))
     {
         const char *r = get_str(d, "reason");
         if (r != NULL && reason == NULL)
@@ -1781,7 +1742,7 @@ apply_gemini_error(air_fault_t *f, const cJSON *err)
         if (rd != NULL && delay < 0)
             delay = parse_duration_ms(rd);
         const cJSON *v;
-        cJSON_ArrayForEach(v, get(d, "violations"))
+        cJSON_ArrayForEach(v, air__json_get(d, "violations"))
         {
             if (contains_ci(get_str(v, "quotaId"), "perday") ||
                 contains_ci(get_str(v, "quotaMetric"), "perday"))
@@ -1844,7 +1805,7 @@ error_object(const cJSON *root)
 {
     if (cJSON_IsArray(root) && cJSON_GetArraySize(root) == 1)
         root = cJSON_GetArrayItem(root, 0);
-    const cJSON *e = get(root, "error");
+    const cJSON *e = air__json_get(root, "error");
     return cJSON_IsObject(e) ? e : NULL;
 }
 
@@ -1854,7 +1815,7 @@ static void
 fault_from_inline_error(const void *state, const cJSON *err, air_fault_t *f)
 {
     fault_reset(f);
-    const cJSON *code = get(err, "code");
+    const cJSON *code = air__json_get(err, "code");
     int http = cJSON_IsNumber(code) && code->valuedouble >= 400 && code->valuedouble < 600
                    ? (int)code->valuedouble
                    : 500;
@@ -1999,7 +1960,7 @@ static void
 put_tool_call(air_buf_t *b, const cJSON *part, const char *idsrc, int cand, unsigned k,
               int with_index)
 {
-    const cJSON *fc = get(part, "functionCall");
+    const cJSON *fc = air__json_get(part, "functionCall");
     air__buf_putc(b, '{');
     if (with_index)
         air__buf_printf(b, "\"index\":%u,", k);
@@ -2015,7 +1976,7 @@ put_tool_call(air_buf_t *b, const cJSON *part, const char *idsrc, int cand, unsi
         name = "";
     air__buf_json_str(b, name, strlen(name));
     air__buf_puts(b, ",\"arguments\":");
-    const cJSON *args = get(fc, "args");
+    const cJSON *args = air__json_get(fc, "args");
     char *a = is_absent(args) ? NULL : cJSON_PrintUnformatted(args);
     if (a != NULL) {
         air__buf_json_str(b, a, strlen(a));
@@ -2058,9 +2019,9 @@ cand_parts_read(const cJSON *cand, const char *idsrc, int ci, unsigned first_k, 
                 struct cand_parts *cp)
 {
     const cJSON *part;
-    cJSON_ArrayForEach(part, get(get(cand, "content"), "parts"))
+    cJSON_ArrayForEach(part, air__json_get(air__json_get(cand, "content"), "parts"))
     {
-        if (cJSON_IsObject(get(part, "functionCall"))) {
+        if (cJSON_IsObject(air__json_get(part, "functionCall"))) {
             if (cp->ntools > 0)
                 air__buf_putc(&cp->tools, ',');
             put_tool_call(&cp->tools, part, idsrc, ci, first_k + cp->ntools, with_index);
@@ -2070,7 +2031,7 @@ cand_parts_read(const cJSON *cand, const char *idsrc, int ci, unsigned first_k, 
         const char *tx = get_str(part, "text");
         if (tx == NULL)
             continue; /* inlineData, executableCode, ...: no unified form */
-        if (cJSON_IsTrue(get(part, "thought"))) {
+        if (cJSON_IsTrue(air__json_get(part, "thought"))) {
             air__buf_puts(&cp->thought, tx);
             cp->has_thought = 1;
         } else {
@@ -2089,7 +2050,7 @@ cand_parts_oom(const struct cand_parts *cp)
 static int
 cand_index(const cJSON *cand, int pos)
 {
-    const cJSON *ix = get(cand, "index");
+    const cJSON *ix = air__json_get(cand, "index");
     if (cJSON_IsNumber(ix) && ix->valuedouble >= 0 && ix->valuedouble < 1e6)
         return (int)ix->valuedouble;
     return pos;
@@ -2098,9 +2059,9 @@ cand_index(const cJSON *cand, int pos)
 static int
 blocked_prompt(const cJSON *resp)
 {
-    const cJSON *cands = get(resp, "candidates");
+    const cJSON *cands = air__json_get(resp, "candidates");
     return (cands == NULL || cJSON_GetArraySize(cands) == 0) &&
-           get_str(get(resp, "promptFeedback"), "blockReason") != NULL;
+           get_str(air__json_get(resp, "promptFeedback"), "blockReason") != NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2125,7 +2086,7 @@ gem_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
     const cJSON *resp = root;
     if (cJSON_IsArray(resp) && cJSON_GetArraySize(resp) == 1)
         resp = cJSON_GetArrayItem(resp, 0);
-    const cJSON *cands = get(resp, "candidates");
+    const cJSON *cands = air__json_get(resp, "candidates");
     int blocked = blocked_prompt(resp);
     if (!cJSON_IsObject(resp) ||
         (!blocked && (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) == 0))) {
@@ -2140,7 +2101,7 @@ gem_decode(const void *state, const air_req_view_t *req, const air_http_in_t *in
     if (model == NULL || model[0] == '\0')
         model = req != NULL && req->model != NULL ? req->model : "";
     struct gem_usage u = {0};
-    const cJSON *um = get(resp, "usageMetadata");
+    const cJSON *um = air__json_get(resp, "usageMetadata");
     if (cJSON_IsObject(um))
         usage_from_meta(um, &u);
 
@@ -2259,7 +2220,7 @@ put_int(air_buf_t *b, long long v)
     } while (u != 0);
     if (v < 0)
         *--p = '-';
-    bput(b, p, (size_t)(e - p));
+    air__buf_put(b, p, (size_t)(e - p));
 }
 
 static void
@@ -2268,7 +2229,7 @@ chunk_head(air_buf_t *b, struct gem_stream *gs, const air_req_view_t *req)
     air__buf_reset(b);
     (void)air__buf_reserve(b, 512); /* one allocation for most chunks */
     if (gs->started && gs->head_len > 0) {
-        bput(b, gs->head, gs->head_len);
+        air__buf_put(b, gs->head, gs->head_len);
         return;
     }
     PUTS(b, "{\"id\":");
@@ -2377,7 +2338,7 @@ stream_candidate_delta(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b
         }
         if (d->has_thought && d->thought_len > 0) {
             if (sep)
-                bputc(b, ',');
+                air__buf_put1(b, ',');
             PUTS(b, "\"reasoning_content\":");
             if (d->cp != NULL)
                 air__buf_json_str(b, d->cp->thought.data, d->cp->thought.len);
@@ -2387,10 +2348,10 @@ stream_candidate_delta(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b
         }
         if (d->ntools > 0) {
             if (sep)
-                bputc(b, ',');
+                air__buf_put1(b, ',');
             PUTS(b, "\"tool_calls\":[");
-            bput(b, d->cp->tools.data, d->cp->tools.len); /* only the cJSON path has tools */
-            bputc(b, ']');
+            air__buf_put(b, d->cp->tools.data, d->cp->tools.len); /* only the cJSON path has tools */
+            air__buf_put1(b, ']');
             gs->tool_seen[ci] = 1;
             gs->next_tool[ci] += d->ntools;
         }
@@ -2451,7 +2412,7 @@ stream_response(const void *state, air_stream_ctx_t *sc, struct gem_stream *gs, 
     }
     if (!gs->started)
         stream_start(sc, gs, get_str(resp, "responseId"), get_str(resp, "modelVersion"));
-    const cJSON *um = get(resp, "usageMetadata");
+    const cJSON *um = air__json_get(resp, "usageMetadata");
     if (cJSON_IsObject(um)) {
         /* The last usageMetadata is authoritative: replace, never sum. */
         usage_from_meta(um, &gs->usage);
@@ -2467,7 +2428,7 @@ stream_response(const void *state, air_stream_ctx_t *sc, struct gem_stream *gs, 
     }
     int pos = -1;
     const cJSON *cand;
-    cJSON_ArrayForEach(cand, get(resp, "candidates"))
+    cJSON_ArrayForEach(cand, air__json_get(resp, "candidates"))
     {
         pos++;
         int ci = cand_index(cand, pos);
@@ -2520,11 +2481,11 @@ static const char *const usage_keys[6] = {"promptTokenCount",     "toolUsePrompt
 static void
 put_fast_text(air_buf_t *b, const struct fast_cand *fc, int thought)
 {
-    bputc(b, '"');
+    air__buf_put1(b, '"');
     for (int i = 0; i < fc->nparts; i++)
         if (fc->part_text[i].p != NULL && fc->part_thought[i] == thought)
-            bput(b, fc->part_text[i].p, fc->part_text[i].n);
-    bputc(b, '"');
+            air__buf_put(b, fc->part_text[i].p, fc->part_text[i].n);
+    air__buf_put1(b, '"');
 }
 
 static const char *
@@ -2969,7 +2930,7 @@ gem_stream_end(const void *state, air_stream_ctx_t *sc)
         chunk_head(&b, gs, sc->req);
         PUTS(&b, "[],\"usage\":");
         put_usage(&b, &gs->usage);
-        bputc(&b, '}');
+        air__buf_put1(&b, '}');
         air_stream_rc_t rc = emit(sc, &b, 0);
         air__buf_free(&b);
         if (rc != AIR_STREAM_MORE)

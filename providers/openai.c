@@ -41,6 +41,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "jscan.h"
 #include "ratelimit.h"
 
 #define MAX_DEPTH 128
@@ -70,6 +71,21 @@ typedef const char *(*jmem_fn)(void *ud, const struct jmem *m, const char *e, in
 /* Element callback, same contract. */
 typedef const char *(*jel_fn)(void *ud, const char *v, const char *e, int depth);
 
+/* The strict string and number scanners are jscan.c's; this file keeps
+ * its own object/array walk (it reports members as it goes). *esc (when
+ * not NULL) is set when the string holds any escape. */
+static const char *
+scan_str(const char *p, const char *e, int *esc)
+{
+    unsigned f = 0;
+    const char *q = air__jscan_str(p, e, &f);
+    if (esc != NULL && f != 0)
+        *esc = 1;
+    return q;
+}
+
+#define scan_num air__jscan_num
+
 static const char *skip_value(const char *p, const char *e, int depth);
 
 static const char *
@@ -78,119 +94,6 @@ skip_ws(const char *p, const char *e)
     while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
         p++;
     return p;
-}
-
-static int
-hex4(const char *p, const char *e, unsigned *out)
-{
-    if (e - p < 4)
-        return -1;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* p at '"'. Returns the byte after the closing quote, or NULL. */
-static const char *
-scan_str(const char *p, const char *e, int *esc)
-{
-    p++;
-    while (p < e) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"')
-            return p + 1;
-        if (c < 0x20)
-            return NULL;
-        if (c != '\\') {
-            p++;
-            continue;
-        }
-        if (esc != NULL)
-            *esc = 1;
-        if (++p >= e)
-            return NULL;
-        switch (*p) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            p++;
-            break;
-        case 'u': {
-            unsigned cp, lo;
-            if (hex4(p + 1, e, &cp) != 0)
-                return NULL;
-            p += 5;
-            if (cp >= 0xDC00 && cp <= 0xDFFF)
-                return NULL;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, e, &lo) != 0 ||
-                    lo < 0xDC00 || lo > 0xDFFF)
-                    return NULL;
-                p += 6;
-            }
-            break;
-        }
-        default:
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
-static int
-is_digit(const char *p, const char *e)
-{
-    return p < e && *p >= '0' && *p <= '9';
-}
-
-static const char *
-scan_num(const char *p, const char *e)
-{
-    const char *s = p;
-    if (p < e && *p == '-')
-        p++;
-    if (!is_digit(p, e))
-        return NULL;
-    if (*p == '0')
-        p++;
-    else
-        while (is_digit(p, e))
-            p++;
-    if (p < e && *p == '.') {
-        p++;
-        if (!is_digit(p, e))
-            return NULL;
-        while (is_digit(p, e))
-            p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (!is_digit(p, e))
-            return NULL;
-        while (is_digit(p, e))
-            p++;
-    }
-    /* cJSON reads at most 63 characters of a number. */
-    return p - s > 63 ? NULL : p;
 }
 
 static const char *

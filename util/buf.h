@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct air_buf {
     char *data; /* NUL-terminated when non-NULL */
@@ -36,6 +37,32 @@ void air__buf_json_num(air_buf_t *b, double d);
 struct cJSON;
 void air__buf_cjson(air_buf_t *b, const struct cJSON *item);
 void air__buf_reset(air_buf_t *b); /* len = 0, keeps memory */
+
+/* air__buf_append / air__buf_putc with the common case (room left) inline,
+ * for builders that append many small pieces (adapters' request and chunk
+ * writers). Same behaviour, sticky OOM included. */
+static inline void
+air__buf_put(air_buf_t *b, const char *s, size_t n)
+{
+    if (b->len + n < b->cap && !b->oom) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, s, n);
+    }
+}
+
+static inline void
+air__buf_put1(air_buf_t *b, char c)
+{
+    if (b->len + 1 < b->cap && !b->oom) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+    } else {
+        air__buf_append(b, &c, 1);
+    }
+}
 void air__buf_free(air_buf_t *b);
 /* Hand the bytes over (caller frees with air__free); b is emptied. Returns
  * NULL on a sticky OOM (and frees). */
