@@ -19,14 +19,6 @@
 #include "alloc.h"
 #include "engine.h"
 
-static int64_t
-wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 set_err(char *err, size_t errlen, const char *fmt, const char *a)
 {
@@ -458,7 +450,7 @@ air_explain(air_t *r, const char *body, size_t len, char *err, size_t errlen)
      * protects our read. */
     air__epoch_begin(r->ctl_rec);
     const struct air__view *v = atomic_load_explicit(&w->view, memory_order_acquire);
-    air__route_explain(w, t, v, q->body, q->raw_len, NULL, wall_ms(), &b);
+    air__route_explain(w, t, v, q->body, q->raw_len, NULL, air__wall_ms(), &b);
     air__epoch_end(r->ctl_rec);
     pthread_mutex_unlock(&r->ctl_mu);
     air__world_unref(w);
@@ -493,7 +485,7 @@ air_reload(air_t *r, const char *config_json, char *err, size_t errlen)
         return AIR_E_READONLY;
     }
     struct air__world *nw = NULL;
-    st = air__world_new(cfg, r->nworkers, wall_ms(), &nw, err, errlen);
+    st = air__world_new(cfg, r->nworkers, air__wall_ms(), &nw, err, errlen);
     if (st != AIR_OK)
         return st;
     pthread_mutex_lock(&r->ctl_mu);

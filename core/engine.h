@@ -267,6 +267,8 @@ struct air__world *air__router_world(struct air *r);
 /* router.c */
 void air__wake_one(struct air *r);
 uint64_t air__now_us(void);
+/* Wall-clock milliseconds (Unix epoch): limits, budgets, health, Retry-After. */
+int64_t air__wall_ms(void);
 void air__req_destroy(struct air_req *q);
 /* Deliver a finished response to the caller (callback or queue) and release
  * the request. Called once per accepted request. */

@@ -202,8 +202,8 @@ router_destroy(struct air *r)
     air__free(r);
 }
 
-static int64_t
-wall_ms(void)
+int64_t
+air__wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -234,7 +234,7 @@ router_new(struct air__config *cfg, air_t **out, char *err, size_t errlen)
 
     uint32_t queue_capacity = cfg->queue_capacity, max_inflight = cfg->max_inflight;
     struct air__world *wd = NULL;
-    air_status_t st = air__world_new(cfg, r->nworkers, wall_ms(), &wd, err, errlen);
+    air_status_t st = air__world_new(cfg, r->nworkers, air__wall_ms(), &wd, err, errlen);
     if (st != AIR_OK) {
         r->nworkers = 0;
         goto fail;

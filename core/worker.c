@@ -45,14 +45,6 @@
 #define CANCEL_RING_SIZE 1024
 #define MAX_RESP_HEADERS (64 * 1024)
 
-static int64_t
-wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------ heap */
 
 static int
@@ -347,7 +339,7 @@ att_stop(struct air__worker *w, struct air__att *a, int64_t tokens_used)
     uint64_t now = air__now_us();
     q->upstream_us += now - a->t_start_us;
     infl_add(w, q->world, q->deps[a->ci], -1);
-    air__route_release(q->world, &a->ad, tokens_used, wall_ms());
+    air__route_release(q->world, &a->ad, tokens_used, air__wall_ms());
 }
 
 static void
@@ -415,7 +407,7 @@ served_dep(const struct air_req *q)
 static void
 settle_request(struct air_req *q, double cost, int64_t tokens)
 {
-    int64_t now = wall_ms();
+    int64_t now = air__wall_ms();
     struct air__client *cl = q->client;
     if (cl != NULL) {
         if (cl->cap.max && q->client_cap)
@@ -570,14 +562,13 @@ static void
 att_outcome(struct air__worker *w, struct air__att *a, const air_fault_t *f)
 {
     struct air_req *q = a->q;
-    struct air *r = w->r;
     enum air__outcome o = f != NULL ? outcome_of(f) : AIR_O_SUCCESS;
     a->key_retry = 0;
     if (a->key >= 0 && f != NULL && (o == AIR_O_AUTH || o == AIR_O_RATE_LIMITED)) {
         /* A pooled key was refused or rate limited: that key steps aside;
          * while others remain, the deployment itself is fine. */
         struct air__prov *pv = &q->world->prov[q->world->deps[q->deps[a->ci]].prov];
-        int64_t now = wall_ms();
+        int64_t now = air__wall_ms();
         air__keypool_report(&pv->keys, (size_t)a->key,
                             o == AIR_O_AUTH ? AIR_K_REJECTED : AIR_K_RATE_LIMITED,
                             f->retry_after_ms, 1000, now);
@@ -589,9 +580,8 @@ att_outcome(struct air__worker *w, struct air__att *a, const air_fault_t *f)
     air__epoch_begin(w->erec);
     const struct air__tun *t = atomic_load_explicit(&q->world->tun, memory_order_acquire);
     air__route_outcome(q->world, t, q->rt, q->deps[a->ci], o,
-                       f != NULL && o != AIR_O_OTHER_ERROR ? f->retry_after_ms : -1, wall_ms());
+                       f != NULL && o != AIR_O_OTHER_ERROR ? f->retry_after_ms : -1, air__wall_ms());
     air__epoch_end(w->erec);
-    (void)r;
     /* An outcome was reported: the probe slot (if any) is consumed. */
     a->ad.probe = 0;
 }
@@ -857,7 +847,7 @@ start_attempt(struct air__worker *w, struct air_req *q, int slot, int hedge, uin
         /* A hedge goes to a different deployment than the running attempt. */
         ci[q->att[1 - slot].ci].failed = 1;
     }
-    long pick = air__route_pick(wd, t, v, q->rt, q->deps, q->ndeps, ci, &q->need, wall_ms(),
+    long pick = air__route_pick(wd, t, v, q->rt, q->deps, q->ndeps, ci, &q->need, air__wall_ms(),
                                 &w->rr, &w->rnd, &ad, &why, &wait_ms);
     if (q->limit == 0)
         q->limit = retry_limit(q, t);
@@ -903,9 +893,9 @@ start_attempt(struct air__worker *w, struct air_req *q, int slot, int hedge, uin
     long key = -1;
     if (pv->kstates != NULL) {
         int64_t kwait = -1;
-        key = air__keypool_pick(&pv->keys, wall_ms(), &kwait);
+        key = air__keypool_pick(&pv->keys, air__wall_ms(), &kwait);
         if (key < 0) {
-            air__route_release(wd, &ad, -1, wall_ms());
+            air__route_release(wd, &ad, -1, air__wall_ms());
             air_fault_t kf;
             char kmsg[200];
             snprintf(kmsg, sizeof kmsg, "%s: every API key of the pool is %s", pc->name,
@@ -1072,7 +1062,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
         a->key_retry = 0;
         if (q->winner == (int)(a - q->att))
             q->winner = -1;
-        if (q->attempts >= q->limit || !air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+        if (q->attempts >= q->limit || !air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
             finish(w, q, f->cls, NULL, f, NULL);
             return;
         }
@@ -1084,7 +1074,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
     q->ci[ci].failed = 1;
     if (f->retry_after_ms >= 0) {
         uint64_t ra = (uint64_t)f->retry_after_ms;
-        q->ci[ci].not_before_ms = wall_ms() + (int64_t)ra;
+        q->ci[ci].not_before_ms = air__wall_ms() + (int64_t)ra;
     }
     if (q->winner == (int)(a - q->att))
         q->winner = -1;
@@ -1118,7 +1108,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
         cap = q->rt->cfg->backoff_cap_ms;
     uint32_t max_ra = (uint32_t)t->g.retry_max_retry_after_ms;
     air__epoch_end(w->erec);
-    if (!air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+    if (!air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
         air_fault_t g = *f;
         size_t ml = strlen(g.message);
         snprintf(g.message + ml, sizeof g.message - ml, " (retry budget exhausted)");
@@ -1156,7 +1146,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
     /* Retry-After of every usable deployment in the future: wait for the
      * earliest, or give up now if that is past the deadline. */
     int64_t earliest = -1;
-    int64_t wnow = wall_ms();
+    int64_t wnow = air__wall_ms();
     for (size_t i = 0; i < q->ndeps; i++) {
         if (q->ci[i].excluded || q->ci[i].failed)
             continue;
@@ -1216,7 +1206,7 @@ learn_ratelimit(struct air__worker *w, struct air__att *a)
         .body_len = 0,
         .header = hdr_lookup,
         .hctx = &a->resp_hdrs,
-        .now_unix_ms = wall_ms(),
+        .now_unix_ms = air__wall_ms(),
     };
     air_ratelimit_t rl;
     memset(&rl, 0, sizeof rl);
@@ -1224,7 +1214,7 @@ learn_ratelimit(struct air__worker *w, struct air__att *a)
     if (!rl.present)
         return;
     struct air__dep *d = att_dep(a);
-    int64_t now = wall_ms();
+    int64_t now = air__wall_ms();
     if (d->rpm && rl.remaining_requests >= 0)
         air__slim_sync(&d->rpm_lim, (double)rl.remaining_requests,
                        rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 0, now);
@@ -1292,7 +1282,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
                         .body_len = a->sse.junk.len,
                         .header = hdr_lookup,
                         .hctx = &a->resp_hdrs,
-                        .now_unix_ms = wall_ms(),
+                        .now_unix_ms = air__wall_ms(),
                     };
                     pv->ops->classify(a->pstate, &jin, &jf);
                     if (jf.message[0] != '\0' && jf.cls != AIR_ERR_NONE)
@@ -1353,7 +1343,7 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
         .body_len = a->resp_body.len,
         .header = hdr_lookup,
         .hctx = &a->resp_hdrs,
-        .now_unix_ms = wall_ms(),
+        .now_unix_ms = air__wall_ms(),
     };
     if (a->http_status >= 200 && a->http_status < 300) {
         air_decoded_t dec;
@@ -1402,7 +1392,7 @@ static int
 client_admit(struct air__worker *w, struct air_req *q)
 {
     struct air__world *wd = q->world;
-    int64_t now = wall_ms();
+    int64_t now = air__wall_ms();
     char msg[256];
     if (q->client_key != NULL)
         q->client = air__world_client(wd, q->client_key);
@@ -1534,7 +1524,6 @@ refuse:
 static void
 start_request(struct air__worker *w, struct air_req *q, uint64_t now)
 {
-    struct air *r = w->r;
     q->w = w;
     q->world = w->world;
     w->on_current++;
@@ -1548,7 +1537,6 @@ start_request(struct air__worker *w, struct air_req *q, uint64_t now)
         q->att[i].q = q;
         air__sse_init(&q->att[i].sse, q->world->cfg->max_event_bytes);
     }
-    (void)r;
     air_buf_t why = AIR_BUF_INIT;
     if (air__route_resolve(q->world, q->model, q->pin, q->deps, &q->ndeps, &q->rt, &why) != 0) {
         finish_local(w, q, AIR_ERR_NOT_FOUND, why.data ? why.data : "model not found");
@@ -1557,7 +1545,7 @@ start_request(struct air__worker *w, struct air_req *q, uint64_t now)
     }
     air__buf_free(&why);
     air__route_need(q->body, q->raw_len, &q->need);
-    air__rbudget_on_request(&w->rbudget, wall_ms());
+    air__rbudget_on_request(&w->rbudget, air__wall_ms());
     if (client_admit(w, q) != 0)
         return;
     start_attempt(w, q, 0, 0, now);
@@ -1720,7 +1708,7 @@ run_timers(struct air__worker *w, uint64_t now)
             q->hedge_at_us = 0;
             int slot = q->att[0].active ? 1 : 0;
             if (q->winner < 0 && any_active(q) && !q->att[slot].active &&
-                air__rbudget_try_retry(&w->rbudget, wall_ms())) {
+                air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
                 q->hedged = 1;
                 if (start_attempt(w, q, slot, 1, now) < 0)
                     continue; /* q may be gone */
@@ -1855,7 +1843,7 @@ air__worker_main(void *arg)
         curl_multi_perform(w->multi, &running);
         reap(w);
         cancel_losers(w);
-        merge_stats(w, wall_ms());
+        merge_stats(w, air__wall_ms());
         if (stopping && w->nactive == 0 && ck_ring_size(&r->ingress) == 0)
             break;
 
@@ -1866,7 +1854,7 @@ air__worker_main(void *arg)
         if (w->heap_len > 0)
             wait_us = w->heap[0]->timer_at_us > now ? w->heap[0]->timer_at_us - now : 0;
         if (w->nactive > 0) {
-            int64_t wm = w->next_merge_ms - wall_ms();
+            int64_t wm = w->next_merge_ms - air__wall_ms();
             wait_us = min_u64(wait_us, wm > 0 ? (uint64_t)wm * 1000u : 0);
         }
         if (stopping) {

@@ -245,7 +245,7 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
     uint64_t end = warm_end + (uint64_t)(o->duration_s * 1e6);
     uint64_t t_meas = 0;
     double cpu0 = 0;
-    uint64_t issued = 0, measured = 0;
+    uint64_t measured = 0;
     double interval_us = o->rate > 0 ? 1e6 / o->rate : 0;
     uint64_t next_send = t_start;
     uint64_t last_prog = t_start;
@@ -272,7 +272,6 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
             c[i].busy = 1;
             curl_multi_add_handle(m, c[i].e);
             in_flight++;
-            issued++;
         }
         if (stop_issue && in_flight == 0)
             break;
@@ -328,7 +327,6 @@ run_baseline(const struct opts *o, const char *url, const char *body, struct pha
     curl_slist_free_all(h);
     air__free(c);
     curl_multi_cleanup(m);
-    (void)issued;
     return 0;
 }
 
