@@ -1292,6 +1292,17 @@ loopback_check(const struct air__gw_conf *c, const struct air__gw_addr *listen, 
     return 0;
 }
 
+/* Accept policy: once draining, a new connection is closed as soon as it is
+ * accepted, so clients fail fast and go elsewhere (see air__gw_stop). */
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    const struct air__gw *gw = cls;
+    return atomic_load_explicit(&gw->draining, memory_order_relaxed) ? MHD_NO : MHD_YES;
+}
+
 static struct MHD_Daemon *
 start_daemon(struct air__gw *gw, const struct air__gw_addr *a, uint32_t threads,
              const struct air__gw_conf *c)
@@ -1301,14 +1312,14 @@ start_daemon(struct air__gw *gw, const struct air__gw_addr *a, uint32_t threads,
         flags |= MHD_USE_IPv6;
     unsigned timeout_s = (c->client_timeout_ms + 999) / 1000;
     if (threads > 1)
-        return MHD_start_daemon(flags, 0, NULL, NULL, on_access, gw, MHD_OPTION_SOCK_ADDR,
+        return MHD_start_daemon(flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_SOCK_ADDR,
                                 (const struct sockaddr *)&a->sa, MHD_OPTION_NOTIFY_COMPLETED,
                                 on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
                                 (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
                                 timeout_s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                                 MHD_OPTION_END);
     return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, gw, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a->sa,
+        flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a->sa,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_END);
 }
@@ -1601,12 +1612,14 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
     if (gw == NULL)
         return;
     uint64_t deadline = now_us() + (uint64_t)drain_ms * 1000u;
+    /* Stop accepting: from here on_accept closes every new connection at
+     * once, and requests on kept-alive connections get 503 "shutdown".
+     * MHD_quiesce_daemon is not used: in libmicrohttpd 0.9.75 it races with
+     * the epoll worker threads, which remove the listening socket from their
+     * epoll sets themselves, and the loser of that race aborts the process
+     * ("Failed to remove listen FD from epoll set"). The listening socket
+     * closes in MHD_stop_daemon below. */
     atomic_store_explicit(&gw->draining, 1, memory_order_relaxed);
-    /* Stop accepting; libmicrohttpd hands the listening socket back. */
-    /* libmicrohttpd's threads may still hold the listening socket in their
-     * epoll sets until MHD_stop_daemon: close it only after that (its
-     * documentation says so; closing it earlier aborts in daemon.c). */
-    MHD_socket ls = MHD_quiesce_daemon(gw->d);
     if (gw->admin != NULL) {
         MHD_stop_daemon(gw->admin);
         gw->admin = NULL;
@@ -1632,7 +1645,5 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
         sleep_ms(5);
     MHD_stop_daemon(gw->d);
     gw->d = NULL;
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
     gw_free(gw);
 }

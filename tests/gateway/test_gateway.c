@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include <fcntl.h>
+#include <stdatomic.h>
 
 static char url_buf[256];
 
@@ -1108,6 +1109,53 @@ test_gateway_stop_drains_in_flight_requests(void **state)
     air_mock_stop(m);
 }
 
+struct stopper {
+    struct air__gw *gw;
+    atomic_int started;
+};
+
+static void *
+bg_stop(void *p)
+{
+    struct stopper *s = p;
+    atomic_store(&s->started, 1);
+    air__gw_stop(s->gw, 3000);
+    return NULL;
+}
+
+static void
+test_gateway_draining_refuses_new_connections(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 800;
+    air_mock_t *m = gwt_mock(&o);
+    char *cfg = gwt_config(&m, 1, "\"access_log\":{\"level\":\"off\"}");
+    struct air__gw *gw = gwt_gateway(cfg);
+    struct bg b = {.port = air__gw_port(gw)};
+    pthread_t t, st;
+    pthread_create(&t, NULL, bg_request, &b);
+    while (air__gw_inflight(gw) == 0)
+        gwt_sleep_ms(5);
+    struct stopper s = {.gw = gw};
+    pthread_create(&st, NULL, bg_stop, &s);
+    while (atomic_load(&s.started) == 0)
+        gwt_sleep_ms(1);
+    gwt_sleep_ms(100);
+    /* The request in flight is still draining, but a new connection is
+     * closed without an answer. */
+    struct http_resp r =
+        http_req("GET", gwt_url(url_buf, sizeof url_buf, b.port, "/healthz"), NULL, NULL);
+    assert_int_equal(r.status, 0);
+    http_resp_free(&r);
+    pthread_join(t, NULL);
+    pthread_join(st, NULL);
+    assert_int_equal(b.status, 200);
+    free(cfg);
+    air_mock_stop(m);
+}
+
 static void
 test_gateway_stop_past_deadline_answers_shutdown(void **state)
 {
@@ -1168,6 +1216,7 @@ main(void)
         cmocka_unit_test(test_gateway_client_disconnect_mid_stream_cancels_upstream),
         cmocka_unit_test(test_gateway_client_disconnect_while_waiting_cancels_upstream),
         cmocka_unit_test(test_gateway_stop_drains_in_flight_requests),
+        cmocka_unit_test(test_gateway_draining_refuses_new_connections),
         cmocka_unit_test(test_gateway_stop_past_deadline_answers_shutdown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
