@@ -41,6 +41,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "common.h"
+#include "jpatch.h"
 #include "jscan.h"
 #include "ratelimit.h"
 
@@ -940,62 +941,45 @@ splice_body(const air_req_view_t *req, const char *model, int need_usage, air_ht
     return out->body ? AIR_OK : AIR_E_NOMEM;
 }
 
-/* Set obj[key] = val, dropping every earlier member of that name (cJSON keeps
- * duplicate keys; the upstream parser would take the last one). Takes val. */
-static int
-set_member(cJSON *obj, const char *key, cJSON *val)
+/* The edited-text path: model, stream_options and the quirks' own edits as
+ * a patch over the parsed body, printed in one pass (jpatch.h). Used when
+ * the quirks change more than model and stream_options, and when the
+ * caller's text is odd (duplicated or escaped top-level keys: the patch
+ * keeps one member of each name it sets). */
+static air_status_t
+patched_body(const air_req_view_t *req, struct air__jpatch *jp, air_http_out_t *out)
 {
-    if (val == NULL)
-        return -1;
-    while (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
-        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    if (!cJSON_AddItemToObject(obj, key, val)) {
-        cJSON_Delete(val);
-        return -1;
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_reserve(&b, (req->raw != NULL ? req->raw_len : 2048) + 64);
+    if (air__jp_print(jp, req->body, &b) != 0) {
+        air__buf_free(&b);
+        return AIR_E_NOMEM;
     }
-    return 0;
+    out->body = air__buf_steal(&b, &out->body_len);
+    return out->body ? AIR_OK : AIR_E_NOMEM;
 }
 
-static air_status_t
-rebuild_body(const struct air__openai *s, const air_req_view_t *req, const char *model,
-             int need_usage, int custom, air_http_out_t *out, air_fault_t *f)
+/* Record the model and stream_options edits in jp. */
+static void
+patch_model_usage(const air_req_view_t *req, const char *model, int need_usage,
+                  struct air__jpatch *jp)
 {
-    cJSON *b = cJSON_Duplicate(req->body, 1);
-    if (b == NULL)
-        return AIR_E_NOMEM;
-    air_status_t st = AIR_E_NOMEM;
-    if (model != NULL && set_member(b, "model", cJSON_CreateString(model)) != 0)
-        goto done;
+    if (model != NULL)
+        air__jp_put(jp, req->body, "model", air__jp_string(jp, model));
     if (need_usage) {
         /* Keep the caller's other stream_options; force include_usage. */
-        const cJSON *so = cJSON_GetObjectItemCaseSensitive(b, "stream_options");
-        cJSON *nso = cJSON_IsObject(so) ? cJSON_Duplicate(so, 1) : cJSON_CreateObject();
-        if (nso == NULL)
-            goto done;
-        if (set_member(nso, "include_usage", cJSON_CreateTrue()) != 0) {
-            cJSON_Delete(nso);
-            goto done;
+        const cJSON *so = air__jp_get(jp, req->body, "stream_options");
+        if (cJSON_IsObject(so)) {
+            air__jp_put(jp, so, "include_usage", air__jp_own(jp, cJSON_CreateTrue()));
+        } else {
+            cJSON *nso = cJSON_CreateObject();
+            if (nso != NULL && cJSON_AddTrueToObject(nso, "include_usage") == NULL) {
+                cJSON_Delete(nso);
+                nso = NULL;
+            }
+            air__jp_put(jp, req->body, "stream_options", air__jp_own(jp, nso));
         }
-        if (set_member(b, "stream_options", nso) != 0)
-            goto done;
     }
-    if (custom) {
-        st = s->q->rewrite_request(s, req, b, f);
-        if (st != AIR_OK)
-            goto done;
-        st = AIR_E_NOMEM;
-    }
-    char *txt = cJSON_PrintUnformatted(b);
-    if (txt == NULL)
-        goto done;
-    size_t n = strlen(txt);
-    out->body = air__strndup(txt, n);
-    out->body_len = n;
-    cJSON_free(txt);
-    st = out->body ? AIR_OK : AIR_E_NOMEM;
-done:
-    cJSON_Delete(b);
-    return st;
 }
 
 air_status_t
@@ -1031,13 +1015,24 @@ air__openai_encode(const void *state, const air_req_view_t *req, air_http_out_t 
         want = bm->valuestring;
     int differs = want != NULL && !(cJSON_IsString(bm) && strcmp(bm->valuestring, want) == 0);
     int need_usage = q->stream_usage && req->stream && !req->include_usage;
-    int custom = q->needs_rewrite != NULL && q->rewrite_request != NULL && q->needs_rewrite(s, req);
-
+    /* The quirks see the model and stream_options as they will be sent. */
+    struct air__jpatch jp = AIR_JPATCH_INIT;
+    patch_model_usage(req, differs ? want : NULL, need_usage, &jp);
+    size_t base_edits = air__jp_count(&jp);
+    if (q->rewrite_request != NULL && (st = q->rewrite_request(s, req, &jp, f)) != AIR_OK) {
+        air__jp_free(&jp);
+        goto fail;
+    }
     st = AIR_E_INVAL;
-    if (!custom && req->raw != NULL)
+    if (air__jp_count(&jp) == base_edits && req->raw != NULL)
         st = splice_body(req, differs ? want : NULL, need_usage, out);
-    if (st == AIR_E_INVAL)
-        st = rebuild_body(s, req, want, need_usage, custom, out, f);
+    if (st == AIR_E_INVAL) {
+        /* One "model" member goes out, even when the caller sent several. */
+        if (want != NULL && !differs)
+            air__jp_put(&jp, req->body, "model", air__jp_string(&jp, want));
+        st = patched_body(req, &jp, out);
+    }
+    air__jp_free(&jp);
     if (st == AIR_OK)
         return AIR_OK;
 fail:

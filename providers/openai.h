@@ -34,6 +34,7 @@
 #include "airouter/provider.h"
 
 struct air__openai;
+struct air__jpatch;
 
 /* A config key of the provider object that becomes a request header when it
  * is set (a string): {"organization", "OpenAI-Organization"}. */
@@ -70,14 +71,14 @@ struct air__openai_quirks {
     /* URL for one request (Azure puts the deployment in the path). NULL:
      * base_url + path, computed once at init. Returns an owned string. */
     char *(*build_url)(const struct air__openai *s, const air_req_view_t *req);
-    /* 1 when this request needs rewriting beyond the model name and
-     * stream_options (then rewrite_request gets a private copy of the body
-     * with both already applied). NULL: never. */
-    int (*needs_rewrite)(const struct air__openai *s, const air_req_view_t *req);
-    /* Edit the copy in place. AIR_OK, AIR_E_BADREQ (f filled, class
-     * invalid_request) or AIR_E_NOMEM. */
+    /* Record the edits this request needs beyond the model name and
+     * stream_options in p (jpatch.h: the body is never written; read it
+     * through air__jp_get to see earlier edits, which include the model and
+     * stream_options ones). No edit keeps the zero-copy passthrough. AIR_OK,
+     * AIR_E_BADREQ (f filled, class invalid_request) or AIR_E_NOMEM. NULL:
+     * never. */
     air_status_t (*rewrite_request)(const struct air__openai *s, const air_req_view_t *req,
-                                    cJSON *body, air_fault_t *f);
+                                    struct air__jpatch *p, air_fault_t *f);
     /* Fix a parsed 2xx body in place before it is returned: 1 changed (it is
      * re-serialised), 0 unchanged (the upstream bytes are returned), -1 fail
      * with f filled (decode returns AIR_E_UPSTREAM). NULL: bytes unchanged. */

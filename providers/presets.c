@@ -11,12 +11,12 @@
  * it). That keeps each vendor's rules in one table row, readable side by
  * side, and lets one golden-tested code path serve eight vendors.
  *
- * The request rewriter runs twice over the same rules: first in "check"
- * mode on the caller's parsed body, only counting what it would change
- * (needs_rewrite; it never writes), then, only when something must change,
- * in "apply" mode on the private copy openai.c makes (rewrite_request).
- * Sharing the walk means the two can never disagree, and a request that
- * needs nothing keeps openai.c's zero-copy passthrough.
+ * The request rewriter walks the caller's parsed body once and records
+ * what must change as a patch (jpatch.h); the body is never written, and
+ * each lookup goes through the patch so later rules see earlier edits (a
+ * renamed key passes the allow-list under its new name). A request that
+ * needs no edit keeps openai.c's zero-copy passthrough; otherwise the
+ * patched text is printed in one pass, with no copy of the tree.
  *
  * Responses: presets whose vendor sends non-standard finish reasons or
  * extra fields get fix_response / fix_chunk, which cost one cJSON parse per
@@ -40,6 +40,7 @@
 
 #include "alloc.h"
 #include "common.h"
+#include "jpatch.h"
 #include "openai.h"
 #include "ratelimit.h"
 
@@ -119,78 +120,35 @@ str_nonempty(const cJSON *it)
 struct rw {
     const struct preset *p;
     const struct pinst *pi;
-    const char *model; /* the model sent upstream, "" when unknown */
-    int apply;         /* 0: only count changes (the body must not be touched) */
-    int changes;
-    air_status_t st; /* AIR_OK, AIR_E_NOMEM, AIR_E_BADREQ (f filled) */
+    const char *model;      /* the model sent upstream, "" when unknown */
+    struct air__jpatch *jp; /* the edits; the body itself is never written */
+    air_status_t st;        /* AIR_OK, AIR_E_BADREQ (f filled) */
     air_fault_t *f;
 };
 
-/* obj[key] = val (apply mode only; takes val). Replaces the first member of
- * that name in place and deletes later duplicates, so the upstream cannot
- * read a different value than we wrote. */
-static void
-put(struct rw *w, cJSON *obj, const char *key, cJSON *val)
+/* obj[key] as the edits so far left it. */
+static const cJSON *
+get(const struct rw *w, const cJSON *obj, const char *key)
 {
-    if (val == NULL) {
-        w->st = AIR_E_NOMEM;
-        return;
-    }
-    if (cJSON_GetObjectItemCaseSensitive(obj, key) == NULL) {
-        if (!cJSON_AddItemToObject(obj, key, val)) {
-            cJSON_Delete(val);
-            w->st = AIR_E_NOMEM;
-        }
-        return;
-    }
-    if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, key, val)) {
-        cJSON_Delete(val);
-        w->st = AIR_E_NOMEM;
-        return;
-    }
-    cJSON *c = val->next;
-    while (c != NULL) {
-        cJSON *next = c->next;
-        if (c->string != NULL && strcmp(c->string, key) == 0)
-            cJSON_Delete(cJSON_DetachItemViaPointer(obj, c));
-        c = next;
-    }
-}
-
-/* Remove every member named key. */
-static void
-drop(struct rw *w, cJSON *obj, const char *key)
-{
-    if (cJSON_GetObjectItemCaseSensitive(obj, key) == NULL)
-        return;
-    w->changes++;
-    if (w->apply)
-        while (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
-            cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    return air__jp_get(w->jp, obj, key);
 }
 
 /* Move obj[from] to obj[to] (the value of `from` wins over an existing
  * `to`: it is the caller's newer spelling). */
 static void
-rename_key(struct rw *w, cJSON *obj, const char *from, const char *to)
+rename_key(struct rw *w, const cJSON *obj, const char *from, const char *to)
 {
-    if (cJSON_GetObjectItemCaseSensitive(obj, from) == NULL)
+    const cJSON *v = get(w, obj, from);
+    if (v == NULL)
         return;
-    w->changes++;
-    if (!w->apply)
-        return;
-    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(obj, from);
-    while (cJSON_GetObjectItemCaseSensitive(obj, from) != NULL)
-        cJSON_DeleteItemFromObjectCaseSensitive(obj, from);
-    put(w, obj, to, v);
+    air__jp_drop(w->jp, obj, from);
+    air__jp_put(w->jp, obj, to, v);
 }
 
 static void
-set_string(struct rw *w, cJSON *obj, const char *key, const char *val)
+set_string(struct rw *w, const cJSON *obj, const char *key, const char *val)
 {
-    w->changes++;
-    if (w->apply)
-        put(w, obj, key, cJSON_CreateString(val));
+    air__jp_put(w->jp, obj, key, air__jp_string(w->jp, val));
 }
 
 static int
@@ -204,28 +162,19 @@ in_list(const char *key, const char *const *list, size_t n)
 
 /* Drop every member of obj whose name is in neither list. */
 static void
-keep_only(struct rw *w, cJSON *obj, const char *const *allow, size_t nallow,
+keep_only(struct rw *w, const cJSON *obj, const char *const *allow, size_t nallow,
           const char *const *extra, size_t nextra)
 {
-    cJSON *c = obj->child;
-    while (c != NULL) {
-        cJSON *next = c->next;
-        if (c->string == NULL ||
-            (!in_list(c->string, allow, nallow) && !in_list(c->string, extra, nextra))) {
-            w->changes++;
-            if (w->apply)
-                cJSON_Delete(cJSON_DetachItemViaPointer(obj, c));
-        }
-        c = next;
-    }
+    struct air__jp_iter it = AIR_JP_ITER_INIT;
+    struct air__jp_member m;
+    while (air__jp_next(w->jp, obj, &it, &m))
+        if (m.key == NULL || (!in_list(m.key, allow, nallow) && !in_list(m.key, extra, nextra)))
+            air__jp_drop_member(w->jp, obj, &m);
 }
 
 static void
 badreq(struct rw *w, const char *code, const char *msg)
 {
-    w->changes++;
-    if (!w->apply)
-        return;
     w->st = AIR_E_BADREQ;
     memset(w->f, 0, sizeof *w->f);
     w->f->cls = AIR_ERR_INVALID_REQUEST;
@@ -270,9 +219,9 @@ mistral_id(const char *id, char out[10])
 }
 
 static void
-mistral_fix_id(struct rw *w, cJSON *obj, const char *key)
+mistral_fix_id(struct rw *w, const cJSON *obj, const char *key)
 {
-    const cJSON *id = item(obj, key);
+    const cJSON *id = get(w, obj, key);
     if (!cJSON_IsString(id) || id->valuestring == NULL || mistral_id_ok(id->valuestring))
         return;
     char nid[10];
@@ -282,7 +231,7 @@ mistral_fix_id(struct rw *w, cJSON *obj, const char *key)
 
 /* Mistral's message schemas (extra fields are a 422 extra_forbidden). */
 static void
-mistral_message(struct rw *w, cJSON *m, const char *role)
+mistral_message(struct rw *w, const cJSON *m, const char *role)
 {
     static const char *const sys_user[] = {"role", "content"};
     static const char *const assistant[] = {"role", "content", "tool_calls", "prefix"};
@@ -293,15 +242,15 @@ mistral_message(struct rw *w, cJSON *m, const char *role)
         keep_only(w, m, sys_user, 2, NULL, 0);
     } else if (strcmp(role, "assistant") == 0) {
         keep_only(w, m, assistant, 4, NULL, 0);
-        cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
-        cJSON *c;
+        const cJSON *tc = get(w, m, "tool_calls");
+        const cJSON *c;
         cJSON_ArrayForEach(c, (cJSON_IsArray(tc) ? tc : NULL))
         {
             if (!cJSON_IsObject(c))
                 continue;
             keep_only(w, c, call, 4, NULL, 0);
             mistral_fix_id(w, c, "id");
-            cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+            const cJSON *f = get(w, c, "function");
             if (cJSON_IsObject(f))
                 keep_only(w, f, fn, 2, NULL, 0);
         }
@@ -312,15 +261,15 @@ mistral_message(struct rw *w, cJSON *m, const char *role)
 }
 
 static void
-rewrite_messages(struct rw *w, cJSON *msgs)
+rewrite_messages(struct rw *w, const cJSON *msgs)
 {
     unsigned r = w->p->req;
-    cJSON *m;
+    const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
     {
         if (!cJSON_IsObject(m))
             continue;
-        const cJSON *rl = item(m, "role");
+        const cJSON *rl = get(w, m, "role");
         const char *role = cJSON_IsString(rl) && rl->valuestring ? rl->valuestring : "";
         if ((r & R_DEVELOPER) && strcmp(role, "developer") == 0) {
             set_string(w, m, "role", "system");
@@ -328,24 +277,25 @@ rewrite_messages(struct rw *w, cJSON *msgs)
         }
         if (r & R_FOREIGN) {
             /* Other vendors' replay fields (spec 6.9). */
-            drop(w, m, "thinking_blocks");
-            cJSON *tc = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
-            cJSON *c;
+            air__jp_drop(w->jp, m, "thinking_blocks");
+            const cJSON *tc = get(w, m, "tool_calls");
+            const cJSON *c;
             cJSON_ArrayForEach(c, (cJSON_IsArray(tc) ? tc : NULL))
             {
                 if (cJSON_IsObject(c))
-                    drop(w, c, "extra_content");
+                    air__jp_drop(w->jp, c, "extra_content");
             }
         }
         if (r & R_GROQ)
-            drop(w, m, "name");
-        if ((r & R_DEEPSEEK) && strcmp(role, "assistant") == 0 && item(m, "reasoning_content")) {
-            const cJSON *tc = item(m, "tool_calls");
+            air__jp_drop(w->jp, m, "name");
+        if ((r & R_DEEPSEEK) && strcmp(role, "assistant") == 0 &&
+            get(w, m, "reasoning_content") != NULL) {
+            const cJSON *tc = get(w, m, "tool_calls");
             int calls = cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0;
             int keep =
                 w->pi->replay == REPLAY_ALWAYS || (w->pi->replay == REPLAY_TOOL_CALLS && calls);
             if (!keep)
-                drop(w, m, "reasoning_content");
+                air__jp_drop(w->jp, m, "reasoning_content");
         }
         if (r & R_MISTRAL)
             mistral_message(w, m, role);
@@ -355,59 +305,59 @@ rewrite_messages(struct rw *w, cJSON *msgs)
 /* xAI reasoning models reject some sampling parameters with 400 (issue
  * trackers; [?] which models exactly). */
 static void
-xai_strip(struct rw *w, cJSON *b)
+xai_strip(struct rw *w, const cJSON *b)
 {
     const char *m = w->model;
     int grok4 = strstr(m, "grok-4") != NULL || strstr(m, "grok-code") != NULL;
     int mini3 = strstr(m, "grok-3-mini") != NULL;
     if (!grok4 && !mini3)
         return;
-    drop(w, b, "presence_penalty");
-    drop(w, b, "frequency_penalty");
-    drop(w, b, "stop");
+    air__jp_drop(w->jp, b, "presence_penalty");
+    air__jp_drop(w->jp, b, "frequency_penalty");
+    air__jp_drop(w->jp, b, "stop");
     if (grok4)
-        drop(w, b, "reasoning_effort");
+        air__jp_drop(w->jp, b, "reasoning_effort");
 }
 
 static void
-rewrite_body(struct rw *w, cJSON *b)
+rewrite_body(struct rw *w, const cJSON *b)
 {
     unsigned r = w->p->req;
     if (r & R_FOREIGN)
-        drop(w, b, "metadata"); /* OpenAI-only (spec 1.2) */
+        air__jp_drop(w->jp, b, "metadata"); /* OpenAI-only (spec 1.2) */
     for (size_t i = 0; i < w->pi->ndrop; i++)
-        drop(w, b, w->pi->drop[i]);
+        air__jp_drop(w->jp, b, w->pi->drop[i]);
     if (r & (R_MAXTOK | R_MISTRAL))
         rename_key(w, b, "max_completion_tokens", "max_tokens");
 
     if (r & R_GROQ) {
-        drop(w, b, "logprobs");
-        drop(w, b, "top_logprobs");
-        drop(w, b, "logit_bias");
-        const cJSON *n = item(b, "n");
+        air__jp_drop(w->jp, b, "logprobs");
+        air__jp_drop(w->jp, b, "top_logprobs");
+        air__jp_drop(w->jp, b, "logit_bias");
+        const cJSON *n = get(w, b, "n");
         if (cJSON_IsNull(n))
-            drop(w, b, "n");
+            air__jp_drop(w->jp, b, "n");
         else if (n != NULL && !(cJSON_IsNumber(n) && n->valuedouble == 1))
             badreq(w, "unsupported_value", "n must be 1 (the vendor returns one choice only)");
-        const cJSON *t = item(b, "temperature");
+        const cJSON *t = get(w, b, "temperature");
         if (cJSON_IsNumber(t) && t->valuedouble == 0) {
             /* Spec section 4 (Groq documents the same conversion on its
              * side; sending 1e-8 keeps the request valid whatever the
              * server version does with an exact 0). */
-            w->changes++;
-            if (w->apply)
-                put(w, b, "temperature", cJSON_CreateNumber(1e-8));
+            air__jp_put(w->jp, b, "temperature", air__jp_own(w->jp, cJSON_CreateNumber(1e-8)));
         }
     }
     if ((r & R_DEEPSEEK) && strstr(w->model, "reasoner") != NULL) {
-        drop(w, b, "logprobs");
-        drop(w, b, "top_logprobs");
+        air__jp_drop(w->jp, b, "logprobs");
+        air__jp_drop(w->jp, b, "top_logprobs");
     }
     if (r & R_XAI)
         xai_strip(w, b);
     if (r & R_MISTRAL) {
         rename_key(w, b, "seed", "random_seed");
-        if (str_is(item(b, "tool_choice"), "required"))
+        const cJSON *tch = get(w, b, "tool_choice");
+        if (cJSON_IsString(tch) && tch->valuestring != NULL &&
+            strcmp(tch->valuestring, "required") == 0)
             set_string(w, b, "tool_choice", "any");
         static const char *const allow[] = {
             "model",
@@ -432,7 +382,7 @@ rewrite_body(struct rw *w, cJSON *b)
         keep_only(w, b, allow, sizeof allow / sizeof allow[0], (const char *const *)w->pi->allow,
                   w->pi->nallow);
     }
-    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(b, "messages");
+    const cJSON *msgs = get(w, b, "messages");
     if (cJSON_IsArray(msgs))
         rewrite_messages(w, msgs);
 }
@@ -446,27 +396,17 @@ model_of(const air_req_view_t *req)
     return cJSON_IsString(m) && m->valuestring ? m->valuestring : "";
 }
 
-static int
-preset_needs_rewrite(const struct air__openai *s, const air_req_view_t *req)
-{
-    struct rw w = {.p = preset_of(s), .pi = s->preset, .model = model_of(req), .st = AIR_OK};
-    if (!cJSON_IsObject(req->body))
-        return 0;
-    /* Check mode never writes: the cast only satisfies the walker's type. */
-    rewrite_body(&w, (cJSON *)req->body);
-    return w.changes > 0;
-}
-
 static air_status_t
-preset_rewrite(const struct air__openai *s, const air_req_view_t *req, cJSON *body, air_fault_t *f)
+preset_rewrite(const struct air__openai *s, const air_req_view_t *req, struct air__jpatch *jp,
+               air_fault_t *f)
 {
-    struct rw w = {.p = preset_of(s),
-                   .pi = s->preset,
-                   .model = model_of(req),
-                   .apply = 1,
-                   .st = AIR_OK,
-                   .f = f};
-    rewrite_body(&w, body);
+    struct rw w = {
+        .p = preset_of(s), .pi = s->preset, .model = model_of(req), .jp = jp, .st = AIR_OK, .f = f};
+    if (!cJSON_IsObject(req->body))
+        return AIR_OK;
+    rewrite_body(&w, req->body);
+    if (w.st == AIR_OK && jp->oom)
+        w.st = AIR_E_NOMEM;
     return w.st;
 }
 
@@ -567,6 +507,32 @@ copy_reasoning(cJSON *m)
     return 1;
 }
 
+/* obj[key] = val on a response being fixed (takes val): replaces the first
+ * member of that name in place and deletes later duplicates. 0, or -1 when
+ * out of memory (val freed). */
+static int
+put_member(cJSON *obj, const char *key, cJSON *val)
+{
+    if (val == NULL)
+        return -1;
+    if (cJSON_GetObjectItemCaseSensitive(obj, key) == NULL) {
+        if (cJSON_AddItemToObject(obj, key, val))
+            return 0;
+        cJSON_Delete(val);
+        return -1;
+    }
+    if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, key, val)) {
+        cJSON_Delete(val);
+        return -1;
+    }
+    for (cJSON *c = val->next, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->string != NULL && strcmp(c->string, key) == 0)
+            cJSON_Delete(cJSON_DetachItemViaPointer(obj, c));
+    }
+    return 0;
+}
+
 /* Usage fixes on a body or chunk. Returns 1 when it changed something. */
 static int
 fix_usage(unsigned rules, cJSON *root)
@@ -577,9 +543,7 @@ fix_usage(unsigned rules, cJSON *root)
         const cJSON *xu = item(item(root, "x_groq"), "usage");
         if (cJSON_IsObject(xu)) {
             cJSON *dup = cJSON_Duplicate(xu, 1);
-            struct rw w = {.apply = 1, .st = AIR_OK};
-            put(&w, root, "usage", dup);
-            if (w.st == AIR_OK) {
+            if (put_member(root, "usage", dup) == 0) {
                 changed = 1;
                 usage = dup;
             }
@@ -591,9 +555,7 @@ fix_usage(unsigned rules, cJSON *root)
         if (cJSON_IsNumber(hit) && item(det, "cached_tokens") == NULL) {
             if (!cJSON_IsObject(det)) {
                 det = cJSON_CreateObject();
-                struct rw w = {.apply = 1, .st = AIR_OK};
-                put(&w, usage, "prompt_tokens_details", det);
-                if (w.st != AIR_OK)
+                if (put_member(usage, "prompt_tokens_details", det) != 0)
                     return changed;
             }
             if (cJSON_AddNumberToObject(det, "cached_tokens", hit->valuedouble) != NULL)
@@ -910,8 +872,8 @@ static const struct air__openai_hdrkey openrouter_hdrs[] = {
 #define PRESET_Q(su, hk, fixes)                                                                    \
     {                                                                                              \
         .path = "/chat/completions", .auth_header = "Authorization", .auth_prefix = "Bearer ",     \
-        .stream_usage = (su), .hdr_keys = (hk), .needs_rewrite = preset_needs_rewrite,             \
-        .rewrite_request = preset_rewrite, .map_finish = preset_map_finish, fixes                  \
+        .stream_usage = (su), .hdr_keys = (hk), .rewrite_request = preset_rewrite,                 \
+        .map_finish = preset_map_finish, fixes                                                     \
     }
 #define NO_FIXES .fix_response = NULL
 
