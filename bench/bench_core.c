@@ -3,10 +3,14 @@
  * the ck_ring ingress (uncontended, and with 1..N producer and consumer
  * threads), the SSE parser in MB/s, each adapter's request translation
  * (OpenAI passthrough vs. parse-and-rebuild; Anthropic, Gemini, Azure and
- * the deepseek and mistral presets translating the typical ~2 KB request of
+ * every OpenAI-compatible preset translating the typical ~2 KB request of
  * the targets: system prompt, 6 turns, 2 tools), response decoding, and
  * stream translation in MB/s of vendor SSE (Azure's with its content filter
- * annotations; OpenAI's for the presets), the SSE parser included.
+ * annotations; OpenAI's for the presets), the SSE parser included. Every
+ * kind gets the same request, reply and stream, so the rows compare the
+ * adapters' own costs: a preset whose rules touch the request (max_tokens
+ * renames, allow-lists, per-model stripping) pays for a rebuild, and one
+ * with reply fixes (finish reasons, reasoning, usage) for a parse per chunk.
  *
  * Options (shared with the other benches): --filter=SUBSTR, --runs=N.
  */
@@ -202,10 +206,11 @@ static char *
 openai_stream(size_t chunks, size_t *len)
 {
     air_buf_t b = AIR_BUF_INIT;
-    air__buf_puts(&b, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
-                      "\"created\":1760000000,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
-                      "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}"
-                      "\n\n");
+    air__buf_puts(&b,
+                  "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+                  "\"created\":1760000000,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+                  "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}"
+                  "\n\n");
     for (size_t i = 0; i < chunks; i++)
         air__buf_printf(&b,
                         "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
@@ -545,9 +550,18 @@ bench_adapters(void)
     char *sreq = request_2k(1);
     static const struct {
         const char *kind, *model;
-    } kinds[] = {{"openai", "gpt-4o"},           {"anthropic", "claude-sonnet-4"},
-                 {"gemini", "gemini-2.0-flash"}, {"azure", "gpt-4o"},
-                 {"deepseek", "deepseek-chat"},  {"mistral", "mistral-large-latest"}};
+    } kinds[] = {{"openai", "gpt-4o"},
+                 {"anthropic", "claude-sonnet-4"},
+                 {"gemini", "gemini-2.0-flash"},
+                 {"azure", "gpt-4o"},
+                 {"deepseek", "deepseek-chat"},
+                 {"mistral", "mistral-large-latest"},
+                 {"groq", "llama-3.3-70b-versatile"},
+                 {"together", "meta-llama/Llama-3.3-70B-Instruct-Turbo"},
+                 {"openrouter", "anthropic/claude-sonnet-4"},
+                 {"xai", "grok-4"},
+                 {"ollama", "llama3.1:8b"},
+                 {"vllm", "Qwen/Qwen2.5-7B-Instruct"}};
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         char name[80];
         struct encb e;
@@ -615,22 +629,24 @@ bench_adapters(void)
         "\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":512,"
         "\"candidatesTokenCount\":24,\"totalTokenCount\":536},\"modelVersion\":"
         "\"gemini-2.0-flash\",\"responseId\":\"mJ3xaPzYBo2vnvgPk8ahyQM\"}";
-    static const struct {
-        const char *kind, *body;
-    } decs[] = {{"openai", NULL}, {"anthropic", NULL}, {"gemini", NULL},
-                {"azure", NULL},  {"deepseek", NULL},  {"openrouter", NULL}};
+    /* The presets all get OpenAI's reply: what their vendors send. */
+    static const char *const decs[] = {"openai",   "anthropic",  "gemini",  "azure",
+                                       "deepseek", "openrouter", "mistral", "groq",
+                                       "together", "xai",        "ollama",  "vllm"};
     for (size_t k = 0; k < sizeof decs / sizeof decs[0]; k++) {
         struct decb d;
-        if (init_adapter(decs[k].kind, &d.e, req, "m") != 0)
+        if (init_adapter(decs[k], &d.e, req, "m") != 0)
             continue;
-        const char *body = k == 1 ? ant_resp : k == 2 ? gem_resp : oai_resp;
+        const char *body = strcmp(decs[k], "anthropic") == 0 ? ant_resp
+                           : strcmp(decs[k], "gemini") == 0  ? gem_resp
+                                                             : oai_resp;
         d.in = (air_http_in_t){.status = 200,
                                .body = body,
                                .body_len = strlen(body),
                                .header = no_header,
                                .now_unix_ms = 1760000000000};
         char name[64];
-        snprintf(name, sizeof name, "decode/%s response", decs[k].kind);
+        snprintf(name, sizeof name, "decode/%s response", decs[k]);
         if (want(name)) {
             double ns = median_ns(decode_loop, &d, 200000, &p50, &p99);
             air__bench_line(name, 1, 200000, ns, p50, p99);
@@ -644,16 +660,28 @@ bench_adapters(void)
     char *astream = anthropic_stream(200, &alen);
     char *gstream = gemini_stream(200, &glen);
     char *zstream = azure_stream(200, &zlen);
-    static const char *skinds[] = {"openai", "anthropic", "gemini",
-                                   "azure",  "deepseek",  "openrouter"};
+    static const char *const skinds[] = {"openai",   "anthropic",  "gemini",  "azure",
+                                         "deepseek", "openrouter", "mistral", "groq",
+                                         "together", "xai",        "ollama",  "vllm"};
     for (size_t k = 0; k < sizeof skinds / sizeof skinds[0]; k++) {
         struct streamb sb;
         if (init_adapter(skinds[k], &sb.e, sreq, "m") != 0)
             continue;
         sb.e.view.stream = 1;
         sb.e.view.include_usage = 1;
-        sb.data = k == 1 ? astream : k == 2 ? gstream : k == 3 ? zstream : ostream;
-        sb.len = k == 1 ? alen : k == 2 ? glen : k == 3 ? zlen : olen;
+        /* The presets stream OpenAI's chunks; Azure its own annotated ones. */
+        sb.data = ostream;
+        sb.len = olen;
+        if (strcmp(skinds[k], "anthropic") == 0) {
+            sb.data = astream;
+            sb.len = alen;
+        } else if (strcmp(skinds[k], "gemini") == 0) {
+            sb.data = gstream;
+            sb.len = glen;
+        } else if (strcmp(skinds[k], "azure") == 0) {
+            sb.data = zstream;
+            sb.len = zlen;
+        }
         sb.sstate = air__calloc(1, sb.e.ops->stream_state_size + 1);
         char name[80];
         snprintf(name, sizeof name, "stream/%s translate", skinds[k]);

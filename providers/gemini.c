@@ -1829,11 +1829,20 @@ fault_from_inline_error(const void *state, const cJSON *err, air_fault_t *f)
 static void
 gem_classify(const void *state, const air_http_in_t *in, air_fault_t *f)
 {
+    cJSON *root = in->body_len > 0 ? cJSON_ParseWithLength(in->body, in->body_len) : NULL;
+    const cJSON *err = error_object(root);
+    if (err != NULL && in->status >= 200 && in->status <= 299) {
+        /* An error object inside a 2xx: core hands us the raw JSON lines a
+         * stream carried outside any data: field (spec 3.4, 6.6 step 6).
+         * Classify it exactly as the same object in a data: event or a 2xx
+         * body: by its own code and status, not by the stream's 200. */
+        fault_from_inline_error(state, err, f);
+        cJSON_Delete(root);
+        return;
+    }
     fault_reset(f);
     air__fault_from_status(f, in->status);
     air__fault_parse_body(f, in->body, in->body_len);
-    cJSON *root = in->body_len > 0 ? cJSON_ParseWithLength(in->body, in->body_len) : NULL;
-    const cJSON *err = error_object(root);
     if (err != NULL)
         apply_gemini_error(f, err);
     cJSON_Delete(root);

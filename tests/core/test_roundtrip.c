@@ -13,12 +13,20 @@
  * `systemInstruction`/`functionDeclarations`, ...). Vendor errors are driven
  * through the mock's fault options: Anthropic's 529 fails over, Gemini's 429
  * is rate limiting, and an error event in the middle of a stream reaches the
- * caller as an error.
+ * caller as an error. Gemini's mid-stream error is a raw JSON object outside
+ * any `data:` field (spec 3.4, 6.6 step 6); core hands those lines to the
+ * adapter's classify. To pin those exact bytes, whatever the mock writes, a
+ * tiny one-shot HTTP server in this file (rawsrv) also sends a canned stream.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -129,27 +137,28 @@ start_mock(struct rt *t, int i, const struct vendor *v, const air_mock_opts_t *b
 }
 
 static void
-put_provider(air_buf_t *b, const struct vendor *v, const air_mock_t *m)
+put_provider(air_buf_t *b, const struct vendor *v, unsigned port)
 {
     air__buf_printf(b,
                     "{\"name\":\"%s\",\"kind\":\"%s\",\"base_url\":\"http://127.0.0.1:%u\","
                     "\"api_key_env\":\"%s\"%s%s}",
-                    v->name, v->format, (unsigned)air_mock_port(m), v->key_env, v->extra ? "," : "",
+                    v->name, v->format, port, v->key_env, v->extra ? "," : "",
                     v->extra ? v->extra : "");
 }
 
 /* A router with route "chat" over v0 (and v1 after it, in priority order),
- * pointing at the fixture's mocks 0 and 1. */
+ * pointing at ports p0 and p1. */
 static void
-start_router(struct rt *t, const struct vendor *v0, const struct vendor *v1)
+start_router_ports(struct rt *t, const struct vendor *v0, unsigned p0, const struct vendor *v1,
+                   unsigned p1)
 {
     air_buf_t b = AIR_BUF_INIT;
     air__buf_puts(&b, "{\"workers\":2,\"retry\":{\"max_attempts\":3,\"backoff_base_ms\":0,"
                       "\"backoff_cap_ms\":0},\"providers\":[");
-    put_provider(&b, v0, t->m[0]);
+    put_provider(&b, v0, p0);
     if (v1 != NULL) {
         air__buf_putc(&b, ',');
-        put_provider(&b, v1, t->m[1]);
+        put_provider(&b, v1, p1);
     }
     air__buf_printf(&b,
                     "],\"routes\":[{\"model\":\"chat\",\"strategy\":\"priority\",\"targets\":["
@@ -163,6 +172,14 @@ start_router(struct rt *t, const struct vendor *v0, const struct vendor *v1)
     if (air_new(b.data, &t->r, err, sizeof err) != AIR_OK)
         fail_msg("air_new: %s (%s)", err, b.data);
     air__buf_free(&b);
+}
+
+/* The same over the fixture's mocks 0 and 1. */
+static void
+start_router(struct rt *t, const struct vendor *v0, const struct vendor *v1)
+{
+    start_router_ports(t, v0, (unsigned)air_mock_port(t->m[0]), v1,
+                       v1 != NULL ? (unsigned)air_mock_port(t->m[1]) : 0);
 }
 
 /* ------------------------------------------------------------------ requests */
@@ -946,6 +963,237 @@ test_roundtrip_mid_stream_error_event_reaches_caller(void **state)
     }
 }
 
+/* ------------------------------------------------------------------ raw server */
+
+/* A minimal HTTP/1.1 server on 127.0.0.1 for bytes the mock does not make:
+ * it answers every request with the same canned reply and closes the
+ * connection (no Content-Length, so the body ends at EOF, as a Gemini stream
+ * does). It keeps the head of the first request so a test can check what
+ * went upstream. */
+struct rawsrv {
+    int fd;
+    unsigned port;
+    const char *reply;
+    atomic_int stop;
+    atomic_int served;
+    char head[4096]; /* request line and headers of the first request */
+    pthread_t th;
+};
+
+/* Read one request (head, then Content-Length bytes of body) and answer. */
+static void
+raw_serve_one(struct rawsrv *s, int c)
+{
+    char buf[16384];
+    size_t len = 0, want = 0;
+    const char *hend = NULL;
+    while (len < sizeof buf - 1) {
+        struct pollfd pf = {.fd = c, .events = POLLIN};
+        if (poll(&pf, 1, 3000) <= 0)
+            break;
+        ssize_t k = recv(c, buf + len, sizeof buf - 1 - len, 0);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+        buf[len] = '\0';
+        if (hend == NULL && (hend = strstr(buf, "\r\n\r\n")) != NULL) {
+            const char *cl = strcasestr(buf, "\r\ncontent-length:");
+            want = (size_t)(hend + 4 - buf);
+            if (cl != NULL && cl < hend)
+                want += strtoul(cl + 17, NULL, 10);
+        }
+        if (hend != NULL && len >= want)
+            break;
+    }
+    if (hend != NULL && atomic_load(&s->served) == 0) {
+        size_t hl = (size_t)(hend - buf);
+        if (hl >= sizeof s->head)
+            hl = sizeof s->head - 1;
+        memcpy(s->head, buf, hl);
+        s->head[hl] = '\0';
+    }
+    atomic_fetch_add(&s->served, 1);
+    size_t off = 0, n = strlen(s->reply);
+    while (off < n) {
+        ssize_t k = send(c, s->reply + off, n - off, MSG_NOSIGNAL);
+        if (k <= 0)
+            break;
+        off += (size_t)k;
+    }
+    shutdown(c, SHUT_WR);
+    /* Drain until the client closes, so the reply is not cut by a reset. */
+    for (;;) {
+        struct pollfd pf = {.fd = c, .events = POLLIN};
+        if (poll(&pf, 1, 1000) <= 0 || recv(c, buf, sizeof buf, 0) <= 0)
+            break;
+    }
+    close(c);
+}
+
+static void *
+raw_main(void *arg)
+{
+    struct rawsrv *s = arg;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        int c = accept(s->fd, NULL, NULL);
+        if (c >= 0)
+            raw_serve_one(s, c);
+    }
+    return NULL;
+}
+
+static void
+raw_start(struct rawsrv *s, const char *reply)
+{
+    memset(s, 0, sizeof *s);
+    s->reply = reply;
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s->fd, 8), 0);
+    assert_int_equal(getsockname(s->fd, (struct sockaddr *)&a, &al), 0);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&s->th, NULL, raw_main, s), 0);
+}
+
+static void
+raw_stop(struct rawsrv *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->th, NULL);
+    close(s->fd);
+}
+
+/* A Gemini stream that sends "tok0 tok1 " in two data: events (CRLF-framed,
+ * as Gemini does), then the bytes `tail`, then closes. */
+static char *
+gem_raw_stream(const char *tail)
+{
+    air_buf_t b = AIR_BUF_INIT;
+    air__buf_puts(&b, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      "Connection: close\r\n\r\n");
+    for (int i = 0; i < 2; i++)
+        air__buf_printf(&b,
+                        "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":"
+                        "[{\"text\":\"tok%d \"}]},\"index\":0}],\"modelVersion\":\"gemini-mock\","
+                        "\"responseId\":\"raw-1\"}\r\n\r\n",
+                        i);
+    air__buf_puts(&b, tail);
+    assert_false(b.oom);
+    return air__buf_steal(&b, NULL);
+}
+
+/* Gemini's failure after the stream began: a raw JSON error object, not a
+ * data: field (spec 3.4, 6.6 step 6): on one line, spread over several (as
+ * the SDK's brace counting expects), and without a "status" member. Core
+ * hands those lines to the adapter's classify: the error must come out as
+ * rate_limited, with its RetryInfo delay when given and its own code as
+ * HTTP status,
+ * exactly as the same object in a data: event would. Without that
+ * classification the request would end as the generic "stream ended before
+ * finishReason" (upstream). */
+static void
+test_roundtrip_gemini_raw_json_error_mid_stream_is_rate_limited(void **state)
+{
+    static const char *const tails[3] = {
+        "{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted (e.g. check "
+        "quota).\",\"status\":\"RESOURCE_EXHAUSTED\",\"details\":[{\"@type\":\"type.googleapis."
+        "com/google.rpc.RetryInfo\",\"retryDelay\":\"7s\"}]}}\r\n",
+        "{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Resource has been exhausted "
+        "(e.g. check quota).\",\n    \"status\": \"RESOURCE_EXHAUSTED\",\n    \"details\": [\n"
+        "      {\n        \"@type\": \"type.googleapis.com/google.rpc.RetryInfo\",\n"
+        "        \"retryDelay\": \"7s\"\n      }\n    ]\n  }\n}\n",
+        /* No "status": the error's own code decides, as for a data: event. */
+        "{\"error\":{\"code\":429,\"message\":\"Resource has been exhausted (e.g. check "
+        "quota).\"}}\r\n",
+    };
+    for (int i = 0; i < 3; i++) {
+        struct rt *t = *state;
+        struct rawsrv srv;
+        char *reply = gem_raw_stream(tails[i]);
+        raw_start(&srv, reply);
+        start_router_ports(t, &GEM, srv.port, NULL, 0);
+        struct got g;
+        got_init(&g);
+        air_buf_t body = AIR_BUF_INIT;
+        make_body(&body, 1, 0);
+        air_resp_t *resp = send_body(t->r, body.data, &g, 0);
+        air__buf_free(&body);
+        print_message("raw %d: %s (%s) http %d\n", i, air_resp_error_message(resp),
+                      air_errclass_name(air_resp_error_class(resp)), air_resp_http_status(resp));
+        assert_int_equal(air_resp_status(resp), AIR_E_RATELIMITED);
+        assert_int_equal(air_resp_error_class(resp), AIR_ERR_RATE_LIMITED);
+        assert_non_null(strstr(air_resp_error_message(resp), "Resource has been exhausted"));
+        assert_int_equal(air_resp_retry_after_ms(resp), i < 2 ? 7000 : -1);
+        assert_int_equal(air_resp_http_status(resp), 429); /* the error's code, not the 200 */
+        /* Content was out: the caller keeps it, nothing is retried. */
+        assert_true(air_resp_chunks_delivered(resp));
+        assert_int_equal(air_resp_attempts(resp), 1);
+        assert_int_equal(g.bad_json, 0);
+        assert_true(g.role_first);
+        assert_non_null(g.text.data);
+        assert_string_equal(g.text.data, "tok0 tok1 ");
+        assert_string_equal(g.finish, "");
+        assert_int_equal(g.usage_chunks, 0);
+        /* What went up: the stream URL, the key in its header only. */
+        assert_int_equal(atomic_load(&srv.served), 1);
+        assert_non_null(strstr(srv.head, "POST /v1beta/models/gemini-mock:streamGenerateContent"
+                                         "?alt=sse HTTP/1.1\r\n"));
+        char want_key[96];
+        snprintf(want_key, sizeof want_key, "\r\nx-goog-api-key: %s", GEM.key);
+        assert_non_null(strcasestr(srv.head, want_key));
+        assert_null(strstr(srv.head, "key="));
+        got_fini(&g);
+        air_resp_free(resp);
+        air_free(t->r, 1000);
+        t->r = NULL;
+        raw_stop(&srv);
+        air__free(reply);
+    }
+}
+
+/* The same through `airouter mock --format gemini`, which writes its
+ * injected mid-stream failure as bare (multi-line) JSON too: a 429 there is
+ * rate limiting, not the generic upstream error. */
+static void
+test_roundtrip_gemini_mock_mid_stream_429_is_rate_limited(void **state)
+{
+    struct rt *t = *state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.chunks = 4;
+    o.stream_error_rate = 1.0;
+    o.fail_status = 429;
+    start_mock(t, 0, &GEM, &o);
+    start_router(t, &GEM, NULL);
+    struct got g;
+    got_init(&g);
+    air_buf_t body = AIR_BUF_INIT;
+    make_body(&body, 1, 0);
+    air_resp_t *resp = send_body(t->r, body.data, &g, 0);
+    air__buf_free(&body);
+    assert_int_equal(air_resp_error_class(resp), AIR_ERR_RATE_LIMITED);
+    assert_non_null(strstr(air_resp_error_message(resp), "Resource has been exhausted"));
+    assert_null(strstr(air_resp_error_message(resp), GEM.key));
+    assert_int_equal(air_resp_attempts(resp), 1);
+    assert_non_null(g.text.data);
+    assert_string_equal(g.text.data, "tok0 tok1 ");
+    assert_string_equal(g.finish, "");
+    air_mock_stats_t s;
+    air_mock_stats(t->m[0], &s);
+    assert_int_equal(s.stream_errors, 1);
+    got_fini(&g);
+    air_resp_free(resp);
+}
+
 int
 main(void)
 {
@@ -973,6 +1221,8 @@ main(void)
         T(test_roundtrip_gemini_429_resource_exhausted_is_rate_limited),
         T(test_roundtrip_wrong_key_is_auth_error_in_every_format),
         T(test_roundtrip_mid_stream_error_event_reaches_caller),
+        T(test_roundtrip_gemini_raw_json_error_mid_stream_is_rate_limited),
+        T(test_roundtrip_gemini_mock_mid_stream_429_is_rate_limited),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,8 @@
  * test_anthropic.c - providers/anthropic.c: the golden wire cases under
  * tests/providers/data/anthropic/, plus the things canned files cannot show:
  * allocation failure in encode/decode/stream, core asking a stream to stop,
- * the bounded stream state under many content blocks, and the ops table.
+ * the bounded stream state under many content blocks, the ops table, and
+ * every stop_reason of spec 6.7 mapped alike in a reply and in a stream.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -348,6 +349,86 @@ test_anthropic_stream_many_tool_blocks_keep_counting(void **state)
     cJSON_Delete(body);
 }
 
+/* Spec 6.7, every Anthropic row: the same unified finish_reason from a
+ * plain reply and from a stream (message_delta, or message_stop alone when
+ * the stop_reason stays null). "~" marks a JSON null stop_reason. */
+static void
+test_anthropic_stop_reason_table_same_plain_and_streamed(void **state)
+{
+    struct fx *fx = *state;
+    static const struct {
+        const char *vendor, *unified;
+    } rows[] = {
+        {"end_turn", "stop"},
+        {"stop_sequence", "stop"},
+        {"max_tokens", "length"},
+        {"tool_use", "tool_calls"},
+        {"pause_turn", "stop"},
+        {"refusal", "content_filter"},
+        {"model_context_window_exceeded", "length"},
+        {"~", "stop"},
+        {"compaction_needed_in_2030", "stop"},
+    };
+    cJSON *body = cJSON_Parse("{\"model\":\"m\",\"messages\":[]}");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char sr[64];
+        if (strcmp(rows[i].vendor, "~") == 0)
+            snprintf(sr, sizeof sr, "null");
+        else
+            snprintf(sr, sizeof sr, "\"%s\"", rows[i].vendor);
+
+        char reply[512];
+        snprintf(reply, sizeof reply,
+                 "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\","
+                 "\"content\":[{\"type\":\"text\",\"text\":\"hi\"}],\"stop_reason\":%s,"
+                 "\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}",
+                 sr);
+        air_req_view_t req = mk_req(body, 0, 0);
+        air_http_in_t in = {200, reply, strlen(reply), no_header, NULL, 0};
+        air_decoded_t d;
+        air_fault_t f;
+        assert_int_equal(OPS->decode(fx->state, &req, &in, &d, &f), AIR_OK);
+        if (strcmp(d.finish_reason, rows[i].unified) != 0)
+            fail_msg("plain %s: got %s, want %s", rows[i].vendor, d.finish_reason, rows[i].unified);
+        char want[64];
+        snprintf(want, sizeof want, "\"finish_reason\":\"%s\"", rows[i].unified);
+        assert_non_null(strstr(d.body, want));
+        air__decoded_clear(&d);
+
+        char delta[256];
+        snprintf(delta, sizeof delta,
+                 "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":%s},\"usage\":"
+                 "{\"output_tokens\":7}}",
+                 sr);
+        const char *ev[] = {text_stream[0], text_stream[1], text_stream[2],
+                            text_stream[3], text_stream[4], text_stream[5],
+                            text_stream[8], text_stream[9], "message_delta",
+                            delta,          "message_stop", "{\"type\":\"message_stop\"}"};
+        _Alignas(16) uint8_t st[1024];
+        assert_true(OPS->stream_state_size <= sizeof st);
+        memset(st, 0, sizeof st);
+        struct sink s = {AIR_BUF_INIT, 0, 0};
+        req = mk_req(body, 1, 0);
+        air_stream_ctx_t sc;
+        memset(&sc, 0, sizeof sc);
+        sc.state = st;
+        sc.req = &req;
+        sc.emit = sink_emit;
+        sc.emit_ud = &s;
+        assert_int_equal(feed(fx, &sc, ev, sizeof ev / sizeof ev[0]), AIR_STREAM_DONE);
+        if (strcmp(sc.finish_reason, rows[i].unified) != 0)
+            fail_msg("stream %s: got %s, want %s", rows[i].vendor, sc.finish_reason,
+                     rows[i].unified);
+        /* role, "Hello", finish: exactly one finish chunk. */
+        assert_int_equal(s.n, 3);
+        const char *hit = strstr(s.all.data, want);
+        assert_non_null(hit);
+        assert_null(strstr(hit + 1, "\"finish_reason\":\""));
+        air__buf_free(&s.all);
+    }
+    cJSON_Delete(body);
+}
+
 int
 main(void)
 {
@@ -364,6 +445,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_anthropic_stream_many_tool_blocks_keep_counting, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_anthropic_stop_reason_table_same_plain_and_streamed,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,12 +2,15 @@
  * test_gemini.c - providers/gemini.c: the golden wire cases under
  * tests/providers/data/gemini/, plus what the golden format cannot express:
  * allocation failure, a consumer that stops the stream, out-of-range
- * candidates, hostile schemas, and the ops table itself.
+ * candidates, hostile schemas, the ops table itself, every finishReason of
+ * spec 6.7 mapped alike by decode and both stream paths, and the raw error
+ * lines of a 200 stream that core hands to classify.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -440,6 +443,120 @@ test_gemini_tool_ids_match_between_decode_and_stream(void **state)
     cJSON_Delete(body);
 }
 
+/* Spec 6.7, every Gemini row (and an unknown value): decode, the stream's
+ * fast scanner and its cJSON path (the same event wrapped in an array, the
+ * tolerated non-SSE form) all give the same unified finish_reason. */
+static void
+test_gemini_finish_reason_table_same_in_every_path(void **state)
+{
+    static const struct {
+        const char *vendor, *unified;
+    } rows[] = {
+        {"STOP", "stop"},
+        {"FINISH_REASON_UNSPECIFIED", "stop"},
+        {"MAX_TOKENS", "length"},
+        {"SAFETY", "content_filter"},
+        {"RECITATION", "content_filter"},
+        {"LANGUAGE", "content_filter"},
+        {"OTHER", "content_filter"},
+        {"BLOCKLIST", "content_filter"},
+        {"PROHIBITED_CONTENT", "content_filter"},
+        {"SPII", "content_filter"},
+        {"MALFORMED_FUNCTION_CALL", "stop"},
+        {"IMAGE_SAFETY", "content_filter"},
+        {"UNEXPECTED_TOOL_CALL", "stop"},
+        {"TOO_MANY_TOOL_CALLS", "stop"},
+        {"IMAGE_PROHIBITED_CONTENT", "content_filter"},
+        {"NO_IMAGE", "content_filter"},
+        {"IMAGE_RECITATION", "content_filter"},
+        {"IMAGE_OTHER", "content_filter"},
+        {"A_REASON_FROM_THE_FUTURE", "stop"},
+        /* Longer than the fast scanner keeps: the cJSON path either way. */
+        {"A_REASON_FROM_THE_FUTURE_WITH_A_NAME_LONGER_THAN_SIXTY_FOUR_CHARACTERS", "stop"},
+    };
+    cJSON *body = cJSON_Parse("{\"model\":\"m\",\"messages\":[]}");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char ev[512], arr[520], want[64];
+        snprintf(ev, sizeof ev,
+                 "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"x\"}]},"
+                 "\"finishReason\":\"%s\",\"index\":0}],\"responseId\":\"r%zu\"}",
+                 rows[i].vendor, i);
+        snprintf(arr, sizeof arr, "[%s]", ev);
+        snprintf(want, sizeof want, "\"finish_reason\":\"%s\"", rows[i].unified);
+
+        air_req_view_t r = mk_req(body);
+        air_http_in_t in = mk_in(200, ev);
+        air_decoded_t d;
+        air_fault_t f;
+        assert_int_equal(air_provider_gemini.decode(*state, &r, &in, &d, &f), AIR_OK);
+        if (strcmp(d.finish_reason, rows[i].unified) != 0)
+            fail_msg("decode %s: got %s, want %s", rows[i].vendor, d.finish_reason,
+                     rows[i].unified);
+        assert_non_null(strstr(d.body, want));
+        air__decoded_clear(&d);
+
+        const char *forms[2] = {ev, arr};
+        for (int k = 0; k < 2; k++) {
+            struct stream_fx fx;
+            stream_fx_init(&fx, body, 0);
+            assert_int_equal(feed(*state, &fx, forms[k]), AIR_STREAM_MORE);
+            assert_int_equal(air_provider_gemini.stream_end(*state, &fx.sc), AIR_STREAM_DONE);
+            if (strcmp(fx.sc.finish_reason, rows[i].unified) != 0)
+                fail_msg("stream (%s) %s: got %s, want %s", k ? "array" : "object", rows[i].vendor,
+                         fx.sc.finish_reason, rows[i].unified);
+            assert_int_equal(fx.sink.n, 3); /* role, "x", finish */
+            assert_non_null(strstr(fx.sink.last, want));
+            air__buf_free(&fx.sink.all);
+        }
+    }
+    cJSON_Delete(body);
+}
+
+/* Core hands classify the raw JSON lines of a 200 stream (spec 3.4, 6.6
+ * step 6): the error object decides, exactly as the same object in a data:
+ * event (golden 620), not the stream's 200. */
+static void
+test_gemini_classify_error_lines_of_200_stream_use_own_code(void **state)
+{
+    static const struct {
+        const char *body;
+        air_errclass_t cls;
+        int http, retry;
+        int64_t retry_after_ms;
+    } rows[] = {
+        {"{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Resource has been "
+         "exhausted\",\n"
+         "    \"status\": \"RESOURCE_EXHAUSTED\",\n    \"details\": [{\"@type\": "
+         "\"type.googleapis.com/google.rpc.RetryInfo\", \"retryDelay\": \"2.5s\"}]\n  }\n}\n",
+         AIR_ERR_RATE_LIMITED, 429, 1, 2500},
+        {"{\"error\":{\"code\":429,\"message\":\"no status member\"}}\n", AIR_ERR_RATE_LIMITED, 429,
+         1, -1},
+        {"{\"error\":{\"code\":503,\"message\":\"overloaded\",\"status\":\"UNAVAILABLE\"}}\n",
+         AIR_ERR_OVERLOADED, 503, 1, -1},
+        {"[{\"error\":{\"code\":500,\"message\":\"boom\",\"status\":\"INTERNAL\"}}]\n",
+         AIR_ERR_UPSTREAM, 500, 1, -1},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        air_http_in_t in = mk_in(200, rows[i].body);
+        air_fault_t f;
+        memset(&f, 0, sizeof f);
+        air_provider_gemini.classify(*state, &in, &f);
+        if (f.cls != rows[i].cls)
+            fail_msg("row %zu: class %s", i, air_errclass_name(f.cls));
+        assert_int_equal(f.http_status, rows[i].http);
+        assert_int_equal(f.retry, rows[i].retry);
+        assert_int_equal(f.retry_after_ms, rows[i].retry_after_ms);
+        assert_true(f.message[0] != '\0');
+    }
+    /* Lines that are no error object keep the generic class. */
+    air_http_in_t in = mk_in(200, "<html>oops</html>\n");
+    air_fault_t f;
+    memset(&f, 0, sizeof f);
+    air_provider_gemini.classify(*state, &in, &f);
+    assert_int_equal(f.cls, AIR_ERR_UPSTREAM);
+    assert_int_equal(f.http_status, 200);
+}
+
 int
 main(void)
 {
@@ -463,6 +580,10 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_gemini_tool_ids_match_between_decode_and_stream, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_finish_reason_table_same_in_every_path, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_gemini_classify_error_lines_of_200_stream_use_own_code,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
