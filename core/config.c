@@ -161,6 +161,7 @@ static air_status_t check_nonempty(struct pctx *x, void *obj, char *s);
 static air_status_t check_strategy(struct pctx *x, void *obj, char *s);
 static air_status_t check_window(struct pctx *x, void *obj, char *s);
 static air_status_t keep_tuning(struct pctx *x, const cJSON *item, void *obj);
+static air_status_t keep_retry_window(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t keep_route_weight(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_route_hedge(struct pctx *x, const cJSON *item, void *obj);
 static air_status_t parse_route_retry(struct pctx *x, const cJSON *item, void *obj);
@@ -179,6 +180,7 @@ static const struct key retry_keys[] = {
     U32("max_retry_after_ms", 0, 3600000, 60000, CFG, max_retry_after_ms),
     F64R("budget_ratio", 0, 1, 0.2, CFG, retry_budget_ratio),
     U32("budget_min_per_s", 0, 100000, 10, CFG, retry_budget_min_per_s),
+    FN("budget_window_ms", 0, keep_retry_window),
     END,
 };
 
@@ -746,6 +748,32 @@ keep_tuning(struct pctx *x, const cJSON *item, void *obj)
         cJSON_Delete(dup);
         return nomem(x);
     }
+    return AIR_OK;
+}
+
+/* retry.budget_window_ms: a tunable only (no field of its own), checked
+ * here with the config's messages and kept in `tuning` as
+ * {"retry":{"budget_window_ms":N}}, applied through the ctl table with the
+ * other tunables when the world is built. */
+static air_status_t
+keep_retry_window(struct pctx *x, const cJSON *item, void *obj)
+{
+    struct air__config *c = obj;
+    if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) ||
+        item->valuedouble != floor(item->valuedouble))
+        return fail(x, "expected an integer");
+    if (item->valuedouble < 1000 || item->valuedouble > 15000)
+        return fail(x, "must be between 1000 and 15000");
+    if (c->tuning == NULL && (c->tuning = cJSON_CreateObject()) == NULL)
+        return nomem(x);
+    cJSON *retry = cJSON_GetObjectItemCaseSensitive(c->tuning, "retry");
+    if (retry == NULL) {
+        retry = cJSON_AddObjectToObject(c->tuning, "retry");
+        if (retry == NULL)
+            return nomem(x);
+    }
+    if (cJSON_AddNumberToObject(retry, "budget_window_ms", item->valuedouble) == NULL)
+        return nomem(x);
     return AIR_OK;
 }
 

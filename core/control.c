@@ -7,9 +7,14 @@
  * plane. A tuning change copies the current tunables snapshot, applies and
  * validates the change on the copy, publishes it with one atomic pointer
  * store, waits for an epoch grace period and frees the old copy: no worker
- * ever sees half-applied settings. A reload builds a complete new world and
- * swaps it the same way; workers move over at their next loop iteration and
- * finish their in-flight requests on the world those started with.
+ * ever sees half-applied settings. Limits (rpm, tpm, max_inflight,
+ * budget_usd of deployments, routes and clients) are live state rather than
+ * snapshot fields: a change is validated, then stored into the limit's
+ * atomics (policy/limiter.h, budget.h), and applies from the next admission.
+ * A reload builds a complete new world and swaps it the same way, after
+ * carrying over the state of the local rate limits and budgets that keep
+ * their names; workers move over at their next loop iteration and finish
+ * their in-flight requests on the world those started with.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +115,159 @@ dep_path(const struct air__world *w, const char *rest, const char **field)
     return best;
 }
 
+static long
+client_path(const struct air__world *w, const char *rest, const char **field)
+{
+    long best = -1;
+    size_t best_len = 0;
+    for (size_t i = 0; i < w->nclients; i++) {
+        const char *nm = w->clients[i].name;
+        size_t n = strlen(nm);
+        if (strncmp(rest, nm, n) == 0 && rest[n] == '.' && n > best_len) {
+            best = (long)i;
+            best_len = n;
+        }
+    }
+    if (best >= 0)
+        *field = rest + best_len + 1;
+    return best;
+}
+
+/* Ranges of the limit tunables (the config's). */
+#define RPM_MAX    1000000000
+#define TPM_MAX    4000000000LL
+#define MAXIN_MAX  1000000
+#define BUDGET_MAX 1e12
+
+/* Which limit a path names: 0 none, else the field. */
+enum lim_field { LF_NONE, LF_RPM, LF_TPM, LF_MAXIN, LF_BUDGET };
+
+static enum lim_field
+lim_field(const char *field)
+{
+    if (strcmp(field, "rpm") == 0)
+        return LF_RPM;
+    if (strcmp(field, "tpm") == 0)
+        return LF_TPM;
+    if (strcmp(field, "max_inflight") == 0)
+        return LF_MAXIN;
+    if (strcmp(field, "budget_usd") == 0)
+        return LF_BUDGET;
+    return LF_NONE;
+}
+
+/* The limits one deployment, route or client has (any may be NULL). */
+struct lims {
+    _Atomic uint32_t *rpm, *tpm;
+    struct air__slimit *rpm_lim, *tpm_lim, *budget;
+    _Atomic int *has_budget;
+    struct air__cap *cap;
+};
+
+static struct lims
+dep_lims(struct air__dep *d)
+{
+    struct lims l = {&d->rpm, &d->tpm, &d->rpm_lim, &d->tpm_lim, NULL, NULL, &d->cap};
+    return l;
+}
+
+static struct lims
+route_lims(struct air__route *rt)
+{
+    struct lims l = {NULL, NULL, NULL, NULL, &rt->budget, &rt->has_budget, NULL};
+    return l;
+}
+
+static struct lims
+client_lims(struct air__client *cl)
+{
+    struct lims l = {&cl->rpm,    &cl->tpm,        &cl->rpm_lim, &cl->tpm_lim,
+                     &cl->budget, &cl->has_budget, &cl->cap};
+    return l;
+}
+
+/* Does l have field f? */
+static int
+lims_have(const struct lims *l, enum lim_field f)
+{
+    switch (f) {
+    case LF_RPM: return l->rpm != NULL;
+    case LF_TPM: return l->tpm != NULL;
+    case LF_MAXIN: return l->cap != NULL;
+    case LF_BUDGET: return l->budget != NULL;
+    case LF_NONE: break;
+    }
+    return 0;
+}
+
+/* Whether field f can change at run time: caps always (they are per
+ * instance); rates and budgets only with the local state backend (a shared
+ * limit's size is part of what every instance shares). */
+static int
+lims_writable(const struct air__world *w, enum lim_field f)
+{
+    return f == LF_MAXIN || w->redis == NULL;
+}
+
+/* The current value of field f as JSON. */
+static void
+lims_value(const struct lims *l, enum lim_field f, air_buf_t *b)
+{
+    switch (f) {
+    case LF_RPM: air__buf_printf(b, "%u", air__lim(l->rpm)); break;
+    case LF_TPM: air__buf_printf(b, "%u", air__lim(l->tpm)); break;
+    case LF_MAXIN: air__buf_printf(b, "%u", air__cap_max(l->cap)); break;
+    case LF_BUDGET:
+        air__buf_printf(b, "%g",
+                        atomic_load_explicit(l->has_budget, memory_order_acquire)
+                            ? air__slim_limit(l->budget)
+                            : 0.0);
+        break;
+    case LF_NONE: air__buf_puts(b, "null"); break;
+    }
+}
+
+/* Validate and apply a limit change to live state: it takes effect for the
+ * next admission. What requests already took stays taken and is released by
+ * what they took (see worker.c, route.c). */
+static air_status_t
+lims_set(struct air__world *w, const struct lims *l, enum lim_field f, const char *path,
+         const cJSON *v, char *err, size_t errlen)
+{
+    if (!lims_writable(w, f)) {
+        set_err(err, errlen,
+                "%s: read-only while limits are shared through the state store (state.backend "
+                "\"redis\"); change it in the configuration of every instance and reload",
+                path);
+        return AIR_E_READONLY;
+    }
+    int64_t now = air__wall_ms();
+    air_status_t st;
+    if (f == LF_BUDGET) {
+        double usd = 0;
+        if ((st = air__ctl_json_f64(v, path, 0, BUDGET_MAX, &usd, err, errlen)) != AIR_OK)
+            return st;
+        (void)air__slim_set_budget(l->budget, usd);
+        /* Set before it is reserved against (release pairs with the
+         * workers' acquire). */
+        atomic_store_explicit(l->has_budget, usd > 0, memory_order_release);
+        return AIR_OK;
+    }
+    int64_t max = f == LF_RPM ? RPM_MAX : f == LF_TPM ? TPM_MAX : MAXIN_MAX;
+    int64_t n = 0;
+    if ((st = air__ctl_json_i64(v, path, 0, max, &n, err, errlen)) != AIR_OK)
+        return st;
+    if (f == LF_MAXIN) {
+        air__cap_set_max(l->cap, (uint32_t)n);
+        return AIR_OK;
+    }
+    struct air__slimit *lim = f == LF_RPM ? l->rpm_lim : l->tpm_lim;
+    _Atomic uint32_t *val = f == LF_RPM ? l->rpm : l->tpm;
+    (void)air__slim_set_rate(lim, (double)n, now);
+    atomic_store_explicit(val, (uint32_t)n, memory_order_release);
+    return AIR_OK;
+}
+
 static air_status_t
 want_unit(const cJSON *v, double *out, const char *path, char *err, size_t errlen)
 {
@@ -169,6 +327,10 @@ apply(struct air__world *w, struct air__tun *t, const char *path, const cJSON *v
             return want_unit(v, &rt->w.health, path, err, errlen);
         if (strcmp(field, "weight.load") == 0)
             return want_unit(v, &rt->w.load, path, err, errlen);
+        if (lim_field(field) == LF_BUDGET) {
+            struct lims l = route_lims(&w->routes[ri]);
+            return lims_set(w, &l, LF_BUDGET, path, v, err, errlen);
+        }
         set_err(err, errlen, "%s: unknown route setting", path);
         return AIR_E_NONAME;
     }
@@ -214,7 +376,24 @@ apply(struct air__world *w, struct air__tun *t, const char *path, const cJSON *v
                 air__keypool_reset(&w->prov[d->prov].keys);
             return AIR_OK;
         }
+        enum lim_field lf = lim_field(field);
+        struct lims l = dep_lims(&w->deps[di]);
+        if (lf != LF_NONE && lims_have(&l, lf))
+            return lims_set(w, &l, lf, path, v, err, errlen);
         set_err(err, errlen, "%s: unknown deployment setting", path);
+        return AIR_E_NONAME;
+    }
+    if (strncmp(path, "clients.", 8) == 0) {
+        long ci = client_path(w, path + 8, &field);
+        if (ci < 0) {
+            set_err(err, errlen, "%s: no such client", path);
+            return AIR_E_NONAME;
+        }
+        enum lim_field lf = lim_field(field);
+        struct lims l = client_lims(&w->clients[ci]);
+        if (lf != LF_NONE && lims_have(&l, lf))
+            return lims_set(w, &l, lf, path, v, err, errlen);
+        set_err(err, errlen, "%s: unknown client setting", path);
         return AIR_E_NONAME;
     }
     air_status_t st = air__ctl_set_json(&t->g, path, v, err, errlen);
@@ -248,6 +427,10 @@ air_ctl_set(air_t *r, const char *path, const char *json_value, char *err, size_
     air_status_t st = AIR_E_NOMEM;
     if (t != NULL)
         st = apply(w, t, path, v, err, errlen);
+    /* The rules between fields (hedge.max_ms >= hedge.min_ms, ...) hold for
+     * the whole snapshot before it is published. */
+    if (st == AIR_OK)
+        st = air__params_validate(&t->g, err, errlen);
     if (st == AIR_OK) {
         atomic_store_explicit(&w->tun, t, memory_order_release);
         /* No worker can still read `old` after the grace period. */
@@ -338,6 +521,31 @@ route_value(const struct air__rtun *rt, const char *field, air_buf_t *b)
 static const char *const route_fields[] = {"strategy", "hedge", "weight.latency", "weight.cost",
                                            "weight.health", "weight.load", NULL};
 
+/* Append the limit entries of one deployment, route or client. */
+static void
+list_lims(air_buf_t *b, int *first, const struct air__world *w, const char *prefix, const char *id,
+          const struct lims *l)
+{
+    static const struct {
+        enum lim_field f;
+        const char *name, *type, *max;
+    } rows[] = {
+        {LF_RPM, "rpm", "i64", "1000000000"},
+        {LF_TPM, "tpm", "i64", "4000000000"},
+        {LF_MAXIN, "max_inflight", "i64", "1000000"},
+        {LF_BUDGET, "budget_usd", "f64", "1e+12"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (!lims_have(l, rows[i].f))
+            continue;
+        air_buf_t v = AIR_BUF_INIT;
+        lims_value(l, rows[i].f, &v);
+        list_entry(b, first, prefix, id, rows[i].name, rows[i].type, "0", rows[i].max,
+                   lims_writable(w, rows[i].f) ? "rw" : "r-", v.data ? v.data : "null");
+        air__buf_free(&v);
+    }
+}
+
 char *
 air_ctl_list(air_t *r)
 {
@@ -361,6 +569,8 @@ air_ctl_list(air_t *r)
                        is_str || is_bool ? "null" : "1", "rw", v.data ? v.data : "null");
             air__buf_free(&v);
         }
+        struct lims l = route_lims(&w->routes[i]);
+        list_lims(&b, &first, w, "routes.", w->routes[i].cfg->model, &l);
     }
     for (size_t i = 0; i < w->ndeps; i++) {
         char val[64];
@@ -369,8 +579,14 @@ air_ctl_list(air_t *r)
         snprintf(val, sizeof val, "%g", t->dep[i].weight);
         list_entry(&b, &first, "deployments.", w->deps[i].id, "weight", "f64", "0", "1000000",
                    "rw", val);
+        struct lims l = dep_lims(&w->deps[i]);
+        list_lims(&b, &first, w, "deployments.", w->deps[i].id, &l);
         list_entry(&b, &first, "deployments.", w->deps[i].id, "reset", "bool", "null", "null",
                    "-w", "null");
+    }
+    for (size_t i = 0; i < w->nclients; i++) {
+        struct lims l = client_lims(&w->clients[i]);
+        list_lims(&b, &first, w, "clients.", w->clients[i].name, &l);
     }
     air__buf_putc(&b, ']');
     pthread_mutex_unlock(&r->ctl_mu);
@@ -394,12 +610,19 @@ air_ctl_get(air_t *r, const char *path, char **out)
         size_t k = 0;
         while (ri >= 0 && route_fields[k] != NULL && strcmp(route_fields[k], field) != 0)
             k++;
-        if (ri < 0 || route_fields[k] == NULL)
+        if (ri >= 0 && route_fields[k] == NULL && lim_field(field) == LF_BUDGET) {
+            struct lims l = route_lims(&w->routes[ri]);
+            lims_value(&l, LF_BUDGET, &b);
+        } else if (ri < 0 || route_fields[k] == NULL) {
             st = AIR_E_NONAME;
-        else
+        } else {
             route_value(&t->route[ri], field, &b);
+        }
     } else if (strncmp(path, "deployments.", 12) == 0) {
         long di = dep_path(w, path + 12, &field);
+        struct lims l = {0};
+        if (di >= 0)
+            l = dep_lims(&w->deps[di]);
         if (di < 0)
             st = AIR_E_NONAME;
         else if (strcmp(field, "enabled") == 0)
@@ -408,8 +631,21 @@ air_ctl_get(air_t *r, const char *path, char **out)
             air__buf_printf(&b, "%g", t->dep[di].weight);
         else if (strcmp(field, "reset") == 0)
             st = AIR_E_READONLY; /* write-only */
+        else if (lim_field(field) != LF_NONE && lims_have(&l, lim_field(field)))
+            lims_value(&l, lim_field(field), &b);
         else
             st = AIR_E_NONAME;
+    } else if (strncmp(path, "clients.", 8) == 0) {
+        long ci = client_path(w, path + 8, &field);
+        if (ci < 0) {
+            st = AIR_E_NONAME;
+        } else {
+            struct lims l = client_lims(&w->clients[ci]);
+            if (lim_field(field) != LF_NONE && lims_have(&l, lim_field(field)))
+                lims_value(&l, lim_field(field), &b);
+            else
+                st = AIR_E_NONAME;
+        }
     } else {
         char *v = air__ctl_get_json(&t->g, path);
         if (v == NULL)
@@ -489,6 +725,10 @@ air_reload(air_t *r, const char *config_json, char *err, size_t errlen)
     if (st != AIR_OK)
         return st;
     pthread_mutex_lock(&r->ctl_mu);
+    /* Rate limits and budgets of what keeps its name carry over (local
+     * backend; docs/POLICY.md "Reload"). Under ctl_mu, so no run-time change
+     * to the old limits races the copy. */
+    air__world_carry(nw, atomic_load_explicit(&r->world, memory_order_acquire), air__wall_ms());
     struct air__world *old = atomic_exchange_explicit(&r->world, nw, memory_order_acq_rel);
     for (uint32_t i = 0; i < r->nworkers; i++)
         air__worker_wake(&r->workers[i]);
@@ -519,16 +759,23 @@ air_config_json(air_t *r)
         return NULL;
     struct air__world *w = air__router_world(r);
     const struct air__config *c = w->cfg;
+    /* The retry budget window is a tunable only: its configured value. */
+    int64_t window_ms = 10000;
+    const cJSON *rw = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(c->tuning, "retry"), "budget_window_ms");
+    if (cJSON_IsNumber(rw))
+        window_ms = (int64_t)rw->valuedouble;
     air_buf_t b = AIR_BUF_INIT;
     air__buf_printf(&b,
                     "{\"workers\":%u,\"queue_capacity\":%u,\"max_inflight\":%u,"
                     "\"request_timeout_ms\":%u,\"max_event_bytes\":%u,\"retry\":{"
                     "\"max_attempts\":%u,\"backoff_base_ms\":%u,\"backoff_cap_ms\":%u,"
-                    "\"max_retry_after_ms\":%u,\"budget_ratio\":%g,\"budget_min_per_s\":%u},"
-                    "\"providers\":[",
+                    "\"max_retry_after_ms\":%u,\"budget_ratio\":%g,\"budget_min_per_s\":%u,"
+                    "\"budget_window_ms\":%lld},\"providers\":[",
                     c->workers, c->queue_capacity, c->max_inflight, c->request_timeout_ms,
                     c->max_event_bytes, c->max_attempts, c->backoff_base_ms, c->backoff_cap_ms,
-                    c->max_retry_after_ms, c->retry_budget_ratio, c->retry_budget_min_per_s);
+                    c->max_retry_after_ms, c->retry_budget_ratio, c->retry_budget_min_per_s,
+                    (long long)window_ms);
     for (size_t i = 0; i < c->nproviders; i++) {
         const struct air__provider_cfg *p = &c->providers[i];
         air__buf_puts(&b, i ? ",{" : "{");
@@ -615,6 +862,21 @@ air_config_json(air_t *r)
 
 /* ----------------------------------------------------------------- stats */
 
+/* ",\"requests\":N,\"cost_usd\":X": entry i of per-worker totals rows
+ * [nworkers][n], summed (each row is written by its worker only). */
+static void
+totals_json(air_buf_t *b, const struct air__wtot *rows, size_t n, size_t i, uint32_t nworkers)
+{
+    uint64_t req = 0;
+    double cost = 0;
+    for (uint32_t k = 0; k < nworkers; k++) {
+        const struct air__wtot *t = &rows[(size_t)k * n + i];
+        req += atomic_load_explicit(&t->requests, memory_order_relaxed);
+        cost += atomic_load_explicit(&t->cost_usd, memory_order_relaxed);
+    }
+    air__buf_printf(b, ",\"requests\":%llu,\"cost_usd\":%.6f", (unsigned long long)req, cost);
+}
+
 char *
 air_stats_json(air_t *r)
 {
@@ -674,38 +936,40 @@ air_stats_json(air_t *r)
                 "\"latency_ewma_us\":%.0f,\"latency_p50_us\":%llu,\"latency_p95_us\":%llu,"
                 "\"latency_p99_us\":%llu,\"ttft_ewma_us\":%.0f,\"ttft_p50_us\":%llu,"
                 "\"ttft_p95_us\":%llu,\"ttft_p99_us\":%llu,\"tpot_ewma_ns\":%.0f,"
-                "\"tokens_in\":%llu,\"tokens_out\":%llu,\"cost_usd\":%.6f",
+                "\"tokens_in\":%llu,\"tokens_out\":%llu,\"cost_usd\":%.6f,\"cancelled\":%llu",
                 st->inflight, (unsigned long long)st->requests, (unsigned long long)st->failures,
                 st->succ_ewma, st->lat_ewma_us, (unsigned long long)st->lat_p50_us,
                 (unsigned long long)st->lat_p95_us, (unsigned long long)st->lat_p99_us,
                 st->ttft_ewma_us, (unsigned long long)st->ttft_p50_us,
                 (unsigned long long)st->ttft_p95_us, (unsigned long long)st->ttft_p99_us,
                 st->tpot_ewma_ns, (unsigned long long)st->tokens_in,
-                (unsigned long long)st->tokens_out, st->cost_usd);
+                (unsigned long long)st->tokens_out, st->cost_usd,
+                (unsigned long long)st->cancelled);
         air__buf_puts(&b, "}");
     }
     air__epoch_end(r->ctl_rec);
     pthread_mutex_unlock(&r->ctl_mu);
     air__buf_puts(&b, "],\"routes\":[");
     for (size_t i = 0; i < w->nroutes; i++) {
-        const struct air__route *rt = &w->routes[i];
+        struct air__route *rt = &w->routes[i];
         air__buf_puts(&b, i ? ",{" : "{");
         kv_str(&b, "model", rt->cfg->model, 0);
-        if (rt->has_budget)
-            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", rt->budget.limit,
-                            air__slim_spent(&rt->budget));
+        totals_json(&b, w->wroute, w->nroutes, i, w->nworkers);
+        if (atomic_load_explicit(&rt->has_budget, memory_order_acquire))
+            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f",
+                            air__slim_limit(&rt->budget), air__slim_spent(&rt->budget));
         air__buf_puts(&b, "}");
     }
     air__buf_puts(&b, "],\"clients\":[");
     for (size_t i = 0; i < w->nclients; i++) {
-        const struct air__client *cl = &w->clients[i];
+        struct air__client *cl = &w->clients[i];
         air__buf_puts(&b, i ? ",{" : "{");
         kv_str(&b, "name", cl->name, 0);
-        air__buf_printf(&b, ",\"inflight\":%u",
-                        atomic_load_explicit(&cl->cap.n, memory_order_relaxed));
-        if (cl->has_budget)
-            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f", cl->budget.limit,
-                            air__slim_spent(&cl->budget));
+        air__buf_printf(&b, ",\"inflight\":%u", air__cap_count(&cl->cap));
+        totals_json(&b, w->wclient, w->nclients, i, w->nworkers);
+        if (atomic_load_explicit(&cl->has_budget, memory_order_acquire))
+            air__buf_printf(&b, ",\"budget_usd\":%g,\"spent_usd\":%.6f",
+                            air__slim_limit(&cl->budget), air__slim_spent(&cl->budget));
         air__buf_puts(&b, "}");
     }
     /* Where limits keep their counts: backend, health, leases. */

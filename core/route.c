@@ -189,7 +189,8 @@ build_cands(struct air__world *w, const struct air__tun *t, const struct air__vi
         p->context_tokens = d->context_tokens;
         p->weight = t->dep[di].weight;
         p->inflight = p->st ? p->st->inflight : 0;
-        p->max_inflight = d->cap.max;
+        uint32_t maxin = air__cap_max(&d->cap);
+        p->max_inflight = maxin;
         c->whybuf[i][0] = '\0';
         const char *why = NULL;
         if (!t->dep[di].enabled) {
@@ -206,9 +207,8 @@ build_cands(struct air__world *w, const struct air__tun *t, const struct air__vi
                 *wait_ms = ci[i].not_before_ms - now_ms;
         } else if (health_blocked(d, now_ms, c->whybuf[i], sizeof c->whybuf[i], wait_ms)) {
             why = c->whybuf[i];
-        } else if (d->cap.max && atomic_load_explicit(&d->cap.n, memory_order_relaxed) >=
-                                     d->cap.max) {
-            snprintf(c->whybuf[i], sizeof c->whybuf[i], "at max_inflight (%u)", d->cap.max);
+        } else if (maxin && air__cap_count(&d->cap) >= maxin) {
+            snprintf(c->whybuf[i], sizeof c->whybuf[i], "at max_inflight (%u)", maxin);
             why = c->whybuf[i];
             if (*wait_ms < 0 || *wait_ms > 5)
                 *wait_ms = 5;
@@ -252,35 +252,63 @@ admit(struct air__world *w, size_t di, const struct air__need *need, int64_t now
             return 0;
         probe = r == 2;
     }
-    if (d->cap.max && !air__cap_enter(&d->cap)) {
-        snprintf(why, whylen, "at max_inflight (%u)", d->cap.max);
-        goto undo_probe;
+    int capped = 0;
+    uint32_t maxin = air__cap_max(&d->cap);
+    if (maxin) {
+        if (!air__cap_enter(&d->cap)) {
+            snprintf(why, whylen, "at max_inflight (%u)", maxin);
+            goto undo_probe;
+        }
+        capped = 1;
     }
     int64_t wt = 0;
     enum air__slim_rc lr;
-    if (d->rpm && (lr = air__slim_take(&d->rpm_lim, 1, now_ms, &wt)) != AIR_SL_OK) {
-        limit_why(why, whylen, "rpm", d->rpm, lr, wt, wait_ms);
+    uint32_t rpm = air__lim(&d->rpm), tpm = air__lim(&d->tpm);
+    if (rpm && (lr = air__slim_take(&d->rpm_lim, 1, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "rpm", rpm, lr, wt, wait_ms);
         goto undo_cap;
     }
     double tok = (double)(need->est_in_tokens + need->est_out_tokens);
-    if (d->tpm && (lr = air__slim_take(&d->tpm_lim, tok, now_ms, &wt)) != AIR_SL_OK) {
-        limit_why(why, whylen, "tpm", d->tpm, lr, wt, wait_ms);
-        if (d->rpm)
+    if (tpm && (lr = air__slim_take(&d->tpm_lim, tok, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "tpm", tpm, lr, wt, wait_ms);
+        if (rpm)
             air__slim_put(&d->rpm_lim, 1, now_ms);
         goto undo_cap;
     }
     ad->dep = (long)di;
     ad->probe = probe;
-    ad->tpm_est = d->tpm ? tok : 0;
+    ad->capped = capped;
+    ad->tpm_est = tpm ? tok : 0;
     return 1;
 undo_cap:
-    if (d->cap.max)
+    if (capped)
         air__cap_leave(&d->cap);
 undo_probe:
     if (probe) {
         pthread_mutex_lock(&d->mu);
         d->health.probe_out = 0;
         pthread_mutex_unlock(&d->mu);
+    }
+    return 0;
+}
+
+/* Would admission refuse deployment d now for its rpm or tpm? Peeks, takes
+ * nothing. 1 with the reason in why, else 0. */
+static int
+limits_refuse(struct air__dep *d, const struct air__need *need, int64_t now_ms, char *why,
+              size_t whylen)
+{
+    int64_t wt = 0, wait = -1;
+    enum air__slim_rc lr;
+    uint32_t rpm = air__lim(&d->rpm), tpm = air__lim(&d->tpm);
+    if (rpm && (lr = air__slim_peek(&d->rpm_lim, 1, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "rpm", rpm, lr, wt, &wait);
+        return 1;
+    }
+    double tok = (double)(need->est_in_tokens + need->est_out_tokens);
+    if (tpm && (lr = air__slim_peek(&d->tpm_lim, tok, now_ms, &wt)) != AIR_SL_OK) {
+        limit_why(why, whylen, "tpm", tpm, lr, wt, &wait);
+        return 1;
     }
     return 0;
 }
@@ -296,6 +324,7 @@ air__route_pick(struct air__world *w, const struct air__tun *t, const struct air
     *wait_ms = -1;
     ad->dep = -1;
     ad->probe = 0;
+    ad->capped = 0;
     ad->tpm_est = 0;
     build_cands(w, t, v, deps, n, ci, now_ms, &c, wait_ms);
     size_t k = air__policy_filter(c.pc, n, need, c.ok, c.why);
@@ -338,9 +367,11 @@ air__route_release(struct air__world *w, struct air__admit *ad, int64_t tokens_u
     if (ad->dep < 0)
         return;
     struct air__dep *d = &w->deps[ad->dep];
-    if (d->cap.max)
+    if (ad->capped)
         air__cap_leave(&d->cap);
-    if (d->tpm && tokens_used >= 0 && (double)tokens_used < ad->tpm_est)
+    /* By what this admission took, not by the limits now (an operator may
+     * have changed them since). */
+    if (ad->tpm_est > 0 && tokens_used >= 0 && (double)tokens_used < ad->tpm_est)
         air__slim_put(&d->tpm_lim, ad->tpm_est - (double)tokens_used, now_ms);
     if (ad->probe) {
         /* A probe that ended without an outcome (cancelled) frees the slot. */
@@ -350,6 +381,8 @@ air__route_release(struct air__world *w, struct air__admit *ad, int64_t tokens_u
     }
     ad->dep = -1;
     ad->probe = 0;
+    ad->capped = 0;
+    ad->tpm_est = 0;
 }
 
 void
@@ -427,6 +460,15 @@ air__route_explain(struct air__world *w, const struct air__tun *t, const struct 
     struct cands c;
     int64_t wait = -1;
     build_cands(w, t, v, deps, n, NULL, now_ms, &c, &wait);
+    /* What admission would say now (max_inflight is in build_cands). */
+    for (size_t i = 0; i < n; i++) {
+        if (c.pc[i].excluded)
+            continue;
+        if (limits_refuse(&w->deps[deps[i]], &need, now_ms, c.whybuf[i], sizeof c.whybuf[i])) {
+            c.pc[i].excluded = 1;
+            c.pc[i].excluded_why = c.whybuf[i];
+        }
+    }
     size_t k = air__policy_filter(c.pc, n, &need, c.ok, c.why);
     struct air__score sc[AIR_MAX_CANDS];
     memset(sc, 0, sizeof sc);
@@ -441,6 +483,37 @@ air__route_explain(struct air__world *w, const struct air__tun *t, const struct 
         json_str(out, rt->cfg->model);
     else
         air__buf_puts(out, "null");
+    /* The route budget: would the reservation (the most expensive
+     * candidate's estimate, as for a real request) be refused now? */
+    air__buf_puts(out, ",\"budget\":");
+    if (rt != NULL && atomic_load_explicit(&rt->has_budget, memory_order_acquire)) {
+        double est = 0;
+        for (size_t i = 0; i < n; i++) {
+            double ec = air__route_est_cost(&w->deps[deps[i]], &need);
+            if (ec > est)
+                est = ec;
+        }
+        struct air__slimit *bl = (struct air__slimit *)&rt->budget;
+        int64_t ra = 0;
+        enum air__slim_rc br = air__slim_peek_reserve(bl, est, now_ms, &ra);
+        int admit_ok = br == AIR_SL_OK || br == AIR_SL_SHORT;
+        air__buf_printf(out,
+                        "{\"limit_usd\":%g,\"window\":\"%s\",\"spent_usd\":%.6f,"
+                        "\"est_cost_usd\":%.8f,\"admit\":%s,\"reason\":",
+                        air__slim_limit(bl), air__window_name(bl->w), air__slim_spent(bl), est,
+                        admit_ok ? "true" : "false");
+        if (admit_ok)
+            air__buf_puts(out, "null");
+        else if (br == AIR_SL_CLOSED)
+            json_str(out, "budget cannot be checked: shared state store unreachable "
+                          "(fail-closed)");
+        else
+            air__buf_printf(out, "\"budget exhausted; the window ends in %.1f s\"",
+                            (double)ra / 1000.0);
+        air__buf_putc(out, '}');
+    } else {
+        air__buf_puts(out, "null");
+    }
     air__buf_printf(out,
                     ",\"strategy\":\"%s\",\"weights\":{\"latency\":%g,\"cost\":%g,\"health\":%g,"
                     "\"load\":%g},\"need\":{\"tools\":%s,\"images\":%s,\"stream\":%s,"
@@ -481,6 +554,30 @@ air__route_explain(struct air__world *w, const struct air__tun *t, const struct 
                         d->in_price, d->out_price, d->price_known ? "true" : "false",
                         air__route_est_cost(d, &need), t->dep[deps[i]].weight,
                         t->dep[deps[i]].enabled ? "true" : "false");
+        /* Limits as admission sees them now (null = unlimited). */
+        struct air__dep *dm = &w->deps[deps[i]];
+        uint32_t rpm = air__lim(&dm->rpm), tpm = air__lim(&dm->tpm);
+        uint32_t maxin = air__cap_max(&dm->cap);
+        air__buf_puts(out, ",\"limits\":{\"rpm\":");
+        if (rpm)
+            air__buf_printf(out, "{\"limit\":%u,\"available\":%.3f}", rpm,
+                            air__slim_available(&dm->rpm_lim, now_ms));
+        else
+            air__buf_puts(out, "null");
+        air__buf_puts(out, ",\"tpm\":");
+        if (tpm)
+            air__buf_printf(out, "{\"limit\":%u,\"available\":%.3f,\"need\":%llu}", tpm,
+                            air__slim_available(&dm->tpm_lim, now_ms),
+                            (unsigned long long)(need.est_in_tokens + need.est_out_tokens));
+        else
+            air__buf_puts(out, "null");
+        air__buf_puts(out, ",\"max_inflight\":");
+        if (maxin)
+            air__buf_printf(out, "{\"limit\":%u,\"inflight\":%u}", maxin,
+                            air__cap_count(&dm->cap));
+        else
+            air__buf_puts(out, "null");
+        air__buf_putc(out, '}');
         if (st != NULL)
             air__buf_printf(out,
                             ",\"stats\":{\"latency_ewma_us\":%.0f,\"ttft_ewma_us\":%.0f,"

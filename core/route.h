@@ -42,9 +42,10 @@ struct air__cinfo {
 
 /* Admission taken for an attempt; release with air__route_release. */
 struct air__admit {
-    long dep;     /* -1 = none */
-    int probe;    /* the attempt is a health probe */
-    double tpm_est;
+    long dep;       /* -1 = none */
+    int probe;      /* the attempt is a health probe */
+    int capped;     /* entered the deployment's max_inflight cap (leave it on release) */
+    double tpm_est; /* tokens taken from the deployment's tpm (0 = none) */
 };
 
 /*
@@ -72,7 +73,10 @@ void air__route_outcome(struct air__world *w, const struct air__tun *t,
                         const struct air__route *rt, size_t dep, enum air__outcome o,
                         int64_t retry_after_ms, int64_t now_ms);
 
-/* air_explain's JSON for a request (no side effects). */
+/* air_explain's JSON for a request: every candidate with its filter result,
+ * including whether admission would be refused now by the deployment's
+ * max_inflight, rpm or tpm (peeked, nothing taken), the limits' state, and
+ * the route budget's. No side effects beyond crediting bucket refills. */
 void air__route_explain(struct air__world *w, const struct air__tun *t, const struct air__view *v,
                         const cJSON *body, size_t raw_len, const char *pin, int64_t now_ms,
                         air_buf_t *out);

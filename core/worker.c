@@ -23,7 +23,10 @@
  * Hedging: when a route hedges and the first attempt has produced no byte
  * after the hedge delay, a second attempt starts on the next-best
  * deployment. The first to produce a body byte wins; the other is cancelled
- * as soon as libcurl returns (a handle cannot be removed inside a callback).
+ * as soon as libcurl returns (a handle cannot be removed inside a callback)
+ * and counted as cancelled, never as a failure of its deployment. Retries,
+ * hedges and key-pool retries all ask this worker's retry budget, which
+ * follows the current tunables (its share of the floor is 1 / workers).
  *
  * Streams: the SSE parser cuts events, the adapter turns each event into
  * unified chunks. Chunks are held back until the first one that carries
@@ -226,6 +229,15 @@ obs_row(struct air__worker *w, struct air__world *wd, size_t dep)
     return &wd->wobs[(size_t)w->idx * wd->ndeps + dep];
 }
 
+/* An attempt cancelled unfinished (it lost a hedge race): counted apart in
+ * the statistics, never as a failure, and never reported to health. */
+static void
+att_cancelled(struct air__worker *w, struct air__att *a)
+{
+    struct air_req *q = a->q;
+    air__dobs_cancel(obs_row(w, q->world, q->deps[a->ci]));
+}
+
 static void
 infl_add(struct air__worker *w, struct air__world *wd, size_t dep, int d)
 {
@@ -403,6 +415,14 @@ served_dep(const struct air_req *q)
     return &q->world->deps[q->deps[q->last_ci]];
 }
 
+/* What client_admit took, recorded in q->budget_src so that settling
+ * follows the admission, not the limits as they are now (an operator may
+ * change them in between). Bits 0 and 1 are the AIR_SRC_* of the client and
+ * route budget reservations (engine.h). */
+#define QA_CLIENT_BUDGET 4u  /* reserved on the client's budget */
+#define QA_ROUTE_BUDGET  8u  /* reserved on the route's budget */
+#define QA_CLIENT_TPM    16u /* took the estimate from the client's tpm */
+
 /* Settle the client and route budgets and limits taken at request start. */
 static void
 settle_request(struct air_req *q, double cost, int64_t tokens)
@@ -410,19 +430,41 @@ settle_request(struct air_req *q, double cost, int64_t tokens)
     int64_t now = air__wall_ms();
     struct air__client *cl = q->client;
     if (cl != NULL) {
-        if (cl->cap.max && q->client_cap)
+        if (q->client_cap)
             air__cap_leave(&cl->cap);
         double est = (double)(q->need.est_in_tokens + q->need.est_out_tokens);
-        if (cl->tpm && tokens >= 0 && (double)tokens < est)
+        if ((q->budget_src & QA_CLIENT_TPM) && tokens >= 0 && (double)tokens < est)
             air__slim_put(&cl->tpm_lim, est - (double)tokens, now);
-        if (cl->has_budget && q->budget_est_usd > 0)
+        if ((q->budget_src & QA_CLIENT_BUDGET) && q->budget_est_usd > 0)
             air__slim_settle(&cl->budget, q->budget_est_usd, cost, q->budget_src & 1, now);
     }
-    if (q->rt != NULL && q->rt->has_budget && q->budget_est_usd > 0)
+    if (q->rt != NULL && (q->budget_src & QA_ROUTE_BUDGET) && q->budget_est_usd > 0)
         air__slim_settle((struct air__slimit *)&q->rt->budget, q->budget_est_usd, cost,
                          (q->budget_src >> 1) & 1, now);
     q->client_cap = 0;
     q->budget_est_usd = 0;
+    q->budget_src = 0;
+}
+
+/* Add a finished request to its route's and client's running totals (this
+ * worker's row; no shared write). */
+static void
+count_totals(struct air__worker *w, struct air_req *q, double cost)
+{
+    struct air__world *wd = q->world;
+    struct air__wtot *t[2] = {NULL, NULL};
+    if (q->rt != NULL)
+        t[0] = &wd->wroute[(size_t)w->idx * wd->nroutes + (size_t)(q->rt - wd->routes)];
+    if (q->client != NULL)
+        t[1] = &wd->wclient[(size_t)w->idx * wd->nclients + (size_t)(q->client - wd->clients)];
+    for (int i = 0; i < 2; i++) {
+        if (t[i] == NULL)
+            continue;
+        stat_add(&t[i]->requests, 1);
+        atomic_store_explicit(&t[i]->cost_usd,
+                              atomic_load_explicit(&t[i]->cost_usd, memory_order_relaxed) + cost,
+                              memory_order_relaxed);
+    }
 }
 
 /* Build the response for q, release q's resources and deliver. `dec` may
@@ -434,8 +476,13 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
 {
     struct air *r = w->r;
     uint64_t now = air__now_us();
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
+        /* A hedge loser still running (the winner finished first) is
+         * cancelled here: counted as such, not as a failure. */
+        if (q->att[i].active && q->att[i].loser)
+            att_cancelled(w, &q->att[i]);
         att_stop(w, &q->att[i], -1);
+    }
     /* A hedge loser queued for cancellation dies with its request. */
     for (size_t i = 0; i < w->nlosers; i++)
         if (w->losers[i] != NULL && w->losers[i]->q == q)
@@ -451,6 +498,7 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
                              usage.completion, usage.cached);
     if (q->ndeps > 0 || q->client != NULL)
         settle_request(q, cost, usage.present ? (int64_t)(usage.prompt + usage.completion) : -1);
+    count_totals(w, q, cost);
 
     struct air_resp *p = air__resp_new();
     if (p != NULL) {
@@ -537,6 +585,24 @@ att_record(struct air__worker *w, struct air__att *a, int success, const air_usa
                              u->cached);
     }
     air__dobs_record(obs_row(w, q->world, q->deps[a->ci]), success, lat, ttft, out, in, cost);
+}
+
+/* May this worker spend a retry (or a hedge) for a request on world wd?
+ * The worker's retry budget follows the tunables of that world at every
+ * ask (ratio, window, and this worker's share of the floor, so that
+ * retry.budget_min_per_s holds for the whole router), then counts the
+ * retry when allowed. */
+static int
+retry_allowed(struct air__worker *w, struct air__world *wd)
+{
+    air__epoch_begin(w->erec);
+    const struct air__tun *t = atomic_load_explicit(&wd->tun, memory_order_acquire);
+    double floor_share =
+        (double)t->g.retry_budget_min_per_s / (double)(wd->nworkers ? wd->nworkers : 1);
+    air__rbudget_set(&w->rbudget, t->g.retry_budget_ratio, floor_share,
+                     (uint32_t)t->g.retry_budget_window_ms);
+    air__epoch_end(w->erec);
+    return air__rbudget_try_retry(&w->rbudget, air__wall_ms());
 }
 
 static enum air__outcome
@@ -1062,7 +1128,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
         a->key_retry = 0;
         if (q->winner == (int)(a - q->att))
             q->winner = -1;
-        if (q->attempts >= q->limit || !air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
+        if (q->attempts >= q->limit || !retry_allowed(w, q->world)) {
             finish(w, q, f->cls, NULL, f, NULL);
             return;
         }
@@ -1098,8 +1164,6 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
      * traffic). */
     air__epoch_begin(w->erec);
     const struct air__tun *t = atomic_load_explicit(&q->world->tun, memory_order_acquire);
-    w->rbudget.ratio = t->g.retry_budget_ratio;
-    w->rbudget.min_per_s = (uint32_t)t->g.retry_budget_min_per_s;
     uint32_t base = (uint32_t)t->g.retry_backoff_base_ms;
     uint32_t cap = (uint32_t)t->g.retry_backoff_cap_ms;
     if (q->rt != NULL && q->rt->cfg->backoff_base_ms)
@@ -1108,7 +1172,7 @@ handle_fault(struct air__worker *w, struct air_req *q, struct air__att *a, const
         cap = q->rt->cfg->backoff_cap_ms;
     uint32_t max_ra = (uint32_t)t->g.retry_max_retry_after_ms;
     air__epoch_end(w->erec);
-    if (!air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
+    if (!retry_allowed(w, q->world)) {
         air_fault_t g = *f;
         size_t ml = strlen(g.message);
         snprintf(g.message + ml, sizeof g.message - ml, " (retry budget exhausted)");
@@ -1215,10 +1279,10 @@ learn_ratelimit(struct air__worker *w, struct air__att *a)
         return;
     struct air__dep *d = att_dep(a);
     int64_t now = air__wall_ms();
-    if (d->rpm && rl.remaining_requests >= 0)
+    if (air__lim(&d->rpm) && rl.remaining_requests >= 0)
         air__slim_sync(&d->rpm_lim, (double)rl.remaining_requests,
                        rl.reset_requests_ms >= 0 ? rl.reset_requests_ms : 0, now);
-    if (d->tpm && rl.remaining_tokens >= 0)
+    if (air__lim(&d->tpm) && rl.remaining_tokens >= 0)
         air__slim_sync(&d->tpm_lim, (double)rl.remaining_tokens,
                        rl.reset_tokens_ms >= 0 ? rl.reset_tokens_ms : 0, now);
     if (rl.remaining_requests == 0 && a->http_status >= 200 && a->http_status < 300) {
@@ -1249,8 +1313,8 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
         a->http_status = (int)code;
     }
     if (a->loser) {
-        /* Lost the hedge race: counted, never reported as a failure. */
-        att_record(w, a, 0, NULL);
+        /* Lost the hedge race: counted as cancelled, never as a failure. */
+        att_cancelled(w, a);
         att_stop(w, a, -1);
         return;
     }
@@ -1409,12 +1473,18 @@ client_admit(struct air__worker *w, struct air_req *q)
     enum air__slim_rc lr = AIR_SL_OK;
     int64_t wt = 0;
     enum { L_RPM, L_TPM, L_BUDGET, L_ROUTE } what = L_RPM;
-    int rpm_taken = 0, tpm_taken = 0, cb_taken = 0, csrc = 0, rsrc = 0;
+    int rpm_taken = 0, tpm_taken = 0, cb_taken = 0, rb_taken = 0, csrc = 0, rsrc = 0;
+    /* The limits as they are now (tunable at run time); what is taken is
+     * recorded, and released by that record. */
+    uint32_t crpm = 0, ctpm = 0, cmax = 0;
     if (cl != NULL) {
-        if (cl->cap.max) {
+        crpm = air__lim(&cl->rpm);
+        ctpm = air__lim(&cl->tpm);
+        cmax = air__cap_max(&cl->cap);
+        if (cmax) {
             if (!air__cap_enter(&cl->cap)) {
                 snprintf(msg, sizeof msg, "client '%s' has %u requests in flight (max_inflight)",
-                         cl->name, cl->cap.max);
+                         cl->name, cmax);
                 fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
                 f.retry_after_ms = 1000;
                 f.http_status = 429;
@@ -1422,21 +1492,21 @@ client_admit(struct air__worker *w, struct air_req *q)
             }
             q->client_cap = 1;
         }
-        if (cl->rpm) {
+        if (crpm) {
             if ((lr = air__slim_take(&cl->rpm_lim, 1, now, &wt)) != AIR_SL_OK) {
                 what = L_RPM;
                 goto limited;
             }
             rpm_taken = 1;
         }
-        if (cl->tpm) {
+        if (ctpm) {
             if ((lr = air__slim_take(&cl->tpm_lim, tok, now, &wt)) != AIR_SL_OK) {
                 what = L_TPM;
                 goto limited;
             }
             tpm_taken = 1;
         }
-        if (cl->has_budget) {
+        if (atomic_load_explicit(&cl->has_budget, memory_order_acquire)) {
             if ((lr = air__slim_reserve(&cl->budget, est, now, &wt, &csrc)) != AIR_SL_OK) {
                 what = L_BUDGET;
                 goto limited;
@@ -1444,17 +1514,17 @@ client_admit(struct air__worker *w, struct air_req *q)
             cb_taken = 1;
         }
     }
-    if (q->rt != NULL && q->rt->has_budget) {
+    if (q->rt != NULL && atomic_load_explicit(&q->rt->has_budget, memory_order_acquire)) {
         struct air__slimit *b = (struct air__slimit *)&q->rt->budget;
         if ((lr = air__slim_reserve(b, est, now, &wt, &rsrc)) != AIR_SL_OK) {
             what = L_ROUTE;
             goto limited;
         }
+        rb_taken = 1;
     }
-    q->budget_est_usd = ((cl != NULL && cl->has_budget) || (q->rt != NULL && q->rt->has_budget))
-                            ? est
-                            : 0;
-    q->budget_src = (uint8_t)((csrc ? 1 : 0) | (rsrc ? 2 : 0));
+    q->budget_est_usd = cb_taken || rb_taken ? est : 0;
+    q->budget_src = (uint8_t)((csrc ? 1 : 0) | (rsrc ? 2 : 0) | (cb_taken ? QA_CLIENT_BUDGET : 0) |
+                              (rb_taken ? QA_ROUTE_BUDGET : 0) | (tpm_taken ? QA_CLIENT_TPM : 0));
     return 0;
 
 limited:
@@ -1496,19 +1566,19 @@ limited:
         f.http_status = 503;
     } else if (what == L_ROUTE) {
         snprintf(msg, sizeof msg, "route '%s' budget of $%.2f is exhausted", q->rt->cfg->model,
-                 q->rt->budget.limit);
+                 air__slim_limit(&q->rt->budget));
         fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
         f.retry_after_ms = wt;
         f.http_status = 429;
     } else if (what == L_BUDGET) {
         snprintf(msg, sizeof msg, "client '%s' budget of $%.2f is exhausted", cl->name,
-                 cl->budget.limit);
+                 air__slim_limit(&cl->budget));
         fault_local(&f, AIR_ERR_BUDGET_EXCEEDED, 0, 0, msg);
         f.retry_after_ms = wt;
         f.http_status = 429;
     } else {
         snprintf(msg, sizeof msg, "client '%s' is over its %s limit (%u/min)", cl->name,
-                 what == L_RPM ? "rpm" : "tpm", what == L_RPM ? cl->rpm : cl->tpm);
+                 what == L_RPM ? "rpm" : "tpm", what == L_RPM ? crpm : ctpm);
         fault_local(&f, AIR_ERR_RATE_LIMITED, 0, 0, msg);
         f.retry_after_ms = wt;
         f.http_status = 429;
@@ -1517,6 +1587,7 @@ refuse:
     /* Permits already taken stay spent; the cap is left by settle_request;
      * no budget is held (the client's was released above). */
     q->budget_est_usd = 0;
+    q->budget_src = 0;
     finish(w, q, f.cls, NULL, &f, NULL);
     return -1;
 }
@@ -1622,6 +1693,12 @@ intake(struct air__worker *w, uint64_t now)
         struct air__slot *s = &r->slots[q->slot];
         s->req = q;
         q->w = w;
+        /* A reload published since this iteration's world_sync: move over
+         * first, so that a request submitted after air_reload returned
+         * routes on the new world (the exchange happened before the
+         * submit's enqueue, which our dequeue synchronises with). */
+        if (atomic_load_explicit(&r->world, memory_order_acquire) != w->world)
+            world_sync(w);
         /* Publish ownership, then look for a cancel that came first (see
          * air_cancel for the other half). */
         atomic_store_explicit(&s->worker, (int32_t)w->idx, memory_order_seq_cst);
@@ -1708,7 +1785,7 @@ run_timers(struct air__worker *w, uint64_t now)
             q->hedge_at_us = 0;
             int slot = q->att[0].active ? 1 : 0;
             if (q->winner < 0 && any_active(q) && !q->att[slot].active &&
-                air__rbudget_try_retry(&w->rbudget, air__wall_ms())) {
+                retry_allowed(w, q->world)) {
                 q->hedged = 1;
                 if (start_attempt(w, q, slot, 1, now) < 0)
                     continue; /* q may be gone */
@@ -1724,7 +1801,7 @@ cancel_losers(struct air__worker *w)
     for (size_t i = 0; i < w->nlosers; i++) {
         struct air__att *a = w->losers[i];
         if (a != NULL && a->active && a->loser) {
-            att_record(w, a, 0, NULL);
+            att_cancelled(w, a);
             att_stop(w, a, -1);
         }
     }
@@ -1764,7 +1841,7 @@ merge_stats(struct air__worker *w, int64_t now_ms)
     w->next_merge_ms = now_ms + fold_ms;
     for (size_t d = 0; d < wd->ndeps; d++) {
         struct air__dobs *row = obs_row(w, wd, d);
-        if (row->requests == 0)
+        if (row->requests == 0 && row->cancelled == 0)
             continue;
         pthread_mutex_lock(&wd->deps[d].mu);
         air__dobs_merge(&wd->deps[d].pending, row);
@@ -1926,6 +2003,7 @@ air__worker_init(struct air *r, struct air__worker *w, uint32_t idx)
         w->max_active = 1;
     w->rnd = 0x9e3779b97f4a7c15ull ^ ((uint64_t)(idx + 1) * 0xbf58476d1ce4e5b9ull) ^ air__now_us();
     w->rr = idx;
+    /* Parameters are taken from the tunables at every ask (retry_allowed). */
     air__rbudget_init(&w->rbudget, 0.2, 10, 10000);
     w->cancel_buf = air__calloc(CANCEL_RING_SIZE, sizeof(ck_ring_buffer_t));
     w->erec = air__epoch_register(r->epoch);

@@ -15,7 +15,12 @@
  * store ("client:<name>:rpm", "deployment:<provider>/<model>:tpm",
  * "route:<model>"); with `state.backend` "redis" the world owns the Redis
  * backend that syncs them (core/state_redis.c), created before the limits
- * (they size their fail-open share from it) and started after them.
+ * (they size their fail-open share from it) and started after them. Each
+ * one exists even when its value is 0 (unlimited; taken only while the
+ * value, an atomic beside it, is > 0), so that the operator can set it at
+ * run time without allocating or publishing anything (core/control.c); only
+ * the configured ones are synced with the store. air__world_carry moves the
+ * local ones' state into the world of a reload.
  */
 #include <stdio.h>
 #include <string.h>
@@ -103,26 +108,25 @@ init_dep(struct air__world *w, struct air__dep *d, int64_t now_ms)
             d->price_known = 1;
         }
     }
-    d->rpm = mc && mc->rpm ? mc->rpm : pc->rpm;
-    d->tpm = mc && mc->tpm ? mc->tpm : pc->tpm;
+    uint32_t rpm = mc && mc->rpm ? mc->rpm : pc->rpm;
+    uint32_t tpm = mc && mc->tpm ? mc->tpm : pc->tpm;
     uint32_t maxin = mc && mc->max_inflight ? mc->max_inflight : pc->max_inflight;
     pthread_mutex_init(&d->mu, NULL);
     atomic_init(&d->hdirty, 0);
     atomic_init(&d->hstate, 0);
-    if (d->rpm) {
-        char *k = lim_key("deployment:", d->id, ":rpm");
-        if (k == NULL)
-            return -1;
-        air__slim_init_rate(&d->rpm_lim, &w->state, k, d->rpm, now_ms);
-    }
-    if (d->tpm) {
-        char *k = lim_key("deployment:", d->id, ":tpm");
-        if (k == NULL)
-            return -1;
-        air__slim_init_rate(&d->tpm_lim, &w->state, k, d->tpm, now_ms);
-    }
-    atomic_init(&d->cap.n, 0);
-    d->cap.max = maxin;
+    atomic_init(&d->rpm, rpm);
+    atomic_init(&d->tpm, tpm);
+    /* The limits exist even when unlimited (0), so that the operator can
+     * set one at run time. */
+    char *k = lim_key("deployment:", d->id, ":rpm");
+    if (k == NULL)
+        return -1;
+    air__slim_init_rate(&d->rpm_lim, &w->state, k, rpm, now_ms);
+    k = lim_key("deployment:", d->id, ":tpm");
+    if (k == NULL)
+        return -1;
+    air__slim_init_rate(&d->tpm_lim, &w->state, k, tpm, now_ms);
+    air__cap_init(&d->cap, maxin);
     air__dstat_init(&d->agg);
     air__dobs_reset(&d->pending);
     return 0;
@@ -296,6 +300,11 @@ tun_build(const struct air__world *w, air_status_t *st, char *err, size_t errlen
             return NULL;
         }
     }
+    /* The same rules between fields as for a run-time change. */
+    if ((*st = air__params_validate(&t->g, err, errlen)) != AIR_OK) {
+        air__tun_free(t);
+        return NULL;
+    }
     enum air__strategy def = t->g.strategy;
     for (size_t r = 0; r < w->nroutes; r++) {
         const struct air__route_cfg *rc = w->routes[r].cfg;
@@ -386,15 +395,15 @@ start_state(struct air__world *w, char *err, size_t errlen)
         }                                                                                          \
     } while (0)
         for (size_t i = 0; i < w->ndeps; i++) {
-            ADD(w->deps[i].rpm, &w->deps[i].rpm_lim);
-            ADD(w->deps[i].tpm, &w->deps[i].tpm_lim);
+            ADD(air__lim(&w->deps[i].rpm), &w->deps[i].rpm_lim);
+            ADD(air__lim(&w->deps[i].tpm), &w->deps[i].tpm_lim);
         }
         for (size_t i = 0; i < w->nroutes; i++)
-            ADD(w->routes[i].has_budget, &w->routes[i].budget);
+            ADD(atomic_load(&w->routes[i].has_budget), &w->routes[i].budget);
         for (size_t i = 0; i < w->nclients; i++) {
-            ADD(w->clients[i].rpm, &w->clients[i].rpm_lim);
-            ADD(w->clients[i].tpm, &w->clients[i].tpm_lim);
-            ADD(w->clients[i].has_budget, &w->clients[i].budget);
+            ADD(air__lim(&w->clients[i].rpm), &w->clients[i].rpm_lim);
+            ADD(air__lim(&w->clients[i].tpm), &w->clients[i].tpm_lim);
+            ADD(atomic_load(&w->clients[i].has_budget), &w->clients[i].budget);
         }
 #undef ADD
     }
@@ -460,6 +469,8 @@ world_destroy(struct air__world *w)
     air__tun_free(atomic_load_explicit(&w->tun, memory_order_relaxed));
     air__free(atomic_load_explicit(&w->view, memory_order_relaxed));
     air__free(w->wobs);
+    air__free(w->wroute);
+    air__free(w->wclient);
     air__free((void *)w->wobs_due);
     air__free((void *)w->winfl);
     pthread_mutex_destroy(&w->fold_mu);
@@ -515,16 +526,16 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
                 goto fail;
             rt->deps[rt->ndeps++] = (size_t)d;
         }
-        if (rc->budget_usd > 0) {
-            enum air__window win = AIR_W_DAY;
-            if (rc->budget_window != NULL)
-                (void)air__window_parse(rc->budget_window, &win);
-            char *k = lim_key("route:", rc->model, "");
-            if (k == NULL)
-                goto fail;
-            air__slim_init_budget(&rt->budget, &w->state, k, rc->budget_usd, win, now_ms);
-            rt->has_budget = 1;
-        }
+        /* Always set up (unlimited when budget_usd is 0), so that a budget
+         * can be set at run time; reserved against only while has_budget. */
+        enum air__window win = AIR_W_DAY;
+        if (rc->budget_window != NULL)
+            (void)air__window_parse(rc->budget_window, &win);
+        char *k = lim_key("route:", rc->model, "");
+        if (k == NULL)
+            goto fail;
+        air__slim_init_budget(&rt->budget, &w->state, k, rc->budget_usd, win, now_ms);
+        atomic_init(&rt->has_budget, rc->budget_usd > 0);
     }
     for (size_t p = 0; p < cfg->nproviders; p++)
         for (size_t m = 0; m < cfg->providers[p].nmodels; m++)
@@ -542,38 +553,35 @@ air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
         const struct air__client_cfg *cc = &cfg->clients[i];
         struct air__client *cl = &w->clients[i];
         cl->name = cc->name;
-        cl->rpm = cc->rpm;
-        cl->tpm = cc->tpm;
-        if (cc->rpm) {
-            char *k = lim_key("client:", cc->name, ":rpm");
-            if (k == NULL)
-                goto fail;
-            air__slim_init_rate(&cl->rpm_lim, &w->state, k, cc->rpm, now_ms);
-        }
-        if (cc->tpm) {
-            char *k = lim_key("client:", cc->name, ":tpm");
-            if (k == NULL)
-                goto fail;
-            air__slim_init_rate(&cl->tpm_lim, &w->state, k, cc->tpm, now_ms);
-        }
-        atomic_init(&cl->cap.n, 0);
-        cl->cap.max = cc->max_inflight;
-        if (cc->budget_usd > 0) {
-            enum air__window win = AIR_W_DAY;
-            if (cc->budget_window != NULL)
-                (void)air__window_parse(cc->budget_window, &win);
-            char *k = lim_key("client:", cc->name, "");
-            if (k == NULL)
-                goto fail;
-            air__slim_init_budget(&cl->budget, &w->state, k, cc->budget_usd, win, now_ms);
-            cl->has_budget = 1;
-        }
+        atomic_init(&cl->rpm, cc->rpm);
+        atomic_init(&cl->tpm, cc->tpm);
+        char *k = lim_key("client:", cc->name, ":rpm");
+        if (k == NULL)
+            goto fail;
+        air__slim_init_rate(&cl->rpm_lim, &w->state, k, cc->rpm, now_ms);
+        k = lim_key("client:", cc->name, ":tpm");
+        if (k == NULL)
+            goto fail;
+        air__slim_init_rate(&cl->tpm_lim, &w->state, k, cc->tpm, now_ms);
+        air__cap_init(&cl->cap, cc->max_inflight);
+        enum air__window win = AIR_W_DAY;
+        if (cc->budget_window != NULL)
+            (void)air__window_parse(cc->budget_window, &win);
+        k = lim_key("client:", cc->name, "");
+        if (k == NULL)
+            goto fail;
+        air__slim_init_budget(&cl->budget, &w->state, k, cc->budget_usd, win, now_ms);
+        atomic_init(&cl->has_budget, cc->budget_usd > 0);
     }
 
     w->wobs = air__calloc((size_t)nworkers * (w->ndeps ? w->ndeps : 1), sizeof *w->wobs);
     w->wobs_due = air__calloc(nworkers ? nworkers : 1, sizeof *w->wobs_due);
     w->winfl = air__calloc((size_t)nworkers * (w->ndeps ? w->ndeps : 1), sizeof *w->winfl);
-    if (w->wobs == NULL || w->wobs_due == NULL || w->winfl == NULL)
+    w->wroute = air__calloc((size_t)nworkers * (w->nroutes ? w->nroutes : 1), sizeof *w->wroute);
+    w->wclient =
+        air__calloc((size_t)nworkers * (w->nclients ? w->nclients : 1), sizeof *w->wclient);
+    if (w->wobs == NULL || w->wobs_due == NULL || w->winfl == NULL || w->wroute == NULL ||
+        w->wclient == NULL)
         goto fail;
     struct air__view *v =
         air__calloc(1, sizeof *v + (w->ndeps ? w->ndeps : 1) * sizeof v->d[0]);
@@ -619,6 +627,39 @@ air__world_unref(struct air__world *w)
 {
     if (w != NULL && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
         world_destroy(w);
+}
+
+void
+air__world_carry(struct air__world *nw, struct air__world *old, int64_t now_ms)
+{
+    if (nw->redis != NULL || old->redis != NULL)
+        return; /* shared: the store holds the counts */
+    for (size_t i = 0; i < nw->ndeps; i++) {
+        struct air__dep *d = &nw->deps[i];
+        for (size_t j = 0; j < old->ndeps; j++) {
+            struct air__dep *o = &old->deps[j];
+            if (strcmp(o->id, d->id) != 0)
+                continue;
+            air__slim_carry(&d->rpm_lim, &o->rpm_lim, now_ms);
+            air__slim_carry(&d->tpm_lim, &o->tpm_lim, now_ms);
+            break;
+        }
+    }
+    for (size_t i = 0; i < nw->nroutes; i++) {
+        struct air__route *rt = &nw->routes[i];
+        const struct air__route *o = air__world_route(old, rt->cfg->model);
+        if (o != NULL)
+            air__slim_carry(&rt->budget, (struct air__slimit *)&o->budget, now_ms);
+    }
+    for (size_t i = 0; i < nw->nclients; i++) {
+        struct air__client *cl = &nw->clients[i];
+        struct air__client *o = air__world_client(old, cl->name);
+        if (o == NULL)
+            continue;
+        air__slim_carry(&cl->rpm_lim, &o->rpm_lim, now_ms);
+        air__slim_carry(&cl->tpm_lim, &o->tpm_lim, now_ms);
+        air__slim_carry(&cl->budget, &o->budget, now_ms);
+    }
 }
 
 const struct air__route *

@@ -52,7 +52,11 @@ struct air__dep {
     int price_known;
     uint32_t context_tokens;
     uint32_t caps;
-    uint32_t rpm, tpm;  /* 0 = unlimited */
+    /* Limits: 0 = unlimited. Tunable at run time (deployments.<id>.rpm/.tpm/
+     * .max_inflight), so read them with air__lim; rpm_lim/tpm_lim are always
+     * initialised (an unlimited bucket when 0) and taken only while the value
+     * is > 0. */
+    _Atomic uint32_t rpm, tpm;
 
     pthread_mutex_t mu;  /* health, pending observations */
     struct air__health health;
@@ -68,19 +72,36 @@ struct air__route {
     const struct air__route_cfg *cfg;
     size_t *deps; /* deployment indices, in target order */
     size_t ndeps;
-    struct air__slimit budget;
-    int has_budget;
+    struct air__slimit budget; /* always initialised; reserved against while has_budget */
+    _Atomic int has_budget;    /* budget_usd > 0 (tunable: routes.<model>.budget_usd) */
 };
 
-/* Limits of one client identity (air_req_set_client_key). */
+/* Limits of one client identity (air_req_set_client_key). Every limit is
+ * tunable at run time (clients.<name>.*), like a deployment's. */
 struct air__client {
     char *name;
     struct air__slimit rpm_lim, tpm_lim;
-    uint32_t rpm, tpm;
+    _Atomic uint32_t rpm, tpm;
     struct air__cap cap; /* per instance */
     struct air__slimit budget;
-    int has_budget;
+    _Atomic int has_budget;
 };
+
+/* Running totals of one route or client, per worker (row w written by
+ * worker w only, relaxed; air_stats_json sums the rows). Kept whether or not
+ * a budget is set. */
+struct air__wtot {
+    _Atomic uint64_t requests; /* requests finished (any outcome) */
+    _Atomic double cost_usd;   /* their cost from the reported usage */
+};
+
+/* A limit value that may change at run time (acquire: a reader that sees a
+ * new value > 0 also sees the limit object it was set up with). */
+static inline uint32_t
+air__lim(const _Atomic uint32_t *v)
+{
+    return atomic_load_explicit(v, memory_order_acquire);
+}
 
 /* Published statistics: a copy of every deployment's folded statistics,
  * replaced at each fold (epoch-protected). */
@@ -125,6 +146,8 @@ struct air__world {
     struct air__dobs *wobs;           /* [nworkers][ndeps]: row w written by worker w only */
     _Atomic uint32_t *winfl;          /* [nworkers][ndeps]: in-flight attempts, same rule */
     _Atomic int64_t *wobs_due;        /* per worker: next merge time */
+    struct air__wtot *wroute;         /* [nworkers][nroutes], same rule */
+    struct air__wtot *wclient;        /* [nworkers][nclients], same rule */
     pthread_mutex_t fold_mu;
     int64_t last_fold_ms;
     /* Where limits and budgets keep their counts (config `state`): local,
@@ -141,6 +164,11 @@ struct air__world {
 air_status_t air__world_new(struct air__config *cfg, uint32_t nworkers, int64_t now_ms,
                             struct air__world **out, char *err, size_t errlen);
 void air__world_ref(struct air__world *w);
+/* Before nw replaces old (air_reload): carry the state of the local rate
+ * limits and budgets whose owner keeps its name (deployment id, route model,
+ * client name) from old into nw, which nobody uses yet. Nothing for a
+ * shared state backend, whose store keeps that state. Control thread. */
+void air__world_carry(struct air__world *nw, struct air__world *old, int64_t now_ms);
 /* Drop a reference; the last one frees the world. */
 void air__world_unref(struct air__world *w);
 

@@ -135,7 +135,7 @@ micro_near(double usd)
 void
 air__budget_init(struct air__budget *b, double limit_usd, enum air__window w, int64_t now)
 {
-    b->limit_usd = limit_usd;
+    atomic_init(&b->limit_usd, limit_usd);
     b->w = w;
     atomic_init(&b->window_start_ms, air__window_start(w, now));
     atomic_init(&b->spent_micro, 0);
@@ -165,12 +165,13 @@ air__budget_reserve(struct air__budget *b, double est_usd, int64_t now, int64_t 
 {
     roll(b, now);
     int64_t e = micro_up(est_usd);
-    if (!(b->limit_usd > 0)) {
+    double limit = air__budget_limit(b);
+    if (!(limit > 0)) {
         atomic_fetch_add_explicit(&b->committed_micro, e, memory_order_acq_rel);
         atomic_fetch_add_explicit(&b->reserved_micro, e, memory_order_acq_rel);
         return 0;
     }
-    int64_t lim = micro_near(b->limit_usd);
+    int64_t lim = micro_near(limit);
     int64_t c = atomic_load_explicit(&b->committed_micro, memory_order_acquire);
     for (;;) {
         if (e > lim - c) {
@@ -224,4 +225,54 @@ air__budget_spent_at(const struct air__budget *b, int64_t now)
     if (air__window_start(b->w, now) > ws)
         return 0;
     return air__budget_spent(b);
+}
+
+double
+air__budget_limit(const struct air__budget *b)
+{
+    return atomic_load_explicit(&b->limit_usd, memory_order_relaxed);
+}
+
+void
+air__budget_set_limit(struct air__budget *b, double limit_usd)
+{
+    atomic_store_explicit(&b->limit_usd, limit_usd > 0 ? limit_usd : 0.0, memory_order_relaxed);
+}
+
+int
+air__budget_peek(struct air__budget *b, double est_usd, int64_t now, int64_t *retry_after_ms)
+{
+    roll(b, now);
+    double limit = air__budget_limit(b);
+    if (!(limit > 0))
+        return 0;
+    int64_t e = micro_up(est_usd);
+    int64_t c = atomic_load_explicit(&b->committed_micro, memory_order_acquire);
+    if (e <= micro_near(limit) - c)
+        return 0;
+    if (retry_after_ms) {
+        int64_t ws = atomic_load_explicit(&b->window_start_ms, memory_order_acquire);
+        int64_t end = air__window_end(b->w, ws);
+        *retry_after_ms = end > now ? end - now : 0;
+    }
+    return -1;
+}
+
+void
+air__budget_carry(struct air__budget *dst, struct air__budget *src, int64_t now)
+{
+    if (dst->w != src->w)
+        return;
+    roll(src, now);
+    roll(dst, now);
+    int64_t ws = atomic_load_explicit(&src->window_start_ms, memory_order_acquire);
+    if (ws != atomic_load_explicit(&dst->window_start_ms, memory_order_acquire))
+        return;
+    int64_t s = atomic_load_explicit(&src->spent_micro, memory_order_acquire) +
+                atomic_load_explicit(&src->reserved_micro, memory_order_acquire);
+    if (s < 0)
+        s = 0;
+    int64_t r = atomic_load_explicit(&dst->reserved_micro, memory_order_acquire);
+    atomic_store_explicit(&dst->spent_micro, s, memory_order_release);
+    atomic_store_explicit(&dst->committed_micro, s + r, memory_order_release);
 }

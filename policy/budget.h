@@ -20,8 +20,8 @@
  * Only an actual cost above its estimate can push spending past the limit,
  * and then the next reservation fails.
  *
- * Thread: reserve/settle/spent: any thread, concurrently. init: before
- * sharing.
+ * Thread: reserve/settle/spent/peek/set_limit: any thread, concurrently.
+ * init: before sharing. carry: dst not yet shared.
  */
 #ifndef AIR_POLICY_BUDGET_H
 #define AIR_POLICY_BUDGET_H
@@ -40,7 +40,8 @@ int64_t air__window_start(enum air__window w, int64_t now_unix_ms);
 int64_t air__window_end(enum air__window w, int64_t now_unix_ms);
 
 struct air__budget {
-    double limit_usd; /* <= 0: unlimited (spending is still counted) */
+    _Atomic double limit_usd; /* <= 0: unlimited (spending is still counted); may change at
+                                 run time (air__budget_set_limit) */
     enum air__window w;
     _Atomic int64_t window_start_ms;
     _Atomic int64_t spent_micro;     /* settled in this window */
@@ -69,5 +70,23 @@ double air__budget_reserved(const struct air__budget *b);
 /* Spending in the window holding now (0 when that window has not been seen
  * yet, i.e. it rolled over since). */
 double air__budget_spent_at(const struct air__budget *b, int64_t now_unix_ms);
+
+/* The limit (USD, <= 0 unlimited), and changing it at run time: spending
+ * and reservations stay; a limit below what is committed refuses every
+ * reservation until the window rolls over or the limit is raised. */
+double air__budget_limit(const struct air__budget *b);
+void air__budget_set_limit(struct air__budget *b, double limit_usd);
+
+/* Would air__budget_reserve(est_usd) succeed now? 0 yes, -1 no (with
+ * *retry_after_ms as reserve would set it). Nothing is reserved. */
+int air__budget_peek(struct air__budget *b, double est_usd, int64_t now_unix_ms,
+                     int64_t *retry_after_ms);
+
+/* Carry the spending of src (a budget being replaced, e.g. by a reload)
+ * into dst, which nobody else uses yet, when both have the same window
+ * kind: dst's spending = src's spending + src's outstanding reservations
+ * (requests still in flight on src settle there; counting them at their
+ * estimate errs on the side of the limit). */
+void air__budget_carry(struct air__budget *dst, struct air__budget *src, int64_t now_unix_ms);
 
 #endif

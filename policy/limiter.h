@@ -28,8 +28,11 @@
  * granted when the bucket is full, leaving it in debt (negative), so a single
  * huge request waits for a full bucket instead of failing forever.
  *
- * Thread: take/put/sync/tokens: any thread, concurrently. init: before
- * sharing.
+ * The rate and capacity may change at run time (air__bucket_set_rate); they
+ * are atomics, each operation reads them once.
+ *
+ * Thread: take/put/sync/tokens/peek/set_rate: any thread, concurrently.
+ * init: before sharing. carry: dst not yet shared.
  *
  * (Named limiter.h, not limits.h: the policy directory is on the -I path,
  * where a limits.h would replace the C library's <limits.h>.)
@@ -41,12 +44,11 @@
 #include <stdint.h>
 
 struct air__bucket {
-    _Atomic int64_t tokens_milli; /* current tokens x 1000 (negative = debt) */
-    _Atomic int64_t last_ms;      /* refill credited up to here */
-    double rate_per_ms;           /* tokens per ms; 0 = unlimited */
-    int64_t burst_milli;          /* capacity x 1000 */
-    int64_t origin_ms;            /* time origin of the refill arithmetic */
-    double rate_milli_per_ms;     /* rate_per_ms x 1000 */
+    _Atomic int64_t tokens_milli;      /* current tokens x 1000 (negative = debt) */
+    _Atomic int64_t last_ms;           /* refill credited up to here */
+    _Atomic int64_t burst_milli;       /* capacity x 1000 */
+    _Atomic double rate_milli_per_ms;  /* tokens x 1000 per ms; 0 = unlimited */
+    int64_t origin_ms;                 /* time origin of the refill arithmetic (fixed) */
 };
 
 /* per_minute <= 0 makes an unlimited bucket (take always grants). burst 0 =
@@ -71,13 +73,41 @@ void air__bucket_sync(struct air__bucket *b, double remaining, int64_t reset_in_
 /* Tokens available at now_ms (after refill; may be negative). */
 double air__bucket_tokens(struct air__bucket *b, int64_t now_ms);
 
-/* Concurrency cap: a lock-free counter. max 0 = unlimited (still counted). */
+/* Would take(n) be granted at now_ms? 0 yes, else the wait in ms, as take
+ * would answer; nothing is taken (refill is credited, which changes no
+ * outcome). For explain. */
+int64_t air__bucket_peek(struct air__bucket *b, double n, int64_t now_ms);
+
+/* Change the rate at run time (per_minute <= 0: unlimited; burst 0 =
+ * per_minute). What was used stays used: the tokens move by the change in
+ * capacity (a smaller bucket may be left in debt), and refill goes on at the
+ * new rate from now. A bucket that was unlimited starts full. Any thread,
+ * concurrently with take/put (a take racing the change sees the old or the
+ * new parameters, off by at most one refill step). */
+void air__bucket_set_rate(struct air__bucket *b, double per_minute, double burst, int64_t now_ms);
+
+/* The rate in tokens per minute (0 = unlimited). */
+double air__bucket_per_minute(const struct air__bucket *b);
+
+/* Carry the state of src (a bucket being replaced, e.g. by a reload) into
+ * dst, which nobody else uses yet: what was used from src stays used in dst
+ * (tokens = src's + dst's capacity - src's capacity, at most dst's
+ * capacity). Nothing happens when either bucket is unlimited. */
+void air__bucket_carry(struct air__bucket *dst, struct air__bucket *src, int64_t now_ms);
+
+/* Concurrency cap: a lock-free counter. max 0 = unlimited (still counted).
+ * The cap may change at run time (air__cap_set_max): entries already in
+ * stay counted and leave normally; a lower cap refuses until the count is
+ * below it. */
 struct air__cap {
     _Atomic uint32_t n;
-    uint32_t max;
+    _Atomic uint32_t max;
 };
 void air__cap_init(struct air__cap *c, uint32_t max);
 int air__cap_enter(struct air__cap *c); /* 1 entered, 0 full */
 void air__cap_leave(struct air__cap *c);
+uint32_t air__cap_max(const struct air__cap *c);
+uint32_t air__cap_count(const struct air__cap *c);
+void air__cap_set_max(struct air__cap *c, uint32_t max);
 
 #endif

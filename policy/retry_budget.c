@@ -22,16 +22,22 @@ window_s(const struct air__rbudget *b)
 }
 
 void
-air__rbudget_init(struct air__rbudget *b, double ratio, uint32_t min_per_s, uint32_t window_ms)
+air__rbudget_set(struct air__rbudget *b, double ratio, double min_per_s, uint32_t window_ms)
 {
-    memset(b, 0, sizeof *b);
     b->ratio = ratio > 0 ? ratio : 0;
-    b->min_per_s = min_per_s;
+    b->min_per_s = min_per_s > 0 ? min_per_s : 0;
     if (window_ms < 1000)
         window_ms = 1000;
     if (window_ms > (AIR_RBUDGET_SLOTS - 1) * 1000)
         window_ms = (AIR_RBUDGET_SLOTS - 1) * 1000;
     b->window_ms = window_ms;
+}
+
+void
+air__rbudget_init(struct air__rbudget *b, double ratio, double min_per_s, uint32_t window_ms)
+{
+    memset(b, 0, sizeof *b);
+    air__rbudget_set(b, ratio, min_per_s, window_ms);
     for (int i = 0; i < AIR_RBUDGET_SLOTS; i++)
         b->sec[i] = INT64_MIN;
 }
@@ -70,7 +76,7 @@ air__rbudget_try_retry(struct air__rbudget *b, int64_t now_ms)
             ret += b->ret[i];
         }
     }
-    double allowed = b->ratio * req + (double)b->min_per_s * (double)w;
+    double allowed = b->ratio * req + b->min_per_s * (double)w;
     if (ret + 1 > allowed + 1e-9)
         return 0;
     if (b->ret[cur] < UINT32_MAX)

@@ -15,8 +15,9 @@
  * Counts live in a ring of 16 one-second slots, keyed by the second they
  * belong to; a slot is reused when its second falls out of the window.
  *
- * Thread: none; one owner (e.g. one per route per worker, whose ratios then
- * add up to the same overall ratio).
+ * Thread: none; one owner. Core keeps one per worker: the ratios add up to
+ * the same overall ratio, and each worker holds min_per_s / workers of the
+ * floor, so the floor holds for the whole router (docs/POLICY.md).
  */
 #ifndef AIR_POLICY_RETRY_BUDGET_H
 #define AIR_POLICY_RETRY_BUDGET_H
@@ -27,16 +28,20 @@
 
 struct air__rbudget {
     double ratio;       /* 0.2 */
-    uint32_t min_per_s; /* 10 */
+    double min_per_s;   /* 10 (may be a fraction: one owner's share of a floor) */
     uint32_t window_ms; /* 10000 */
     /* ring of per-second counts of requests and retries */
     uint32_t req[AIR_RBUDGET_SLOTS], ret[AIR_RBUDGET_SLOTS];
     int64_t sec[AIR_RBUDGET_SLOTS];
 };
 
-/* ratio < 0 counts as 0; window_ms is clamped to 1000..15000. */
-void air__rbudget_init(struct air__rbudget *b, double ratio, uint32_t min_per_s,
+/* ratio < 0 and min_per_s < 0 count as 0; window_ms is clamped to
+ * 1000..15000. */
+void air__rbudget_init(struct air__rbudget *b, double ratio, double min_per_s,
                        uint32_t window_ms);
+/* Change the parameters, keeping the counts: the next try_retry sums the
+ * last window_ms (clamped as for init) of them. */
+void air__rbudget_set(struct air__rbudget *b, double ratio, double min_per_s, uint32_t window_ms);
 void air__rbudget_on_request(struct air__rbudget *b, int64_t now_ms);
 /* 1 allowed (and counted), 0 denied. */
 int air__rbudget_try_retry(struct air__rbudget *b, int64_t now_ms);

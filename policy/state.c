@@ -221,6 +221,31 @@ short_wait(const struct air__slimit *l)
     return w < 1 ? 1 : w;
 }
 
+/* Shared rate limit whose slice cannot cover `need`, store reachable: is
+ * there room in the shared bucket as the last sync saw it (refilled since)?
+ * SHORT (renewal on its way) or LIMIT, with the wait. */
+static enum air__slim_rc
+shared_rate_level(const struct air__slimit *l, int64_t need, int64_t now_ms, int64_t *wait_ms)
+{
+    const struct air__lease *ls = &l->lease;
+    double lvl = (double)atomic_load_explicit(&ls->level, memory_order_relaxed);
+    int64_t at = atomic_load_explicit(&ls->level_at_ms, memory_order_relaxed);
+    if (now_ms > at)
+        lvl += (double)(now_ms - at) * l->rate_milli_per_ms;
+    if (lvl > (double)l->burst_milli)
+        lvl = (double)l->burst_milli;
+    int64_t have_at_least = need > l->max_slice ? l->max_slice : need;
+    if (lvl >= (double)have_at_least) {
+        *wait_ms = short_wait(l);
+        return AIR_SL_SHORT;
+    }
+    double wait = l->rate_milli_per_ms > 0
+                      ? ceil(((double)have_at_least - lvl) / l->rate_milli_per_ms)
+                      : 60000;
+    *wait_ms = wait < 1 ? 1 : wait > 9.2e15 ? INT64_MAX / 4 : (int64_t)wait;
+    return AIR_SL_LIMIT;
+}
+
 enum air__slim_rc
 air__slim_take(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms)
 {
@@ -247,24 +272,30 @@ air__slim_take(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms
         *wait_ms = w;
         return AIR_SL_LIMIT;
     }
-    /* The shared bucket as the last sync saw it, refilled since. */
-    const struct air__lease *ls = &l->lease;
-    double lvl = (double)atomic_load_explicit(&ls->level, memory_order_relaxed);
-    int64_t at = atomic_load_explicit(&ls->level_at_ms, memory_order_relaxed);
-    if (now_ms > at)
-        lvl += (double)(now_ms - at) * l->rate_milli_per_ms;
-    if (lvl > (double)l->burst_milli)
-        lvl = (double)l->burst_milli;
-    int64_t have_at_least = need > l->max_slice ? l->max_slice : need;
-    if (lvl >= (double)have_at_least) {
-        *wait_ms = short_wait(l);
-        return AIR_SL_SHORT;
+    return shared_rate_level(l, need, now_ms, wait_ms);
+}
+
+enum air__slim_rc
+air__slim_peek(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms)
+{
+    *wait_ms = 0;
+    if (!l->st->shared) {
+        int64_t w = air__bucket_peek(&l->bucket, n, now_ms);
+        *wait_ms = w;
+        return w == 0 ? AIR_SL_OK : AIR_SL_LIMIT;
     }
-    double wait = l->rate_milli_per_ms > 0
-                      ? ceil(((double)have_at_least - lvl) / l->rate_milli_per_ms)
-                      : 60000;
-    *wait_ms = wait < 1 ? 1 : wait > 9.2e15 ? INT64_MAX / 4 : (int64_t)wait;
-    return AIR_SL_LIMIT;
+    int64_t need = to_milli(n);
+    int64_t have_at_least = need > l->max_slice ? l->max_slice : need;
+    if (need == 0 || atomic_load_explicit(&l->lease.avail, memory_order_acquire) >= have_at_least)
+        return AIR_SL_OK;
+    if (!atomic_load_explicit(&l->st->healthy, memory_order_relaxed)) {
+        if (l->st->fail_rate == AIR_FAIL_CLOSED)
+            return AIR_SL_CLOSED;
+        int64_t w = air__bucket_peek(&l->bucket, n, now_ms);
+        *wait_ms = w;
+        return w == 0 ? AIR_SL_OK : AIR_SL_LIMIT;
+    }
+    return shared_rate_level(l, need, now_ms, wait_ms);
 }
 
 void
@@ -312,6 +343,30 @@ air__slim_sync(struct air__slimit *l, double remaining, int64_t reset_in_ms, int
     nudge(l);
 }
 
+/* Shared budget whose slice cannot cover e micro-dollars, store reachable:
+ * SHORT when the window has room (renewal on its way), else LIMIT. */
+static enum air__slim_rc
+shared_budget_room(const struct air__slimit *l, int64_t e, int64_t now_ms, int64_t *retry_after_ms)
+{
+    const struct air__lease *ls = &l->lease;
+    int64_t end = atomic_load_explicit(&ls->win_end_ms, memory_order_relaxed);
+    int64_t room = atomic_load_explicit(&ls->level, memory_order_relaxed);
+    if (end > 0 && now_ms >= end)
+        room = micro_near(l->limit); /* a new window: the store will have it all */
+    int64_t have_at_least = e > l->max_slice ? l->max_slice : e;
+    if (room >= have_at_least) {
+        if (retry_after_ms != NULL)
+            *retry_after_ms = short_wait(l);
+        return AIR_SL_SHORT;
+    }
+    if (retry_after_ms != NULL) {
+        if (end <= now_ms)
+            end = air__window_end(l->w, now_ms);
+        *retry_after_ms = end > now_ms ? end - now_ms : 1;
+    }
+    return AIR_SL_LIMIT;
+}
+
 enum air__slim_rc
 air__slim_reserve(struct air__slimit *l, double est_usd, int64_t now_ms, int64_t *retry_after_ms,
                   int *src)
@@ -336,23 +391,31 @@ air__slim_reserve(struct air__slimit *l, double est_usd, int64_t now_ms, int64_t
                    ? AIR_SL_OK
                    : AIR_SL_LIMIT;
     }
-    const struct air__lease *ls = &l->lease;
-    int64_t end = atomic_load_explicit(&ls->win_end_ms, memory_order_relaxed);
-    int64_t room = atomic_load_explicit(&ls->level, memory_order_relaxed);
-    if (end > 0 && now_ms >= end)
-        room = micro_near(l->limit); /* a new window: the store will have it all */
+    return shared_budget_room(l, e, now_ms, retry_after_ms);
+}
+
+enum air__slim_rc
+air__slim_peek_reserve(struct air__slimit *l, double est_usd, int64_t now_ms,
+                       int64_t *retry_after_ms)
+{
+    if (retry_after_ms != NULL)
+        *retry_after_ms = 0;
+    if (!l->st->shared)
+        return air__budget_peek(&l->budget, est_usd, now_ms, retry_after_ms) == 0
+                   ? AIR_SL_OK
+                   : AIR_SL_LIMIT;
+    int64_t e = micro_up(est_usd);
     int64_t have_at_least = e > l->max_slice ? l->max_slice : e;
-    if (room >= have_at_least) {
-        if (retry_after_ms != NULL)
-            *retry_after_ms = short_wait(l);
-        return AIR_SL_SHORT;
+    if (e == 0 || atomic_load_explicit(&l->lease.avail, memory_order_acquire) >= have_at_least)
+        return AIR_SL_OK;
+    if (!atomic_load_explicit(&l->st->healthy, memory_order_relaxed)) {
+        if (l->st->fail_budget == AIR_FAIL_CLOSED)
+            return AIR_SL_CLOSED;
+        return air__budget_peek(&l->budget, est_usd, now_ms, retry_after_ms) == 0
+                   ? AIR_SL_OK
+                   : AIR_SL_LIMIT;
     }
-    if (retry_after_ms != NULL) {
-        if (end <= now_ms)
-            end = air__window_end(l->w, now_ms);
-        *retry_after_ms = end > now_ms ? end - now_ms : 1;
-    }
-    return AIR_SL_LIMIT;
+    return shared_budget_room(l, e, now_ms, retry_after_ms);
 }
 
 void
@@ -387,6 +450,52 @@ air__slim_spent(const struct air__slimit *l)
     return (double)(atomic_load_explicit(&l->lease.store_spent, memory_order_relaxed) +
                     atomic_load_explicit(&l->lease.spent, memory_order_relaxed)) /
            1e6;
+}
+
+double
+air__slim_available(struct air__slimit *l, int64_t now_ms)
+{
+    if (!l->st->shared)
+        return air__bucket_tokens(&l->bucket, now_ms);
+    return air__slim_avail(l);
+}
+
+double
+air__slim_limit(const struct air__slimit *l)
+{
+    if (l->st->shared)
+        return l->limit;
+    return l->kind == AIR_SL_RATE ? air__bucket_per_minute(&l->bucket)
+                                  : air__budget_limit(&l->budget);
+}
+
+int
+air__slim_set_rate(struct air__slimit *l, double per_minute, int64_t now_ms)
+{
+    if (l->st->shared || l->kind != AIR_SL_RATE)
+        return -1;
+    air__bucket_set_rate(&l->bucket, per_minute, 0, now_ms);
+    return 0;
+}
+
+int
+air__slim_set_budget(struct air__slimit *l, double usd)
+{
+    if (l->st->shared || l->kind != AIR_SL_BUDGET)
+        return -1;
+    air__budget_set_limit(&l->budget, usd);
+    return 0;
+}
+
+void
+air__slim_carry(struct air__slimit *dst, struct air__slimit *src, int64_t now_ms)
+{
+    if (dst->st->shared || src->st->shared || dst->kind != src->kind)
+        return;
+    if (dst->kind == AIR_SL_RATE)
+        air__bucket_carry(&dst->bucket, &src->bucket, now_ms);
+    else
+        air__budget_carry(&dst->budget, &src->budget, now_ms);
 }
 
 static double

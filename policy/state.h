@@ -146,10 +146,12 @@ struct air__slimit {
     struct air__lease lease; /* shared backend only */
 };
 
-/* A rate limit of per_minute (> 0) with a burst of one minute's worth. */
+/* A rate limit of per_minute with a burst of one minute's worth
+ * (per_minute <= 0: unlimited, local backend only). */
 void air__slim_init_rate(struct air__slimit *l, struct air__state *st, char *key, double per_minute,
                          int64_t now_ms);
-/* A budget of usd (> 0) per window. */
+/* A budget of usd per window (usd <= 0: unlimited, spending counted;
+ * local backend only). */
 void air__slim_init_budget(struct air__slimit *l, struct air__state *st, char *key, double usd,
                            enum air__window w, int64_t now_ms);
 
@@ -178,6 +180,36 @@ void air__slim_settle(struct air__slimit *l, double est_usd, double actual_usd, 
  * process's; shared: the store's at the last sync plus what this instance
  * settled since. */
 double air__slim_spent(const struct air__slimit *l);
+
+/* Would a take of n (rates) / a reservation of est_usd (budgets) be granted
+ * now? The same answer and wait as air__slim_take / air__slim_reserve, with
+ * nothing taken, reserved or asked of the store (for explain). */
+enum air__slim_rc air__slim_peek(struct air__slimit *l, double n, int64_t now_ms,
+                                 int64_t *wait_ms);
+enum air__slim_rc air__slim_peek_reserve(struct air__slimit *l, double est_usd, int64_t now_ms,
+                                         int64_t *retry_after_ms);
+
+/* Rates: tokens this instance could take now (local: the bucket after
+ * refill; shared: what is left of its slice). */
+double air__slim_available(struct air__slimit *l, int64_t now_ms);
+
+/* The limit now: per minute (rates) or USD per window (budgets); 0 means
+ * unlimited (local backend only; a shared limit is always > 0). */
+double air__slim_limit(const struct air__slimit *l);
+
+/* Change a local limit at run time (per_minute or usd <= 0: unlimited):
+ * what was used or spent stays counted (air__bucket_set_rate,
+ * air__budget_set_limit). Any thread. Returns -1, changing nothing, for a
+ * shared limit: its size is part of the state every instance shares, so it
+ * changes with the configuration of all of them. */
+int air__slim_set_rate(struct air__slimit *l, double per_minute, int64_t now_ms);
+int air__slim_set_budget(struct air__slimit *l, double usd);
+
+/* Carry a local limit's state from src (being replaced, e.g. by a reload)
+ * into dst, which nobody else uses yet (air__bucket_carry,
+ * air__budget_carry). Nothing for shared limits (the store holds their
+ * state) or limits of different kinds. */
+void air__slim_carry(struct air__slimit *dst, struct air__slimit *src, int64_t now_ms);
 /* Shared: slice target and what is left of it, in tokens or USD. */
 double air__slim_slice(const struct air__slimit *l);
 double air__slim_avail(const struct air__slimit *l);

@@ -42,6 +42,12 @@ air__dobs_record(struct air__dobs *o, int success, uint64_t lat_us, uint64_t ttf
 }
 
 void
+air__dobs_cancel(struct air__dobs *o)
+{
+    o->cancelled++;
+}
+
+void
 air__dobs_reset(struct air__dobs *o)
 {
     memset(o, 0, sizeof *o);
@@ -53,6 +59,7 @@ air__dobs_merge(struct air__dobs *dst, const struct air__dobs *src)
     dst->requests += src->requests;
     dst->successes += src->successes;
     dst->failures += src->failures;
+    dst->cancelled += src->cancelled;
     dst->lat_sum_us += src->lat_sum_us;
     dst->lat_n += src->lat_n;
     dst->ttft_sum_us += src->ttft_sum_us;
@@ -135,6 +142,7 @@ air__dstat_fold(struct air__dstat *s, const struct air__dobs *o, double dt_ms, d
     s->requests += o->requests;
     s->successes += o->successes;
     s->failures += o->failures;
+    s->cancelled += o->cancelled;
     s->tokens_in += o->tokens_in;
     s->tokens_out += o->tokens_out;
     s->cost_usd += o->cost_usd;

@@ -33,6 +33,8 @@
 /* Observations one worker made since its last fold (single writer). */
 struct air__dobs {
     uint64_t requests, successes, failures;   /* completed attempts */
+    uint64_t cancelled;                       /* attempts cancelled unfinished (a hedge's
+                                                 loser): neither success nor failure */
     uint64_t lat_sum_us, ttft_sum_us, ttft_n; /* ttft only for streams with a first token */
     uint64_t tpot_sum_ns, tpot_n;             /* time per output token (streams) */
     uint64_t tokens_in, tokens_out;
@@ -52,6 +54,10 @@ struct air__dobs {
  * and out_tokens >= 2. Thread: the dobs's owner. Never fails. */
 void air__dobs_record(struct air__dobs *o, int success, uint64_t lat_us, uint64_t ttft_us,
                       uint64_t out_tokens, uint64_t in_tokens, double cost_usd);
+/* Record one attempt cancelled before it finished (it lost a hedge race):
+ * counted apart, it is no evidence about the deployment's success rate or
+ * latency. Thread: the dobs's owner. */
+void air__dobs_cancel(struct air__dobs *o);
 /* Zero everything (after a fold). */
 void air__dobs_reset(struct air__dobs *o);
 /* dst += src (counters and histograms). */
@@ -62,6 +68,7 @@ struct air__dstat {
     double lat_ewma_us, ttft_ewma_us, tpot_ewma_ns, succ_ewma; /* succ_ewma starts at 1.0 */
     uint64_t lat_p50_us, lat_p95_us, lat_p99_us, ttft_p50_us, ttft_p95_us, ttft_p99_us;
     uint64_t requests, failures, tokens_in, tokens_out;
+    uint64_t cancelled;         /* attempts cancelled unfinished (hedge losers) */
     double cost_usd;
     uint32_t inflight;          /* filled by core */
     int have_samples;           /* any latency sample yet */
@@ -81,7 +88,8 @@ void air__dstat_init(struct air__dstat *s);
  *     first interval's mean; an interval without samples leaves it alone;
  *   - the histograms are decayed by 2^(-dt/halflife) (= 1 - alpha), then the
  *     interval's are added, and the percentiles recomputed;
- *   - counters (requests, failures, successes, tokens, cost) are added.
+ *   - counters (requests, failures, successes, cancelled, tokens, cost) are
+ *     added.
  * So after one half-life of constant input an EWMA has moved half way to it,
  * whatever the fold interval. dt_ms <= 0 counts as no time (alpha 0) except
  * for first samples; halflife_ms <= 0 means "no memory" (alpha 1). */

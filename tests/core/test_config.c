@@ -642,6 +642,40 @@ test_config_alloc_failure_sweep_clean(void **state)
     air__free(json);
 }
 
+/* retry.budget_window_ms has no field of its own: it is checked with the
+ * config's messages and kept as a tunable, applied with the others. */
+static void
+test_config_retry_budget_window_kept_as_tunable(void **state)
+{
+    (void)state;
+    struct air__config *c = NULL;
+    char err[256];
+    assert_int_equal(parse_str("{'retry':{'budget_ratio':0.5,'budget_window_ms':2000},"
+                               "'policy':{'weight':{'cost':0.5}},'providers':[" P0 "]}",
+                               &c, err, sizeof err),
+                     AIR_OK);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(c->tuning, "retry"), "budget_window_ms");
+    assert_true(cJSON_IsNumber(w));
+    assert_int_equal((int)w->valuedouble, 2000);
+    assert_true(c->retry_budget_ratio == 0.5);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(c->tuning, "policy"));
+    air__config_free(c);
+    expect_error("{'retry':{'budget_window_ms':999},'providers':[" P0 "]}",
+                 "retry.budget_window_ms: must be between 1000 and 15000");
+    expect_error("{'retry':{'budget_window_ms':15001},'providers':[" P0 "]}",
+                 "retry.budget_window_ms: must be between 1000 and 15000");
+    expect_error("{'retry':{'budget_window_ms':1500.5},'providers':[" P0 "]}",
+                 "retry.budget_window_ms: expected an integer");
+    expect_error("{'retry':{'budget_window_ms':'2s'},'providers':[" P0 "]}",
+                 "retry.budget_window_ms: expected an integer");
+    expect_error("{'retry':{'budget_window_ms':2000,'budget_window_ms':3000},'providers':[" P0
+                 "]}",
+                 "retry.budget_window_ms: duplicate key");
+    expect_error("{'retry':{'budget_windw_ms':2000},'providers':[" P0 "]}",
+                 "retry.budget_windw_ms: unknown key (did you mean 'budget_window_ms'?)");
+}
+
 int
 main(void)
 {
@@ -663,6 +697,7 @@ main(void)
         cmocka_unit_test(test_config_bad_arguments_and_small_buffers),
         cmocka_unit_test(test_config_lookups_find_routes_and_providers),
         cmocka_unit_test(test_config_alloc_failure_sweep_clean),
+        cmocka_unit_test(test_config_retry_budget_window_kept_as_tunable),
     };
     return cmocka_run_group_tests(tests, setup_env, NULL);
 }

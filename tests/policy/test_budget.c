@@ -295,6 +295,60 @@ test_budget_threads_never_overrun_cheaper_costs(void **state)
     run_concurrent(0);
 }
 
+static void
+test_budget_limit_changes_at_run_time_spending_stays(void **state)
+{
+    (void)state;
+    struct air__budget b;
+    int64_t now = utc(2026, 11, 26, 12, 0, 0, 0);
+    int64_t ra = -1;
+    air__budget_init(&b, 1.00, AIR_W_DAY, now);
+    assert_int_equal(air__budget_reserve(&b, 0.60, now, &ra), 0);
+    air__budget_settle(&b, 0.60, 0.60, now);
+    assert_int_equal(air__budget_peek(&b, 0.50, now, &ra), -1);
+    assert_int_equal(ra, 12 * 3600000LL);
+    air__budget_set_limit(&b, 2.00);
+    assert_true(air__budget_limit(&b) == 2.00);
+    assert_int_equal(air__budget_peek(&b, 0.50, now, NULL), 0); /* peek reserves nothing */
+    assert_int_equal(air__budget_peek(&b, 1.40, now, NULL), 0);
+    assert_int_equal(air__budget_reserve(&b, 1.40, now, NULL), 0);
+    assert_int_equal(air__budget_reserve(&b, 0.01, now, NULL), -1);
+    /* Lowered under what is committed: nothing until the window rolls. */
+    air__budget_set_limit(&b, 0.50);
+    air__budget_settle(&b, 1.40, 0, now);
+    assert_int_equal(air__budget_peek(&b, 0.01, now, NULL), -1);
+    assert_int_equal(air__budget_peek(&b, 0.01, now + 12 * 3600000LL, NULL), 0);
+    /* 0 = unlimited. */
+    air__budget_set_limit(&b, 0);
+    assert_int_equal(air__budget_reserve(&b, 1000, now + 12 * 3600000LL, NULL), 0);
+}
+
+static void
+test_budget_carry_counts_reservations_as_spent(void **state)
+{
+    (void)state;
+    struct air__budget old, nw;
+    int64_t now = utc(2026, 11, 26, 12, 0, 0, 0);
+    air__budget_init(&old, 1.00, AIR_W_DAY, now);
+    assert_int_equal(air__budget_reserve(&old, 0.30, now, NULL), 0);
+    air__budget_settle(&old, 0.30, 0.20, now);
+    assert_int_equal(air__budget_reserve(&old, 0.25, now, NULL), 0); /* still in flight */
+    air__budget_init(&nw, 1.00, AIR_W_DAY, now + 1000);
+    air__budget_carry(&nw, &old, now + 1000);
+    assert_true(fabs(air__budget_spent(&nw) - 0.45) < 1e-9);
+    assert_int_equal(air__budget_reserve(&nw, 0.56, now + 1000, NULL), -1);
+    assert_int_equal(air__budget_reserve(&nw, 0.55, now + 1000, NULL), 0);
+    /* The next day the old window's spending is over; only the reservation
+     * still in flight carries (it settles into the window it ends in). */
+    air__budget_init(&nw, 1.00, AIR_W_DAY, now + 86400000LL);
+    air__budget_carry(&nw, &old, now + 86400000LL);
+    assert_true(fabs(air__budget_spent(&nw) - 0.25) < 1e-9);
+    /* Nor across window kinds. */
+    air__budget_init(&nw, 1.00, AIR_W_MONTH, now);
+    air__budget_carry(&nw, &old, now);
+    assert_true(air__budget_spent(&nw) == 0);
+}
+
 int
 main(void)
 {
@@ -307,6 +361,8 @@ main(void)
         cmocka_unit_test(test_budget_unlimited_counts_but_never_refuses),
         cmocka_unit_test(test_budget_threads_never_overrun_exact_costs),
         cmocka_unit_test(test_budget_threads_never_overrun_cheaper_costs),
+        cmocka_unit_test(test_budget_limit_changes_at_run_time_spending_stays),
+        cmocka_unit_test(test_budget_carry_counts_reservations_as_spent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

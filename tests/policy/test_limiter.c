@@ -7,7 +7,10 @@
  * concurrency cap; and several threads (pthreads, in this test only)
  * hammering take() and the cap: the bucket never grants more than its
  * capacity plus the refill of the elapsed fake time, the cap is never
- * exceeded. Thread counts and iterations are small enough for TSan.
+ * exceeded. Changing the rate and the cap at run time (what was used stays
+ * used), peeking without taking, carrying a bucket's state into a new one,
+ * and threads taking while the rate changes. Thread counts and iterations
+ * are small enough for TSan.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,6 +301,161 @@ test_limiter_threads_never_exceed_cap(void **state)
     assert_int_equal(atomic_load(&cap.n), 0);
 }
 
+static void
+test_limiter_set_rate_keeps_what_was_used(void **state)
+{
+    (void)state;
+    struct air__bucket b;
+    air__bucket_init(&b, 60, 0, T0); /* burst 60 */
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(air__bucket_take(&b, 1, T0), 0);
+    /* Raised to 100: the 50 used stay used, 50 left (not a fresh 100). */
+    air__bucket_set_rate(&b, 100, 0, T0);
+    assert_true(air__bucket_per_minute(&b) == 100.0);
+    assert_true(fabs(air__bucket_tokens(&b, T0) - 50.0) < 1e-9);
+    /* Lowered to 20: 50 used of 20 leaves 30 of debt; the wait is at the
+     * new rate (20 a minute = 1 per 3 s): 31 tokens short = 93 s. */
+    air__bucket_set_rate(&b, 20, 0, T0);
+    assert_true(fabs(air__bucket_tokens(&b, T0) + 30.0) < 1e-9);
+    assert_int_equal(air__bucket_take(&b, 1, T0), 93000);
+    /* Refill after the change is at the new rate. */
+    assert_true(fabs(air__bucket_tokens(&b, T0 + 30000) + 20.0) < 1e-6);
+}
+
+static void
+test_limiter_set_rate_to_and_from_unlimited(void **state)
+{
+    (void)state;
+    struct air__bucket b;
+    air__bucket_init(&b, 0, 0, T0); /* unlimited */
+    assert_int_equal(air__bucket_take(&b, 1e9, T0), 0);
+    /* Limited from unlimited: starts full. */
+    air__bucket_set_rate(&b, 3, 0, T0 + 1000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(air__bucket_take(&b, 1, T0 + 1000), 0);
+    assert_true(air__bucket_take(&b, 1, T0 + 1000) > 0);
+    /* Unlimited again: grants anything, and put is a no-op. */
+    air__bucket_set_rate(&b, 0, 0, T0 + 2000);
+    assert_true(air__bucket_per_minute(&b) == 0.0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(air__bucket_take(&b, 1, T0 + 2000), 0);
+    air__bucket_put(&b, 5, T0 + 2000);
+    /* And limited once more: full again. */
+    air__bucket_set_rate(&b, 2, 0, T0 + 3000);
+    assert_true(fabs(air__bucket_tokens(&b, T0 + 3000) - 2.0) < 1e-9);
+}
+
+static void
+test_limiter_peek_answers_like_take_and_takes_nothing(void **state)
+{
+    (void)state;
+    struct air__bucket b;
+    air__bucket_init(&b, 60, 0, T0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(air__bucket_peek(&b, 60, T0), 0);
+    assert_true(fabs(air__bucket_tokens(&b, T0) - 60.0) < 1e-9);
+    for (int i = 0; i < 59; i++)
+        assert_int_equal(air__bucket_take(&b, 1, T0), 0);
+    assert_int_equal(air__bucket_peek(&b, 2, T0), 1000); /* same wait as take */
+    assert_int_equal(air__bucket_take(&b, 2, T0), 1000);
+    assert_int_equal(air__bucket_peek(&b, 1, T0), 0);
+    assert_int_equal(air__bucket_peek(&b, 1000, T0 + 59000), 0); /* oversized: needs full */
+    air__bucket_init(&b, 0, 0, T0);
+    assert_int_equal(air__bucket_peek(&b, 1e9, T0), 0);
+}
+
+static void
+test_limiter_carry_moves_used_tokens_to_a_new_bucket(void **state)
+{
+    (void)state;
+    struct air__bucket old, nw;
+    air__bucket_init(&old, 60, 0, T0);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(air__bucket_take(&old, 1, T0), 0);
+    /* Same size: 20 left. */
+    air__bucket_init(&nw, 60, 0, T0 + 1000);
+    air__bucket_carry(&nw, &old, T0 + 1000);
+    assert_true(fabs(air__bucket_tokens(&nw, T0 + 1000) - 21.0) < 1e-9); /* +1 s refill */
+    /* A bigger new bucket: the 40 used (less the refill) stay used. */
+    air__bucket_init(&nw, 120, 0, T0 + 1000);
+    air__bucket_carry(&nw, &old, T0 + 1000);
+    assert_true(fabs(air__bucket_tokens(&nw, T0 + 1000) - 81.0) < 1e-9);
+    /* Unlimited on either side: the new bucket stays as it was (full). */
+    struct air__bucket un;
+    air__bucket_init(&un, 0, 0, T0);
+    air__bucket_init(&nw, 10, 0, T0 + 1000);
+    air__bucket_carry(&nw, &un, T0 + 1000);
+    assert_true(fabs(air__bucket_tokens(&nw, T0 + 1000) - 10.0) < 1e-9);
+}
+
+static void
+test_limiter_cap_max_changes_at_run_time(void **state)
+{
+    (void)state;
+    struct air__cap c;
+    air__cap_init(&c, 2);
+    assert_int_equal(air__cap_enter(&c), 1);
+    assert_int_equal(air__cap_enter(&c), 1);
+    assert_int_equal(air__cap_enter(&c), 0);
+    air__cap_set_max(&c, 3);
+    assert_int_equal(air__cap_max(&c), 3);
+    assert_int_equal(air__cap_enter(&c), 1);
+    assert_int_equal(air__cap_enter(&c), 0);
+    /* Lowered below the count: refuses until enough have left. */
+    air__cap_set_max(&c, 1);
+    air__cap_leave(&c);
+    assert_int_equal(air__cap_enter(&c), 0);
+    air__cap_leave(&c);
+    air__cap_leave(&c);
+    assert_int_equal(air__cap_count(&c), 0);
+    assert_int_equal(air__cap_enter(&c), 1);
+    air__cap_set_max(&c, 0); /* unlimited, still counted */
+    assert_int_equal(air__cap_enter(&c), 1);
+    assert_int_equal(air__cap_count(&c), 2);
+}
+
+/* Threads taking while the rate changes under them: no crash, no race
+ * (TSan), and never more granted than the largest bucket's capacity plus
+ * the largest rate's refill. */
+struct setrate_ctx {
+    struct air__bucket *b;
+    _Atomic int64_t granted;
+    _Atomic int stop;
+};
+
+static void *
+setrate_taker(void *arg)
+{
+    struct setrate_ctx *c = arg;
+    for (int i = 0; i < ITERS / 10; i++)
+        if (air__bucket_take(c->b, 1, T0 + i / 10) == 0)
+            atomic_fetch_add(&c->granted, 1);
+    return NULL;
+}
+
+static void
+test_limiter_threads_take_while_the_rate_changes(void **state)
+{
+    (void)state;
+    struct air__bucket b;
+    air__bucket_init(&b, 600, 0, T0);
+    struct setrate_ctx c = {.b = &b};
+    atomic_init(&c.granted, 0);
+    atomic_init(&c.stop, 0);
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, setrate_taker, &c), 0);
+    for (int i = 0; i < 200; i++)
+        air__bucket_set_rate(&b, i % 2 ? 600 : 60, 0, T0);
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+    /* Capacity 600 at most, a change never adds more than the difference in
+     * capacity to what is left, and every change to 60 takes it back. */
+    int64_t fake_ms = ITERS / 100;
+    assert_true(atomic_load(&c.granted) <= 600 + 100 * 540 + fake_ms * 10 + 1);
+    assert_true(atomic_load(&c.granted) >= 1);
+}
+
 int
 main(void)
 {
@@ -313,6 +471,12 @@ main(void)
         cmocka_unit_test(test_limiter_cap_enter_leave),
         cmocka_unit_test(test_limiter_threads_never_grant_more_than_capacity),
         cmocka_unit_test(test_limiter_threads_never_exceed_cap),
+        cmocka_unit_test(test_limiter_set_rate_keeps_what_was_used),
+        cmocka_unit_test(test_limiter_set_rate_to_and_from_unlimited),
+        cmocka_unit_test(test_limiter_peek_answers_like_take_and_takes_nothing),
+        cmocka_unit_test(test_limiter_carry_moves_used_tokens_to_a_new_bucket),
+        cmocka_unit_test(test_limiter_cap_max_changes_at_run_time),
+        cmocka_unit_test(test_limiter_threads_take_while_the_rate_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,6 +119,63 @@ test_retry_budget_outage_caps_retries(void **state)
     outage(5000, 0.2, 10);
 }
 
+static void
+test_retry_budget_set_keeps_counts_and_moves_the_window(void **state)
+{
+    (void)state;
+    struct air__rbudget b;
+    air__rbudget_init(&b, 0, 2, 10000);
+    int allowed = 0;
+    for (int i = 0; i < 100; i++)
+        allowed += air__rbudget_try_retry(&b, T0 + i);
+    assert_int_equal(allowed, 20); /* 2/s x 10 s */
+    /* Narrowed to 1 s, two seconds later: only this second counts. */
+    air__rbudget_set(&b, 0, 2, 1000);
+    assert_int_equal(b.window_ms, 1000);
+    allowed = 0;
+    for (int i = 0; i < 100; i++)
+        allowed += air__rbudget_try_retry(&b, T0 + 2000 + i);
+    assert_int_equal(allowed, 2);
+    /* Widened back: the retries above are still in the window. */
+    air__rbudget_set(&b, 0, 2, 10000);
+    assert_int_equal(air__rbudget_try_retry(&b, T0 + 3000), 0);
+    /* Clamped like init. */
+    air__rbudget_set(&b, -1, -5, 99999);
+    assert_int_equal(b.window_ms, 15000);
+    assert_true(b.ratio == 0 && b.min_per_s == 0);
+}
+
+static void
+test_retry_budget_fractional_floor_share(void **state)
+{
+    (void)state;
+    /* A worker's share of a router floor of 1/s over 4 workers: 0.25/s,
+     * 2.5 retries per 10 s window, so 2 whole retries. */
+    struct air__rbudget b;
+    air__rbudget_init(&b, 0, 0.25, 10000);
+    int allowed = 0;
+    for (int i = 0; i < 100; i++)
+        allowed += air__rbudget_try_retry(&b, T0 + i);
+    assert_int_equal(allowed, 2);
+    /* Four such shares together stay within the router's 10. */
+    struct air__rbudget w[4];
+    allowed = 0;
+    for (int k = 0; k < 4; k++) {
+        air__rbudget_init(&w[k], 0, 0.25, 10000);
+        for (int i = 0; i < 100; i++)
+            allowed += air__rbudget_try_retry(&w[k], T0 + i);
+    }
+    assert_true(allowed <= 10);
+    /* With traffic the ratio adds to the share. */
+    air__rbudget_init(&b, 0.1, 0.25, 10000);
+    for (int i = 0; i < 100; i++)
+        air__rbudget_on_request(&b, T0 + i);
+    allowed = 0;
+    for (int i = 0; i < 100; i++)
+        allowed += air__rbudget_try_retry(&b, T0 + 500 + i);
+    assert_int_equal(allowed, 12); /* 0.1 x 100 + 2.5 */
+}
+
 int
 main(void)
 {
@@ -127,6 +184,8 @@ main(void)
         cmocka_unit_test(test_retry_budget_floor_without_traffic),
         cmocka_unit_test(test_retry_budget_window_is_clamped),
         cmocka_unit_test(test_retry_budget_outage_caps_retries),
+        cmocka_unit_test(test_retry_budget_set_keeps_counts_and_moves_the_window),
+        cmocka_unit_test(test_retry_budget_fractional_floor_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

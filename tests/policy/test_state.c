@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -379,6 +380,76 @@ test_state_concurrent_spend_never_exceeds_grants(void **state)
     assert_int_equal(r.s.tokens + r.s.used * 1000, (int64_t)TOTAL * 1000);
 }
 
+/* Peeking says what take/reserve would, without taking, reserving or
+ * nudging the store; local limits change at run time, shared ones refuse
+ * to; carry copies a local limit's use into a new one. */
+static void
+test_state_peek_set_and_carry(void **state)
+{
+    (void)state;
+    struct air__state st;
+    air__state_init_local(&st);
+    struct air__slimit l;
+    air__slim_init_rate(&l, &st, NULL, 2, 0);
+    int64_t w;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(air__slim_peek(&l, 1, 0, &w), AIR_SL_OK);
+    assert_true(air__slim_available(&l, 0) == 2.0);
+    assert_int_equal(air__slim_take(&l, 2, 0, &w), AIR_SL_OK);
+    assert_int_equal(air__slim_peek(&l, 1, 0, &w), AIR_SL_LIMIT);
+    assert_int_equal(w, 30000);
+    assert_true(air__slim_limit(&l) == 2.0);
+    assert_int_equal(air__slim_set_rate(&l, 4, 0), 0);
+    assert_true(air__slim_limit(&l) == 4.0);
+    assert_int_equal(air__slim_peek(&l, 2, 0, &w), AIR_SL_OK); /* 2 used of 4 */
+    assert_int_equal(air__slim_peek(&l, 3, 0, &w), AIR_SL_LIMIT);
+    /* An unlimited local rate (0) grants everything until set. */
+    struct air__slimit u;
+    air__slim_init_rate(&u, &st, NULL, 0, 0);
+    assert_true(air__slim_limit(&u) == 0.0);
+    assert_int_equal(air__slim_take(&u, 1e6, 0, &w), AIR_SL_OK);
+
+    struct air__slimit b, b2;
+    air__slim_init_budget(&b, &st, NULL, 1.0, AIR_W_DAY, 0);
+    int src;
+    assert_int_equal(air__slim_reserve(&b, 0.7, 0, &w, &src), AIR_SL_OK);
+    assert_int_equal(air__slim_peek_reserve(&b, 0.3, 0, &w), AIR_SL_OK);
+    assert_int_equal(air__slim_peek_reserve(&b, 0.31, 0, &w), AIR_SL_LIMIT);
+    assert_int_equal(w, 86400000);
+    assert_int_equal(air__slim_set_budget(&b, 2.0), 0);
+    assert_true(air__slim_limit(&b) == 2.0);
+    assert_int_equal(air__slim_peek_reserve(&b, 1.3, 0, &w), AIR_SL_OK);
+    air__slim_settle(&b, 0.7, 0.5, src, 10);
+    /* Carry: the new budget starts with the old one's spending. */
+    air__slim_init_budget(&b2, &st, NULL, 1.0, AIR_W_DAY, 20);
+    air__slim_carry(&b2, &b, 20);
+    assert_true(fabs(air__slim_spent(&b2) - 0.5) < 1e-9);
+    assert_int_equal(air__slim_peek_reserve(&b2, 0.6, 20, &w), AIR_SL_LIMIT);
+    /* A different window kind starts afresh. */
+    air__slim_init_budget(&b2, &st, NULL, 1.0, AIR_W_HOUR, 20);
+    air__slim_carry(&b2, &b, 20);
+    assert_true(air__slim_spent(&b2) == 0);
+
+    /* Shared: sizes are not set at run time; peeks do not nudge. */
+    struct air__state sh;
+    _Atomic int nudges = 0;
+    shared_state_n(&sh, 2, 0.1, 0.01, &nudges);
+    struct air__slimit sl;
+    air__slim_init_rate(&sl, &sh, NULL, 1000, 0);
+    assert_int_equal(air__slim_set_rate(&sl, 10, 0), -1);
+    assert_true(air__slim_limit(&sl) == 1000.0);
+    assert_int_equal(air__slim_peek(&sl, 1, 0, &w), AIR_SL_SHORT);
+    assert_int_equal(atomic_load(&nudges), 0);
+    assert_true(air__slim_avail(&sl) == 0);
+    struct air__slimit sb;
+    air__slim_init_budget(&sb, &sh, NULL, 5.0, AIR_W_DAY, 0);
+    assert_int_equal(air__slim_set_budget(&sb, 1.0), -1);
+    assert_int_equal(air__slim_peek_reserve(&sb, 0.1, 0, &w), AIR_SL_SHORT);
+    atomic_store(&sh.healthy, 0);
+    assert_int_equal(air__slim_peek_reserve(&sb, 0.1, 0, &w), AIR_SL_CLOSED);
+    assert_int_equal(atomic_load(&nudges), 0);
+}
+
 int
 main(void)
 {
@@ -391,6 +462,7 @@ main(void)
         cmocka_unit_test(test_state_unhealthy_fails_open_or_closed),
         cmocka_unit_test(test_state_budget_lease_reserve_settle),
         cmocka_unit_test(test_state_concurrent_spend_never_exceeds_grants),
+        cmocka_unit_test(test_state_peek_set_and_carry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

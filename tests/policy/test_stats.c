@@ -214,6 +214,35 @@ test_stats_percentiles_from_folded_histogram(void **state)
     assert_true(near((double)f->s.lat_p50_us, 5000000, 0.125));
 }
 
+static void
+test_stats_cancelled_attempts_are_neither_success_nor_failure(void **state)
+{
+    struct fx *f = *state;
+    air__dobs_record(&f->o, 1, 1000, 0, 10, 20, 0.5);
+    air__dobs_cancel(&f->o);
+    air__dobs_cancel(&f->o);
+    assert_int_equal(f->o.requests, 1);
+    assert_int_equal(f->o.cancelled, 2);
+    struct air__dobs o2;
+    air__dobs_reset(&o2);
+    air__dobs_cancel(&o2);
+    air__dobs_merge(&f->o, &o2);
+    assert_int_equal(f->o.cancelled, 3);
+    struct air__dstat s;
+    air__dstat_init(&s);
+    air__dstat_fold(&s, &f->o, 1000, 1000);
+    assert_int_equal(s.cancelled, 3);
+    assert_int_equal(s.failures, 0);
+    assert_true(s.succ_ewma == 1.0);
+    /* Only cancellations in an interval: the success rate does not move. */
+    air__dobs_reset(&o2);
+    air__dobs_cancel(&o2);
+    air__dstat_fold(&s, &o2, 1000, 1000);
+    assert_int_equal(s.cancelled, 4);
+    assert_true(s.succ_ewma == 1.0);
+    assert_int_equal(s.requests, 1);
+}
+
 int
 main(void)
 {
@@ -232,6 +261,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stats_percentiles_from_folded_histogram, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_stats_cancelled_attempts_are_neither_success_nor_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
