@@ -213,6 +213,7 @@ struct air__redis {
     struct air__redis_url url;
     uint32_t timeout_ms, backoff_ms, backoff_max_ms;
     int no_thread, quiet;
+    _Atomic int64_t skew_ms; /* tests: added to the wall clock (clock_skew_ms) */
     char instance[17];
     char *inst_key;
     char *script; /* LEASE_LUA joined */
@@ -230,7 +231,7 @@ struct air__redis {
     size_t nbatch;
     size_t cursor;      /* where the next plan pass starts */
     uint32_t backoff_cur;
-    int64_t next_connect_ms;
+    int64_t next_connect_ms; /* monotonic clock, as every duration below */
     int64_t last_io_ms;
     uint64_t rnd;
     char err_seen[96];  /* last script error logged (log each distinct one once) */
@@ -242,7 +243,7 @@ struct air__redis {
     int stop;            /* under mu */
     _Atomic int nudged;
 
-    /* stats */
+    /* stats (monotonic ms, 0 = never) */
     _Atomic int64_t last_ok_ms;
     _Atomic int64_t last_rtt_us;
     _Atomic int64_t down_since_ms;
@@ -265,6 +266,24 @@ mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Durations (backoff, heartbeat, time since the last sync): a clock that a
+ * wall-clock step (NTP, a resumed VM) cannot stretch. */
+static int64_t
+mono_ms(void)
+{
+    return mono_us() / 1000;
+}
+
+/* This instance's wall clock (the `now` core hands the limits), plus the
+ * skew a test asked for: what the sync side passes to air__lease_plan and
+ * air__lease_apply, which translate the store's window ends into it.
+ * Refill and windows themselves follow Redis's TIME. */
+static int64_t
+clock_ms(const struct air__redis *rs)
+{
+    return wall_ms() + atomic_load_explicit(&rs->skew_ms, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------- URL */
@@ -382,7 +401,7 @@ mark_down(struct air__redis *rs, const char *why)
     if (!atomic_exchange_explicit(&rs->st->healthy, 0, memory_order_acq_rel))
         return;
     atomic_fetch_add_explicit(&rs->transitions, 1, memory_order_relaxed);
-    atomic_store_explicit(&rs->down_since_ms, wall_ms(), memory_order_relaxed);
+    atomic_store_explicit(&rs->down_since_ms, mono_ms(), memory_order_relaxed);
     char share[48] = "";
     if (rs->st->fail_rate == AIR_FAIL_OPEN || rs->st->fail_budget == AIR_FAIL_OPEN)
         snprintf(share, sizeof share, "; open means a local share of 1/%u", rs->st->instances);
@@ -404,7 +423,7 @@ mark_up(struct air__redis *rs)
     if (!rs->quiet)
         fprintf(stderr, "airouter: state: redis %s:%d reachable again after %.1f s\n",
                 rs->url.host, rs->url.port,
-                since > 0 ? (double)(wall_ms() - since) / 1000.0 : 0.0);
+                since > 0 ? (double)(mono_ms() - since) / 1000.0 : 0.0);
 }
 
 /* ------------------------------------------------------------ connection */
@@ -430,8 +449,9 @@ rnd_next(struct air__redis *rs)
 }
 
 static void
-schedule_reconnect(struct air__redis *rs, int64_t now)
+schedule_reconnect(struct air__redis *rs)
 {
+    int64_t now = mono_ms();
     uint32_t b = rs->backoff_cur;
     /* Full jitter over the upper half: [b/2, b]. */
     rs->next_connect_ms = now + b / 2 + (int64_t)(rnd_next(rs) % (b / 2 + 1));
@@ -450,7 +470,7 @@ command(struct air__redis *rs, int argc, const char **argv, const size_t *lens)
             snprintf(msg, sizeof msg, "no reply within %u ms", rs->timeout_ms);
         disconnect(rs);
         mark_down(rs, msg);
-        schedule_reconnect(rs, wall_ms());
+        schedule_reconnect(rs);
     }
     return r;
 }
@@ -470,7 +490,7 @@ simple(struct air__redis *rs, int argc, const char **argv, const char *what)
         snprintf(msg, sizeof msg, "%s: %.80s", what, r->str ? r->str : "error");
         disconnect(rs);
         mark_down(rs, msg);
-        schedule_reconnect(rs, wall_ms());
+        schedule_reconnect(rs);
     }
     if (ok && strcmp(argv[0], "SCRIPT") == 0) {
         if (r->type == REDIS_REPLY_STRING && r->len < sizeof rs->sha)
@@ -502,7 +522,7 @@ connect_redis(struct air__redis *rs)
         if (c != NULL)
             redisFree(c);
         mark_down(rs, msg);
-        schedule_reconnect(rs, wall_ms());
+        schedule_reconnect(rs);
         return -1;
     }
     redisSetTimeout(c, tv);
@@ -654,7 +674,7 @@ send_batch(struct air__redis *rs)
         }
     }
     int64_t rtt = mono_us() - t0;
-    int64_t now = wall_ms();
+    int64_t now = clock_ms(rs);
     air__free(argv);
     arg_free(&a);
     if (r == NULL)
@@ -691,16 +711,16 @@ send_batch(struct air__redis *rs)
         rs->pending = 0;
         rs->nbatch = 0;
         atomic_store_explicit(&rs->last_rtt_us, rtt, memory_order_relaxed);
-        atomic_store_explicit(&rs->last_ok_ms, now, memory_order_relaxed);
+        rs->last_io_ms = mono_ms();
+        atomic_store_explicit(&rs->last_ok_ms, rs->last_io_ms, memory_order_relaxed);
         atomic_fetch_add_explicit(&rs->syncs, 1, memory_order_relaxed);
-        rs->last_io_ms = now;
         mark_up(rs);
         rc = 0;
     } else {
         set_last_err(rs, "unexpected reply to the lease script");
         disconnect(rs);
         mark_down(rs, "unexpected reply to the lease script");
-        schedule_reconnect(rs, now);
+        schedule_reconnect(rs);
     }
     freeReplyObject(r);
     return rc;
@@ -724,7 +744,7 @@ plan_batch(struct air__redis *rs, int64_t now, int final, size_t *visited)
 }
 
 static int
-heartbeat(struct air__redis *rs, int64_t now)
+heartbeat(struct air__redis *rs)
 {
     const char *argv[1] = {"PING"};
     size_t len[1] = {4};
@@ -733,9 +753,10 @@ heartbeat(struct air__redis *rs, int64_t now)
     if (r == NULL)
         return -1;
     freeReplyObject(r);
-    atomic_store_explicit(&rs->last_rtt_us, mono_us() - t0, memory_order_relaxed);
-    atomic_store_explicit(&rs->last_ok_ms, now, memory_order_relaxed);
-    rs->last_io_ms = now;
+    int64_t t1 = mono_us();
+    atomic_store_explicit(&rs->last_rtt_us, t1 - t0, memory_order_relaxed);
+    rs->last_io_ms = t1 / 1000;
+    atomic_store_explicit(&rs->last_ok_ms, rs->last_io_ms, memory_order_relaxed);
     mark_up(rs);
     return 0;
 }
@@ -745,9 +766,9 @@ heartbeat(struct air__redis *rs, int64_t now)
 static int
 sync_once(struct air__redis *rs, int final)
 {
-    int64_t now = wall_ms();
+    int64_t now = clock_ms(rs), mnow = mono_ms();
     if (rs->c == NULL) {
-        if (!final && now < rs->next_connect_ms)
+        if (!final && mnow < rs->next_connect_ms)
             return -1;
         if (connect_redis(rs) != 0)
             return -1;
@@ -755,7 +776,7 @@ sync_once(struct air__redis *rs, int final)
     if (rs->pending && send_batch(rs) != 0)
         return -1;
     if (rs->nlims == 0)
-        return now - rs->last_io_ms >= HEARTBEAT_MS ? heartbeat(rs, now) : 0;
+        return mnow - rs->last_io_ms >= HEARTBEAT_MS ? heartbeat(rs) : 0;
     size_t visited = 0;
     int sent = 0;
     while (visited < rs->nlims) {
@@ -768,8 +789,8 @@ sync_once(struct air__redis *rs, int final)
         if (send_batch(rs) != 0)
             return -1; /* the rest is planned next time */
     }
-    if (!sent && now - rs->last_io_ms >= HEARTBEAT_MS)
-        return heartbeat(rs, now);
+    if (!sent && mnow - rs->last_io_ms >= HEARTBEAT_MS)
+        return heartbeat(rs);
     return 0;
 }
 
@@ -814,7 +835,7 @@ sync_main(void *arg)
          * empty) do not hurry a reconnect. */
         int64_t wait = sync_ms;
         if (rs->c == NULL) {
-            int64_t until = rs->next_connect_ms - wall_ms();
+            int64_t until = rs->next_connect_ms - mono_ms();
             wait = until < 1 ? 1 : until;
         }
         struct timespec ts;
@@ -886,6 +907,7 @@ air__redis_prepare(struct air__state *st, const struct air__redis_opts *o, uint3
     rs->backoff_cur = rs->backoff_ms;
     rs->no_thread = o->no_thread;
     rs->quiet = o->quiet;
+    atomic_init(&rs->skew_ms, o->clock_skew_ms);
     make_instance_id(rs);
     air_buf_t k = AIR_BUF_INIT;
     air__buf_printf(&k, "%sinst:%s", rs->prefix ? rs->prefix : "", rs->instance);
@@ -1023,6 +1045,12 @@ air__redis_instance(const struct air__redis *rs)
     return rs->instance;
 }
 
+void
+air__redis_set_clock_skew(struct air__redis *rs, int64_t skew_ms)
+{
+    atomic_store_explicit(&rs->skew_ms, skew_ms, memory_order_relaxed);
+}
+
 /* ----------------------------------------------------------------- stats */
 
 static void
@@ -1038,7 +1066,7 @@ void
 air__redis_stats_json(struct air__redis *rs, air_buf_t *b)
 {
     const struct air__state *st = rs->st;
-    int64_t now = wall_ms();
+    int64_t now = mono_ms();
     int64_t ok = atomic_load_explicit(&rs->last_ok_ms, memory_order_relaxed);
     char err[128];
     pthread_mutex_lock(&rs->err_mu);

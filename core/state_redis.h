@@ -21,6 +21,10 @@
  * worker). nudge (through the state ops): any thread. stats_json: any
  * thread. sync_now/flush_final: only on a backend created with no_thread
  * (tests), or after the thread stopped.
+ *
+ * Clocks: backoff, heartbeats and the time since the last sync run on the
+ * monotonic clock, so a wall-clock step cannot stall a reconnect; only what
+ * is handed to the limits (their `now`) uses the wall clock.
  */
 #ifndef AIR_CORE_STATE_REDIS_H
 #define AIR_CORE_STATE_REDIS_H
@@ -55,6 +59,10 @@ struct air__redis_opts {
     uint32_t backoff_ms, backoff_max_ms;
     int no_thread; /* tests: no background thread; drive it with air__redis_sync_now */
     int quiet;     /* no stderr lines */
+    /* Tests: this instance's clock runs this far ahead of the real one (ms,
+     * may be negative), to show that refill and windows follow Redis's
+     * clock. Pass the same skew in the now_ms given to the limits. */
+    int64_t clock_skew_ms;
 };
 
 /*
@@ -89,5 +97,9 @@ void air__redis_stats_json(struct air__redis *rs, air_buf_t *b);
 
 /* The instance id (16 hex digits) this backend writes to Redis under. */
 const char *air__redis_instance(const struct air__redis *rs);
+
+/* Tests: step this instance's wall clock to clock_skew_ms off the real one,
+ * as NTP or a resumed VM would. Any thread. */
+void air__redis_set_clock_skew(struct air__redis *rs, int64_t skew_ms);
 
 #endif
