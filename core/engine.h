@@ -63,6 +63,10 @@ struct air_resp {
     char *code;    /* or NULL */
     char *provider;
     char *model;
+    /* The request's tags, moved over from it by air__deliver (never sent
+     * upstream; returned so the host can correlate). */
+    char *tags[AIR_MAX_TAGS];
+    uint32_t ntags;
     /* completion-queue delivery */
     void *ud;
     struct air_resp *next;

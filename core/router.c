@@ -15,8 +15,15 @@
  * which releases its slot (bumping the generation, so a late air_cancel
  * finds nothing) before handing the response to the done callback or the
  * completion queue.
+ *
+ * Router options (pinned provider, deadline, client key, tags) live on the
+ * request, never in the body or view an adapter encodes, so none of them
+ * goes upstream. Tags move from the request to its response in
+ * air__deliver, so every completion, errors included, carries them.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,12 +403,496 @@ air_free(air_t *r, uint32_t drain_ms)
 
 /* -------------------------------------------------------------- requests */
 
+/*
+ * Request validation. One pass over the parsed body: every top-level member
+ * is looked up once in a small table and checked for the type the OpenAI
+ * Chat Completions schema gives it (wire-formats.md section 1.2); each
+ * message is checked in one pass over its members (section 1.3). Members
+ * that are not in the table pass through untouched, since vendors add
+ * fields. JSON null counts as absent for the optional fields, as the OpenAI
+ * API treats it. Nothing is allocated unless a check fails; then err gets
+ * "<JSON path>: <what was expected>", and the gateway answers 400 with the
+ * path as `param`.
+ */
+
+static air_status_t bad(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static air_status_t
-req_fail(char *err, size_t errlen, const char *msg, const char *field)
+bad(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err != NULL && errlen > 0)
-        snprintf(err, errlen, msg, field);
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
     return AIR_E_BADREQ;
+}
+
+/* A JSON number with no fractional part, within int64. */
+static int
+is_int(const cJSON *v, double min)
+{
+    if (!cJSON_IsNumber(v))
+        return 0;
+    double d = v->valuedouble;
+    return d >= min && d <= 9.2e18 && d >= -9.2e18 && (double)(long long)d == d;
+}
+
+static int
+is_num(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble);
+}
+
+static int
+key_is(const cJSON *it, const char *name)
+{
+    return it->string != NULL && it->string[0] == name[0] && strcmp(it->string, name) == 0;
+}
+
+/* messages[i].content when it is an array: every part is an object with a
+ * string "type"; a text part has a string "text". */
+static air_status_t
+check_parts(const cJSON *c, int i, char *err, size_t errlen)
+{
+    int k = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, c)
+    {
+        if (!cJSON_IsObject(p))
+            return bad(err, errlen,
+                       "messages[%d].content[%d]: expected a content part object "
+                       "({\"type\":\"text\",\"text\":\"...\"}, ...)",
+                       i, k);
+        const cJSON *type = NULL, *text = NULL;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, p)
+        {
+            if (key_is(m, "type"))
+                type = type ? type : m;
+            else if (key_is(m, "text"))
+                text = text ? text : m;
+        }
+        if (type == NULL)
+            return bad(err, errlen, "messages[%d].content[%d].type: required field is missing", i,
+                       k);
+        if (!cJSON_IsString(type))
+            return bad(err, errlen, "messages[%d].content[%d].type: expected a string", i, k);
+        if (strcmp(type->valuestring, "text") == 0 && !cJSON_IsString(text))
+            return bad(err, errlen, "messages[%d].content[%d].text: expected a string", i, k);
+        k++;
+    }
+    return AIR_OK;
+}
+
+/* messages[i].tool_calls: [{"id","type":"function","function":{"name","arguments"}}]. */
+static air_status_t
+check_tool_calls(const cJSON *tc, int i, char *err, size_t errlen)
+{
+    if (!cJSON_IsArray(tc))
+        return bad(err, errlen, "messages[%d].tool_calls: expected an array", i);
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, tc)
+    {
+        if (!cJSON_IsObject(c))
+            return bad(err, errlen, "messages[%d].tool_calls[%d]: expected an object", i, k);
+        const cJSON *id = NULL, *type = NULL, *fn = NULL;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, c)
+        {
+            if (key_is(m, "id"))
+                id = id ? id : m;
+            else if (key_is(m, "type"))
+                type = type ? type : m;
+            else if (key_is(m, "function"))
+                fn = fn ? fn : m;
+        }
+        if (!cJSON_IsString(id))
+            return bad(err, errlen, "messages[%d].tool_calls[%d].id: expected a string", i, k);
+        if (type != NULL && !cJSON_IsString(type))
+            return bad(err, errlen, "messages[%d].tool_calls[%d].type: expected a string", i, k);
+        if (type == NULL || strcmp(type->valuestring, "function") == 0) {
+            if (!cJSON_IsObject(fn))
+                return bad(err, errlen,
+                           "messages[%d].tool_calls[%d].function: expected an object with "
+                           "\"name\" and \"arguments\"",
+                           i, k);
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+            if (!cJSON_IsString(name))
+                return bad(err, errlen,
+                           "messages[%d].tool_calls[%d].function.name: expected a string", i, k);
+            const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+            if (!cJSON_IsString(args))
+                return bad(err, errlen,
+                           "messages[%d].tool_calls[%d].function.arguments: expected a string "
+                           "(the arguments as JSON text)",
+                           i, k);
+        }
+        k++;
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_message(const cJSON *msg, int i, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(msg))
+        return bad(err, errlen, "messages[%d]: expected an object", i);
+    const cJSON *role = NULL, *content = NULL, *tool_calls = NULL, *function_call = NULL;
+    const cJSON *tool_call_id = NULL;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msg)
+    {
+        if (m->string == NULL)
+            continue;
+        switch (m->string[0]) {
+        case 'r':
+            if (key_is(m, "role"))
+                role = role ? role : m;
+            else if (key_is(m, "refusal") && !cJSON_IsNull(m) && !cJSON_IsString(m))
+                return bad(err, errlen, "messages[%d].refusal: expected a string", i);
+            break;
+        case 'c':
+            if (key_is(m, "content"))
+                content = content ? content : m;
+            break;
+        case 'n':
+            if (key_is(m, "name") && !cJSON_IsString(m))
+                return bad(err, errlen, "messages[%d].name: expected a string", i);
+            break;
+        case 't':
+            if (key_is(m, "tool_calls"))
+                tool_calls = tool_calls ? tool_calls : m;
+            else if (key_is(m, "tool_call_id"))
+                tool_call_id = tool_call_id ? tool_call_id : m;
+            break;
+        case 'f':
+            if (key_is(m, "function_call"))
+                function_call = function_call ? function_call : m;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!cJSON_IsString(role))
+        return bad(err, errlen, "messages[%d].role: expected a string", i);
+    const char *r = role->valuestring;
+    int assistant = strcmp(r, "assistant") == 0;
+    int tool = strcmp(r, "tool") == 0;
+    /* Roles whose content is required; others (assistant, the legacy
+     * "function", roles a vendor adds) may omit it. */
+    int needs_content =
+        tool || strcmp(r, "user") == 0 || strcmp(r, "system") == 0 || strcmp(r, "developer") == 0;
+    if (tool_calls != NULL && !cJSON_IsNull(tool_calls)) {
+        air_status_t st = check_tool_calls(tool_calls, i, err, errlen);
+        if (st != AIR_OK)
+            return st;
+    } else {
+        tool_calls = NULL;
+    }
+    if (function_call != NULL && !cJSON_IsNull(function_call)) {
+        if (!cJSON_IsObject(function_call))
+            return bad(err, errlen, "messages[%d].function_call: expected an object", i);
+    } else {
+        function_call = NULL;
+    }
+    if (content == NULL || cJSON_IsNull(content)) {
+        if (needs_content && content == NULL)
+            return bad(err, errlen, "messages[%d].content: required field is missing", i);
+        if (needs_content || (assistant && tool_calls == NULL && function_call == NULL))
+            return bad(err, errlen,
+                       "messages[%d].content: null is allowed only in an assistant message "
+                       "with tool_calls",
+                       i);
+    } else if (cJSON_IsArray(content)) {
+        air_status_t st = check_parts(content, i, err, errlen);
+        if (st != AIR_OK)
+            return st;
+    } else if (!cJSON_IsString(content)) {
+        return bad(err, errlen,
+                   "messages[%d].content: expected a string or an array of content parts", i);
+    }
+    if (tool) {
+        if (tool_call_id == NULL)
+            return bad(err, errlen,
+                       "messages[%d].tool_call_id: required field is missing (tool messages "
+                       "answer a tool call by its id)",
+                       i);
+        if (!cJSON_IsString(tool_call_id))
+            return bad(err, errlen, "messages[%d].tool_call_id: expected a string", i);
+    } else if (tool_call_id != NULL && !cJSON_IsNull(tool_call_id) &&
+               !cJSON_IsString(tool_call_id)) {
+        return bad(err, errlen, "messages[%d].tool_call_id: expected a string", i);
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_messages(const cJSON *msgs, char *err, size_t errlen)
+{
+    if (!cJSON_IsArray(msgs) || msgs->child == NULL)
+        return bad(err, errlen, "messages: expected a non-empty array");
+    int i = 0;
+    const cJSON *msg;
+    cJSON_ArrayForEach(msg, msgs)
+    {
+        air_status_t st = check_message(msg, i, err, errlen);
+        if (st != AIR_OK)
+            return st;
+        i++;
+    }
+    return AIR_OK;
+}
+
+/* tools: [{"type":"function","function":{"name",...}}]. Other tool types
+ * (OpenAI's "custom", a vendor's built-in tools) need only their "type";
+ * adapters that cannot express them refuse them. */
+static air_status_t
+check_tools(const cJSON *tools, char *err, size_t errlen)
+{
+    if (!cJSON_IsArray(tools))
+        return bad(err, errlen, "tools: expected an array of tool objects");
+    int k = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        if (!cJSON_IsObject(t))
+            return bad(err, errlen,
+                       "tools[%d]: expected an object "
+                       "({\"type\":\"function\",\"function\":{\"name\":...}})",
+                       k);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        if (!cJSON_IsString(type))
+            return bad(err, errlen, "tools[%d].type: expected a string (\"function\")", k);
+        if (strcmp(type->valuestring, "function") == 0) {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            if (!cJSON_IsObject(fn))
+                return bad(err, errlen, "tools[%d].function: expected an object", k);
+            const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+            if (!cJSON_IsString(name) || name->valuestring[0] == '\0')
+                return bad(err, errlen, "tools[%d].function.name: expected a non-empty string", k);
+            const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+            if (params != NULL && !cJSON_IsNull(params) && !cJSON_IsObject(params))
+                return bad(err, errlen,
+                           "tools[%d].function.parameters: expected an object (a JSON Schema)", k);
+        }
+        k++;
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_stop(const cJSON *v, char *err, size_t errlen)
+{
+    if (cJSON_IsString(v))
+        return AIR_OK;
+    if (!cJSON_IsArray(v))
+        return bad(err, errlen, "stop: expected a string or an array of strings");
+    int k = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, v)
+    {
+        if (!cJSON_IsString(s))
+            return bad(err, errlen, "stop[%d]: expected a string", k);
+        k++;
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_response_format(const cJSON *v, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(v))
+        return bad(err, errlen,
+                   "response_format: expected an object such as {\"type\":\"json_object\"}");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!cJSON_IsString(type))
+        return bad(err, errlen,
+                   "response_format.type: expected a string (\"text\", \"json_object\" or "
+                   "\"json_schema\")");
+    if (strcmp(type->valuestring, "json_schema") == 0) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+        if (!cJSON_IsObject(js))
+            return bad(err, errlen, "response_format.json_schema: expected an object");
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(js, "name")))
+            return bad(err, errlen, "response_format.json_schema.name: expected a string");
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_logit_bias(const cJSON *v, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(v))
+        return bad(err, errlen, "logit_bias: expected an object mapping token ids to numbers");
+    const cJSON *b;
+    cJSON_ArrayForEach(b, v)
+    {
+        if (!is_num(b))
+            return bad(err, errlen, "logit_bias: expected numbers as values (token %.40s)",
+                       b->string ? b->string : "?");
+    }
+    return AIR_OK;
+}
+
+static air_status_t
+check_stream_options(struct air_req *q, const cJSON *so, int first, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(so))
+        return bad(err, errlen, "stream_options: expected an object");
+    const cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
+    if (iu != NULL && !cJSON_IsNull(iu) && !cJSON_IsBool(iu))
+        return bad(err, errlen, "stream_options.include_usage: expected a boolean");
+    if (first)
+        q->include_usage = cJSON_IsTrue(iu);
+    return AIR_OK;
+}
+
+/* What each known top-level member must be. */
+enum {
+    F_MODEL,
+    F_MESSAGES,
+    F_STREAM,
+    F_STREAM_OPTIONS,
+    F_NUMBER,  /* any finite number */
+    F_COUNT,   /* integer >= 0 */
+    F_COUNT1,  /* integer >= 1 */
+    F_INTEGER, /* any integer */
+    F_BOOL,
+    F_STRING,
+    F_OBJECT,
+    F_STOP,
+    F_TOOLS,
+    F_TOOL_CHOICE,
+    F_RESPONSE_FORMAT,
+    F_LOGIT_BIAS,
+};
+
+static const struct {
+    const char *name;
+    int kind;
+} req_fields[] = {
+    {"model", F_MODEL},
+    {"messages", F_MESSAGES},
+    {"stream", F_STREAM},
+    {"stream_options", F_STREAM_OPTIONS},
+    {"temperature", F_NUMBER},
+    {"top_p", F_NUMBER},
+    {"presence_penalty", F_NUMBER},
+    {"frequency_penalty", F_NUMBER},
+    {"max_tokens", F_COUNT},
+    {"max_completion_tokens", F_COUNT},
+    {"top_logprobs", F_COUNT},
+    {"n", F_COUNT1},
+    {"seed", F_INTEGER},
+    {"logprobs", F_BOOL},
+    {"parallel_tool_calls", F_BOOL},
+    {"user", F_STRING},
+    {"metadata", F_OBJECT},
+    {"stop", F_STOP},
+    {"tools", F_TOOLS},
+    {"tool_choice", F_TOOL_CHOICE},
+    {"response_format", F_RESPONSE_FORMAT},
+    {"logit_bias", F_LOGIT_BIAS},
+};
+
+/* Check member v of the body, of the given kind. first: this is the first
+ * member of that name (a duplicate is checked too, but, as for a lookup by
+ * name, the first one is the value that counts). */
+static air_status_t
+check_field(struct air_req *q, const cJSON *v, int kind, int first, char *err, size_t errlen)
+{
+    const char *f = v->string;
+    if (kind == F_MODEL) {
+        if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
+            return bad(err, errlen, "model: expected a non-empty string");
+        if (first)
+            q->model = v->valuestring;
+        return AIR_OK;
+    }
+    if (kind == F_MESSAGES)
+        return check_messages(v, err, errlen);
+    if (cJSON_IsNull(v))
+        return AIR_OK; /* an optional field left unset */
+    switch (kind) {
+    case F_STREAM:
+        if (!cJSON_IsBool(v))
+            return bad(err, errlen, "stream: expected a boolean");
+        if (first)
+            q->stream = cJSON_IsTrue(v);
+        return AIR_OK;
+    case F_STREAM_OPTIONS:
+        return check_stream_options(q, v, first, err, errlen);
+    case F_NUMBER:
+        return is_num(v) ? AIR_OK : bad(err, errlen, "%s: expected a number", f);
+    case F_COUNT:
+        return is_int(v, 0) ? AIR_OK : bad(err, errlen, "%s: expected an integer >= 0", f);
+    case F_COUNT1:
+        return is_int(v, 1) ? AIR_OK : bad(err, errlen, "%s: expected an integer >= 1", f);
+    case F_INTEGER:
+        return is_int(v, -9.2e18) ? AIR_OK : bad(err, errlen, "%s: expected an integer", f);
+    case F_BOOL:
+        return cJSON_IsBool(v) ? AIR_OK : bad(err, errlen, "%s: expected a boolean", f);
+    case F_STRING:
+        return cJSON_IsString(v) ? AIR_OK : bad(err, errlen, "%s: expected a string", f);
+    case F_OBJECT:
+        return cJSON_IsObject(v) ? AIR_OK : bad(err, errlen, "%s: expected an object", f);
+    case F_STOP:
+        return check_stop(v, err, errlen);
+    case F_TOOLS:
+        return check_tools(v, err, errlen);
+    case F_TOOL_CHOICE:
+        if (cJSON_IsString(v))
+            return AIR_OK;
+        if (!cJSON_IsObject(v))
+            return bad(err, errlen,
+                       "tool_choice: expected a string (\"none\", \"auto\", \"required\") or an "
+                       "object");
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(v, "type")))
+            return bad(err, errlen, "tool_choice.type: expected a string (\"function\")");
+        return AIR_OK;
+    case F_RESPONSE_FORMAT:
+        return check_response_format(v, err, errlen);
+    case F_LOGIT_BIAS:
+        return check_logit_bias(v, err, errlen);
+    default:
+        return AIR_OK;
+    }
+}
+
+static air_status_t
+check_body(struct air_req *q, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(q->body))
+        return bad(err, errlen, "request body must be a JSON object");
+    _Static_assert(sizeof req_fields / sizeof req_fields[0] <= 32, "seen is 32 bits");
+    uint32_t seen = 0; /* bit k: req_fields[k] met */
+    int have_messages = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, q->body)
+    {
+        if (it->string == NULL)
+            continue;
+        for (size_t k = 0; k < sizeof req_fields / sizeof req_fields[0]; k++) {
+            if (!key_is(it, req_fields[k].name))
+                continue;
+            air_status_t st =
+                check_field(q, it, req_fields[k].kind, !(seen & (1u << k)), err, errlen);
+            if (st != AIR_OK)
+                return st;
+            seen |= 1u << k;
+            have_messages |= req_fields[k].kind == F_MESSAGES;
+            break;
+        }
+    }
+    if (q->model == NULL)
+        return bad(err, errlen, "model: required field is missing");
+    if (!have_messages)
+        return bad(err, errlen, "messages: required field is missing");
+    return AIR_OK;
 }
 
 /* Line and column of byte offset `off` in text, 1-based. */
@@ -453,68 +944,9 @@ air_req_new(air_t *r, const char *body, size_t len, air_req_t **out, char *err, 
         st = AIR_E_BADREQ;
         goto fail;
     }
-    if (!cJSON_IsObject(q->body)) {
-        st = req_fail(err, errlen, "request body must be a JSON object%s", "");
+    st = check_body(q, err, errlen);
+    if (st != AIR_OK)
         goto fail;
-    }
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(q->body, "model");
-    if (m == NULL) {
-        st = req_fail(err, errlen, "%s: required field is missing", "model");
-        goto fail;
-    }
-    if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
-        st = req_fail(err, errlen, "%s: expected a non-empty string", "model");
-        goto fail;
-    }
-    q->model = m->valuestring;
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(q->body, "messages");
-    if (msgs == NULL) {
-        st = req_fail(err, errlen, "%s: required field is missing", "messages");
-        goto fail;
-    }
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        st = req_fail(err, errlen, "%s: expected a non-empty array", "messages");
-        goto fail;
-    }
-    int i = 0;
-    const cJSON *msg;
-    cJSON_ArrayForEach(msg, msgs)
-    {
-        char field[64];
-        if (!cJSON_IsObject(msg)) {
-            snprintf(field, sizeof field, "messages[%d]", i);
-            st = req_fail(err, errlen, "%s: expected an object", field);
-            goto fail;
-        }
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
-        if (!cJSON_IsString(role)) {
-            snprintf(field, sizeof field, "messages[%d].role", i);
-            st = req_fail(err, errlen, "%s: expected a string", field);
-            goto fail;
-        }
-        i++;
-    }
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(q->body, "stream");
-    if (stream != NULL && !cJSON_IsNull(stream)) {
-        if (!cJSON_IsBool(stream)) {
-            st = req_fail(err, errlen, "%s: expected a boolean", "stream");
-            goto fail;
-        }
-        q->stream = cJSON_IsTrue(stream);
-    }
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(q->body, "stream_options");
-    if (so != NULL && !cJSON_IsNull(so)) {
-        if (!cJSON_IsObject(so)) {
-            st = req_fail(err, errlen, "%s: expected an object", "stream_options");
-            goto fail;
-        }
-        const cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
-        if (iu != NULL && !cJSON_IsBool(iu)) {
-            st = req_fail(err, errlen, "%s: expected a boolean", "stream_options.include_usage");
-            goto fail;
-        }
-        q->include_usage = cJSON_IsTrue(iu);
-    }
     *out = q;
     return AIR_OK;
 fail:
@@ -739,6 +1171,15 @@ air__deliver(struct air *r, struct air_req *q, struct air_resp *resp)
 {
     air_done_fn done = q->done;
     void *ud = q->done_ud;
+    if (resp != NULL) {
+        /* Tags travel on to the response: one owner at a time, no copy. */
+        for (uint32_t i = 0; i < q->ntags; i++) {
+            resp->tags[i] = q->tags[i];
+            q->tags[i] = NULL;
+        }
+        resp->ntags = q->ntags;
+        q->ntags = 0;
+    }
     air__slot_release(r, q);
     air__req_destroy(q);
     if (resp == NULL)
@@ -989,6 +1430,18 @@ air_resp_route(const air_resp_t *p)
     return p ? p->route : NULL;
 }
 
+uint32_t
+air_resp_tag_count(const air_resp_t *p)
+{
+    return p ? p->ntags : 0;
+}
+
+const char *
+air_resp_tag(const air_resp_t *p, uint32_t i)
+{
+    return p != NULL && i < p->ntags ? p->tags[i] : NULL;
+}
+
 air_resp_t *
 air_resp_dup(const air_resp_t *p)
 {
@@ -1012,6 +1465,8 @@ air_resp_free(air_resp_t *p)
     air__free(p->provider);
     air__free(p->model);
     air__free(p->route);
+    for (uint32_t i = 0; i < p->ntags; i++)
+        air__free(p->tags[i]);
     air__free(p);
 }
 

@@ -64,7 +64,7 @@
 #define MAX_PROVIDER_HDR 128
 
 enum { EP_NONE, EP_CHAT, EP_MODELS, EP_MODEL, EP_HEALTH, EP_METRICS };
-enum { P_NEW, P_BODY, P_WAIT, P_STREAM, P_DONE };
+enum { P_NEW, P_HEAD, P_BODY, P_WAIT, P_STREAM, P_DONE };
 
 struct gwreq {
     atomic_int refs;
@@ -1079,9 +1079,24 @@ on_access(void *cls, struct MHD_Connection *c, const char *url, const char *meth
         if (q == NULL)
             return MHD_NO;
         *con_cls = q;
+        /* A request without a body is answered on the next call, once
+         * libmicrohttpd has read all of it: a response queued while a
+         * request may still have a body to read makes it close the
+         * connection after the response (no keep-alive). */
+        if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
+            q->phase = P_HEAD;
+            return MHD_YES;
+        }
         return first_call(q, url, method);
     }
     switch (q->phase) {
+    case P_HEAD:
+        if (*upload_size > 0) { /* a GET with a body: ignored */
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        q->phase = P_NEW;
+        return first_call(q, url, method);
     case P_BODY:
         if (*upload_size > 0) {
             size_t n = *upload_size;
@@ -1145,6 +1160,19 @@ air__gw_metrics_text(struct air__gw *gw, air_buf_t *b)
                     "# TYPE airouter_in_flight_requests gauge\n"
                     "airouter_in_flight_requests %ld\n",
                     atomic_load_explicit(&gw->inflight, memory_order_relaxed));
+    air__buf_printf(b,
+                    "# HELP airouter_open_connections Open client connections to the API "
+                    "listener.\n"
+                    "# TYPE airouter_open_connections gauge\n"
+                    "airouter_open_connections %ld\n",
+                    atomic_load_explicit(&gw->conns, memory_order_relaxed));
+    air__buf_printf(
+        b,
+        "# HELP airouter_connections_refused_total Connections closed at accept because "
+        "max_connections were open.\n"
+        "# TYPE airouter_connections_refused_total counter\n"
+        "airouter_connections_refused_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&gw->conns_refused, memory_order_relaxed));
     air__buf_printf(b,
                     "# HELP airouter_queue_depth Requests waiting in the engine's ingress queue.\n"
                     "# TYPE airouter_queue_depth gauge\n"
@@ -1292,15 +1320,42 @@ loopback_check(const struct air__gw_conf *c, const struct air__gw_addr *listen, 
     return 0;
 }
 
-/* Accept policy: once draining, a new connection is closed as soon as it is
- * accepted, so clients fail fast and go elsewhere (see air__gw_stop). */
+/* Accept policy. Once draining, a new connection is closed as soon as it is
+ * accepted, so clients fail fast and go elsewhere (see air__gw_stop). Past
+ * max_connections open connections, likewise: the client sees its
+ * connection closed before any response, instead of waiting unanswered in
+ * the kernel's listen queue (which is what libmicrohttpd's own limit does:
+ * a thread at its limit stops accepting). The count is kept by on_conn;
+ * accepts racing on different HTTP threads can pass the cap by at most one
+ * per thread, and libmicrohttpd's own limit, set that much higher, stays a
+ * hard backstop. */
 static enum MHD_Result
 on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)addr;
     (void)addrlen;
-    const struct air__gw *gw = cls;
-    return atomic_load_explicit(&gw->draining, memory_order_relaxed) ? MHD_NO : MHD_YES;
+    struct air__gw *gw = cls;
+    if (atomic_load_explicit(&gw->draining, memory_order_relaxed))
+        return MHD_NO;
+    if (atomic_load_explicit(&gw->conns, memory_order_relaxed) >= (long)gw->max_conn_at_start) {
+        atomic_fetch_add_explicit(&gw->conns_refused, 1, memory_order_relaxed);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Count open connections for on_accept. */
+static void
+on_conn(void *cls, struct MHD_Connection *c, void **socket_ctx,
+        enum MHD_ConnectionNotificationCode code)
+{
+    (void)c;
+    (void)socket_ctx;
+    struct air__gw *gw = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add_explicit(&gw->conns, 1, memory_order_relaxed);
+    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub_explicit(&gw->conns, 1, memory_order_relaxed);
 }
 
 static struct MHD_Daemon *
@@ -1311,17 +1366,20 @@ start_daemon(struct air__gw *gw, const struct air__gw_addr *a, uint32_t threads,
     if (a->sa.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned timeout_s = (c->client_timeout_ms + 999) / 1000;
+    /* Above the cap on_accept enforces; see there. */
+    unsigned limit = (unsigned)c->max_connections + (threads > 1 ? threads : 1);
     if (threads > 1)
         return MHD_start_daemon(flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_SOCK_ADDR,
                                 (const struct sockaddr *)&a->sa, MHD_OPTION_NOTIFY_COMPLETED,
-                                on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                                on_completed, gw, MHD_OPTION_NOTIFY_CONNECTION, on_conn, gw,
+                                MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
                                 timeout_s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                                 MHD_OPTION_END);
-    return MHD_start_daemon(
-        flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&a->sa,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_END);
+    return MHD_start_daemon(flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_SOCK_ADDR,
+                            (const struct sockaddr *)&a->sa, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, gw, MHD_OPTION_NOTIFY_CONNECTION, on_conn, gw,
+                            MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                            timeout_s, MHD_OPTION_END);
 }
 
 static uint16_t

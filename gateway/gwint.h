@@ -38,8 +38,10 @@ struct air__gw {
 
     struct air__gw_metrics *metrics;
     atomic_long inflight;
-    atomic_uint_fast64_t seq;         /* ids of requests the engine never saw */
-    atomic_uint_fast64_t disconnects; /* clients gone before their response ended */
+    atomic_long conns;                  /* open API connections (see on_accept) */
+    atomic_uint_fast64_t conns_refused; /* closed at accept: over max_connections */
+    atomic_uint_fast64_t seq;           /* ids of requests the engine never saw */
+    atomic_uint_fast64_t disconnects;   /* clients gone before their response ended */
     atomic_uint_fast64_t reloads_ok, reloads_failed;
     atomic_int draining;
     time_t started;

@@ -221,7 +221,9 @@ AIR_API AIR_NODISCARD air_status_t air_req_set_provider(air_req_t *req, const ch
 AIR_API AIR_NODISCARD air_status_t air_req_set_deadline_ms(air_req_t *req, uint32_t ms);
 /* Identity of the calling client, for limits and budgets. */
 AIR_API AIR_NODISCARD air_status_t air_req_set_client_key(air_req_t *req, const char *key);
-/* Attach a free-form tag ("team=search"); at most 16 per request. */
+/* Attach a free-form tag ("team=search"); at most 16 per request (the 17th
+ * gets AIR_E_RANGE). Tags are for the host only: they are never sent
+ * upstream, and come back on the request's response (air_resp_tag). */
 AIR_API AIR_NODISCARD air_status_t air_req_add_tag(air_req_t *req, const char *tag);
 /* Upper bound on attempts for this request (1 = no retry or failover). 0 =
  * the route's default. */
@@ -236,8 +238,10 @@ AIR_API AIR_NODISCARD air_status_t air_req_set_chunk(air_req_t *req, air_chunk_f
  * Submit a request asynchronously. Never blocks and never waits on a lock.
  * On AIR_OK, *id (when id is not NULL) receives the request's router-unique
  * nonzero id, for air_cancel; air_resp_id returns the same value.
- * Thread: any (calls racing with air_free are not allowed, except from
- * callbacks, which get AIR_E_SHUTDOWN once air_free has begun).
+ * Thread: any. A call made after air_free has begun (from a callback, or
+ * from another thread) returns AIR_E_SHUTDOWN and nothing is ever delivered
+ * for it; but the host must make sure no call is running or starts once
+ * air_free may have returned, since that frees the router.
  * Ownership: always consumes req, also on failure.
  * Errors: AIR_E_INVAL (NULL), AIR_E_BUSY (ingress queue full or too many
  * requests in flight; retry later), AIR_E_SHUTDOWN (router is stopping).
@@ -288,60 +292,95 @@ AIR_API size_t air_completions_poll(air_t *r, air_done_fn fn, size_t max);
 /* ------------------------------------------------------------------------ */
 /* Responses                                                                 */
 
-/* Outcome: AIR_OK, or the error (AIR_E_UPSTREAM, AIR_E_TIMEOUT, ...). */
+/*
+ * A response is immutable once delivered, so every accessor below may be
+ * called from any thread that holds it (inside the callback, or holding a
+ * reference from air_resp_dup or air_call). None of them fails: a NULL resp
+ * gives the neutral value each one names. Returned strings are borrowed and
+ * live as long as resp.
+ */
+
+/* Outcome: AIR_OK, or the error (AIR_E_UPSTREAM, AIR_E_TIMEOUT, ...).
+ * Thread: any. Ownership: borrows resp. Errors: AIR_E_INVAL for NULL. */
 AIR_API air_status_t air_resp_status(const air_resp_t *resp);
-/* Error class (AIR_ERR_NONE on success). */
+/* Error class (AIR_ERR_NONE on success).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: AIR_ERR_NONE). */
 AIR_API air_errclass_t air_resp_error_class(const air_resp_t *resp);
 /* Human-readable error message (never contains secrets), "" on success.
- * Borrowed; lives as long as resp. */
+ * Thread: any. Ownership: borrowed; lives as long as resp.
+ * Errors: none (NULL: ""). */
 AIR_API const char *air_resp_error_message(const air_resp_t *resp);
-/* Vendor error code ("context_length_exceeded") or NULL. Borrowed. */
+/* Vendor error code ("context_length_exceeded") or NULL.
+ * Thread: any. Ownership: borrowed. Errors: none (NULL: NULL). */
 AIR_API const char *air_resp_error_code(const air_resp_t *resp);
 /* HTTP status: the upstream's on success or upstream error; otherwise the
- * status the gateway maps the error class to (504 for timeout, ...). */
+ * status the gateway maps the error class to (504 for timeout, ...).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API int air_resp_http_status(const air_resp_t *resp);
-/* Suggested wait before retrying (from Retry-After), in ms; -1 if none. */
+/* Suggested wait before retrying (from Retry-After), in ms; -1 if none.
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: -1). */
 AIR_API int64_t air_resp_retry_after_ms(const air_resp_t *resp);
 /* Unified OpenAI chat.completion JSON body (NUL-terminated) or NULL (errors
  * and streamed requests). *len gets its length when len is not NULL.
- * Borrowed. */
+ * Thread: any. Ownership: borrowed; lives as long as resp.
+ * Errors: none (NULL: NULL, *len = 0). */
 AIR_API const char *air_resp_body(const air_resp_t *resp, size_t *len);
 /* Provider (configured name) and upstream model of the last attempt, or NULL
- * when no attempt was made. Borrowed. */
+ * when no attempt was made.
+ * Thread: any. Ownership: borrowed. Errors: none (NULL: NULL). */
 AIR_API const char *air_resp_provider(const air_resp_t *resp);
 AIR_API const char *air_resp_model(const air_resp_t *resp);
-/* Attempts made (0 when none was possible). */
+/* Attempts made (0 when none was possible).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint32_t air_resp_attempts(const air_resp_t *resp);
-/* Request id (as returned by air_submit). */
+/* Request id (as returned by air_submit).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint64_t air_resp_id(const air_resp_t *resp);
-/* Microseconds from submit to completion. */
+/* Microseconds from submit to completion.
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint64_t air_resp_latency_us(const air_resp_t *resp);
 /* Microseconds from submit to the first byte of the winning attempt's
- * response body; 0 if none arrived. */
+ * response body (streams: to the first content chunk); 0 if none arrived.
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint64_t air_resp_ttft_us(const air_resp_t *resp);
-/* Token usage as reported by the provider (0 when unknown). */
+/* Token usage as reported by the provider (0 when unknown).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint64_t air_resp_prompt_tokens(const air_resp_t *resp);
 AIR_API uint64_t air_resp_completion_tokens(const air_resp_t *resp);
 AIR_API uint64_t air_resp_cached_tokens(const air_resp_t *resp);
 /* Whether the request was streamed, and whether any chunk reached the
- * chunk callback. */
+ * chunk callback.
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API int air_resp_streamed(const air_resp_t *resp);
 AIR_API int air_resp_chunks_delivered(const air_resp_t *resp);
 
 /* Microseconds spent in upstream attempts (connect to last byte, summed
  * over attempts); latency minus this is the router's own overhead
- * (queueing, routing, translation, backoff waits). */
+ * (queueing, routing, translation, backoff waits).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API uint64_t air_resp_upstream_us(const air_resp_t *resp);
 /* Cost of the request in USD from the reported usage and the configured
- * prices of the model that served it (0 when unknown). */
+ * prices of the model that served it (0 when unknown).
+ * Thread: any. Ownership: borrows resp. Errors: none (NULL: 0). */
 AIR_API double air_resp_cost_usd(const air_resp_t *resp);
-/* The route (public model name) the request was resolved to, or NULL. */
+/* The route (public model name) the request was resolved to, or NULL.
+ * Thread: any. Ownership: borrowed. Errors: none (NULL: NULL). */
 AIR_API const char *air_resp_route(const air_resp_t *resp);
+/* The tags given with air_req_add_tag, in the order they were added, so a
+ * host can correlate a completion with its own records. Every completion
+ * carries them, errors, cancels and shutdowns included. Tags never go
+ * upstream. air_resp_tag returns NULL when i >= air_resp_tag_count.
+ * Thread: any. Ownership: borrowed; lives as long as resp.
+ * Errors: none (NULL resp: 0 tags). */
+AIR_API uint32_t air_resp_tag_count(const air_resp_t *resp);
+AIR_API const char *air_resp_tag(const air_resp_t *resp, uint32_t i);
 
 /* Keep a response beyond its callback (reference count).
- * Thread: any. Ownership: returns a reference the caller must air_resp_free. */
+ * Thread: any. Ownership: returns a reference the caller must air_resp_free.
+ * Errors: none (NULL: NULL). */
 AIR_API air_resp_t *air_resp_dup(const air_resp_t *resp);
-/* Drop a reference from air_resp_dup or air_call. NULL is a no-op. */
+/* Drop a reference from air_resp_dup or air_call. NULL is a no-op.
+ * Thread: any. Ownership: consumes that reference; the last one frees resp. */
 AIR_API void air_resp_free(air_resp_t *resp);
 
 /* ------------------------------------------------------------------------ */
@@ -360,8 +399,12 @@ AIR_API char *air_stats_json(air_t *r);
 /*
  * Set one tunable by dotted path ("routes.chat.strategy",
  * "policy.weight.latency", "deployments.openai/gpt-4o.enabled") to a JSON
- * value ("\"lowest-latency\"", "0.5", "true"). The change is validated
- * whole and published atomically; it applies to requests routed afterwards.
+ * value ("\"lowest-latency\"", "0.5", "true"). Besides the global table:
+ * routes.<model>.{strategy,hedge,weight.*,budget_usd},
+ * deployments.<provider>/<model>.{enabled,weight,rpm,tpm,max_inflight,reset}
+ * and clients.<name>.{rpm,tpm,max_inflight,budget_usd}. The change is
+ * validated whole and published atomically; it applies to requests routed
+ * (or admitted) afterwards, and lasts until the next air_reload.
  * Thread: any (control calls are serialised internally).
  * Errors: AIR_E_NONAME (no such path), AIR_E_READONLY, AIR_E_RANGE,
  * AIR_E_INVAL (wrong JSON type); err gets a message.
@@ -380,7 +423,11 @@ AIR_API AIR_NODISCARD air_status_t air_ctl_set_str(air_t *r, const char *path, c
 AIR_API AIR_NODISCARD air_status_t air_ctl_get(air_t *r, const char *path, char **out);
 /*
  * Every tunable as a JSON array of {"path","type","min","max","mode","value"}
- * (mode "rw" or "r-"). Ownership: malloc'd, free() it. NULL on OOM.
+ * (global entries also carry "default"): every global path and every route,
+ * deployment and client path of the current configuration. mode is "rw"
+ * (read and write), "r-" (read-only, e.g. a rate limit or budget shared
+ * through the state store) or "-w" (write-only, e.g. a deployment's reset).
+ * Ownership: malloc'd, free() it. NULL on OOM.
  */
 AIR_API char *air_ctl_list(air_t *r);
 /*

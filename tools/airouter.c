@@ -34,9 +34,14 @@ usage(FILE *f)
 static void
 chat_usage(FILE *f)
 {
-    fprintf(f, "usage: airouter chat --config FILE --model M [--provider P] [--stream]\n"
-               "                     [--max-tokens N] [--deadline-ms N] [--quiet]\n"
-               "                     ('prompt' | --body FILE|-)\n"
+    fprintf(f, "usage: airouter chat --config FILE --model M [options] 'prompt'\n"
+               "       airouter chat --config FILE [--model M] [options] --body FILE|-\n"
+               "\n"
+               "options: [--provider P] [--stream] [--max-tokens N] [--deadline-ms N] [--quiet]\n"
+               "\n"
+               "--model is required with a prompt; with --body (a full OpenAI Chat\n"
+               "Completions JSON body, \"-\" = stdin) it replaces the body's \"model\", as\n"
+               "--stream sets its \"stream\". --max-tokens applies to a prompt only.\n"
                "\n"
                "Sends one request through the router. Prints the unified OpenAI response\n"
                "JSON (or, with --stream, the text as it arrives) on stdout and a summary\n"

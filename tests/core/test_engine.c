@@ -1,10 +1,16 @@
 /*
  * test_engine.c - integration tests of the engine against real mock
- * providers on 127.0.0.1: plain and streamed requests, failover,
- * Retry-After, deadlines, cancel, backpressure, shutdown, stream resets,
- * the completion queue, and a mixed-fault soak where every request must
- * complete exactly once.
+ * providers on 127.0.0.1: plain and streamed requests, failover (also of a
+ * stream that breaks after its held-back role chunk), Retry-After,
+ * deadlines, per-attempt connect and total timeouts, cancel, backpressure,
+ * shutdown (and submits racing with it), stream resets, no spinning when
+ * idle, the completion queue, and a mixed-fault soak where every request
+ * must complete exactly once.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -12,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -173,6 +180,7 @@ struct chunks {
     char text[4096];
     int n;
     int first_has_role;
+    int roles; /* chunks that open the assistant message */
     int saw_usage;
     int after_done; /* a chunk arrived after the done callback: a bug */
     int done;
@@ -186,8 +194,11 @@ collect_chunk(const char *json, size_t len, void *ud)
     assert_int_equal(json[len], '\0');
     if (c->done)
         c->after_done = 1;
-    if (c->n == 0 && strstr(json, "\"role\":\"assistant\"") != NULL)
-        c->first_has_role = 1;
+    if (strstr(json, "\"role\":\"assistant\"") != NULL) {
+        if (c->n == 0)
+            c->first_has_role = 1;
+        c->roles++;
+    }
     if (strstr(json, "\"usage\":{") != NULL)
         c->saw_usage = 1;
     const char *p = strstr(json, "\"content\":\"");
@@ -287,6 +298,47 @@ test_engine_stream_fails_over_before_content(void **state)
     assert_string_equal(air_resp_provider(resp), "p1");
     assert_true(c.first_has_role);
     assert_string_equal(c.text, "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ");
+    air_resp_free(resp);
+    air_free(r, 1000);
+    air_mock_stop(bad);
+    air_mock_stop(good);
+    pthread_mutex_destroy(&c.mu);
+}
+
+/* The opening role chunk is held back until content: a stream that breaks
+ * after it and before any content still fails over, and the caller sees
+ * exactly one role chunk (the winner's), not one per attempt. With one
+ * chunk the mock resets the connection right after the opening (role)
+ * event, before the first content piece. */
+static void
+test_engine_stream_break_after_role_chunk_fails_over_with_one_role(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.chunks = 1;
+    o.reset_rate = 1.0;
+    air_mock_t *bad = mock_start(&o);
+    air_mock_t *good = mock_plain();
+    air_mock_t *ms[2] = {bad, good};
+    air_t *r = router_for(config_for(ms, 2, NULL, NULL));
+    struct chunks c;
+    memset(&c, 0, sizeof c);
+    pthread_mutex_init(&c.mu, NULL);
+    air_req_t *q = req_for(r, stream_body);
+    assert_int_equal(air_req_set_chunk(q, collect_chunk, &c), AIR_OK);
+    air_resp_t *resp = call(r, q);
+    assert_int_equal(air_resp_status(resp), AIR_OK);
+    assert_int_equal(air_resp_attempts(resp), 2);
+    assert_string_equal(air_resp_provider(resp), "p1");
+    air_mock_stats_t s;
+    air_mock_stats(bad, &s);
+    assert_int_equal(s.streams, 1); /* the first attempt did open a stream */
+    assert_int_equal(s.resets, 1);
+    assert_true(c.first_has_role);
+    assert_int_equal(c.roles, 1);
+    assert_string_equal(c.text, "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 ");
+    assert_true(c.saw_usage);
     air_resp_free(resp);
     air_free(r, 1000);
     air_mock_stop(bad);
@@ -557,6 +609,175 @@ test_engine_stream_idle_timeout_is_an_error(void **state)
     pthread_mutex_destroy(&c.mu);
 }
 
+/* A TCP port on 127.0.0.1 where connecting hangs: a listener with a
+ * backlog of 0 that never accepts, its accept queue filled by our own
+ * connections, so the kernel drops further SYNs (tcp_abort_on_overflow=0,
+ * the default) and a connect only ends by timing out. */
+#define BLACKHOLE_FILL 4
+
+struct blackhole {
+    int lfd;
+    int fill[BLACKHOLE_FILL];
+    uint16_t port;
+};
+
+static int
+connect_nb(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    assert_true(rc == 0 || errno == EINPROGRESS);
+    return fd;
+}
+
+/* Returns 0 when the port really hangs (a probe connect does not complete
+ * within 150 ms), -1 when this kernel refuses or accepts instead. */
+static int
+blackhole_open(struct blackhole *b)
+{
+    b->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(b->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(b->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(b->lfd, 0), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(b->lfd, (struct sockaddr *)&a, &al), 0);
+    b->port = ntohs(a.sin_port);
+    for (int i = 0; i < BLACKHOLE_FILL; i++)
+        b->fill[i] = connect_nb(b->port);
+    usleep(50 * 1000); /* let the handshakes that can complete, complete */
+    int probe = connect_nb(b->port);
+    struct pollfd p = {.fd = probe, .events = POLLOUT};
+    int rc = poll(&p, 1, 150);
+    close(probe);
+    return rc == 0 ? 0 : -1;
+}
+
+static void
+blackhole_close(struct blackhole *b)
+{
+    for (int i = 0; i < BLACKHOLE_FILL; i++)
+        close(b->fill[i]);
+    close(b->lfd);
+}
+
+/* connect_timeout_ms bounds each attempt's connect: the request neither
+ * waits for the 60 s total nor for the 30 s first-byte timeout; the attempt
+ * fails as a timeout and the next target serves the request. */
+static void
+test_engine_connect_timeout_bounds_each_attempt(void **state)
+{
+    (void)state;
+    struct blackhole bh;
+    if (blackhole_open(&bh) != 0) {
+        blackhole_close(&bh);
+        print_message("connect-timeout: a full backlog does not hang connects here\n");
+        skip();
+    }
+    air_mock_t *good = mock_plain();
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\"providers\":[{\"name\":\"hang\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\",\"connect_timeout_ms\":200},"
+             "{\"name\":\"live\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:%u/v1\"}],"
+             "\"routes\":[{\"model\":\"m\",\"strategy\":\"priority\",\"targets\":"
+             "[{\"provider\":\"hang\"},{\"provider\":\"live\"}]},"
+             "{\"model\":\"only-hang\",\"targets\":[{\"provider\":\"hang\"}]}]}",
+             (unsigned)bh.port, (unsigned)air_mock_port(good));
+    air_t *r = router_for(cfg);
+
+    /* Alone, with one attempt: a timeout after about connect_timeout_ms. */
+    const char *b1 = "{\"model\":\"only-hang\",\"messages\":[{\"role\":\"user\","
+                     "\"content\":\"x\"}]}";
+    air_req_t *q = req_for(r, b1);
+    assert_int_equal(air_req_set_max_attempts(q, 1), AIR_OK);
+    uint64_t t0 = now_ms();
+    air_resp_t *resp = call(r, q);
+    uint64_t took = now_ms() - t0;
+    print_message("connect-timeout: one attempt took %llu ms\n", (unsigned long long)took);
+    assert_int_equal(air_resp_status(resp), AIR_E_TIMEOUT);
+    assert_int_equal(air_resp_error_class(resp), AIR_ERR_TIMEOUT);
+    assert_int_equal(air_resp_attempts(resp), 1);
+    assert_string_equal(air_resp_provider(resp), "hang");
+    assert_true(took >= 180);
+    assert_true(took < 3000);
+    air_resp_free(resp);
+
+    /* On a route with a second target: fails over after the connect timeout. */
+    t0 = now_ms();
+    resp = call(r, req_for(r, plain_body));
+    took = now_ms() - t0;
+    assert_int_equal(air_resp_status(resp), AIR_OK);
+    assert_string_equal(air_resp_provider(resp), "live");
+    assert_int_equal(air_resp_attempts(resp), 2);
+    assert_true(took >= 180);
+    assert_true(took < 3000);
+    air_resp_free(resp);
+    air_free(r, 1000);
+    air_mock_stop(good);
+    blackhole_close(&bh);
+}
+
+/* The provider's timeout_ms bounds one attempt's total time even while
+ * bytes keep flowing: a stream that sends a chunk every 100 ms (so neither
+ * the first-byte nor the idle timeout fires) is cut at timeout_ms and ends
+ * with a timeout error after content; a slow plain answer is cut at
+ * timeout_ms and fails over to the next target. */
+static void
+test_engine_provider_timeout_bounds_the_whole_attempt(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.chunks = 30;
+    o.chunk_delay_ms = 100; /* 3 s in all */
+    air_mock_t *trickle = mock_start(&o);
+    air_t *r = router_for(config_for(&trickle, 1, NULL, "\"timeout_ms\":500"));
+    struct chunks c;
+    memset(&c, 0, sizeof c);
+    pthread_mutex_init(&c.mu, NULL);
+    air_req_t *q = req_for(r, stream_body);
+    assert_int_equal(air_req_set_chunk(q, collect_chunk, &c), AIR_OK);
+    uint64_t t0 = now_ms();
+    air_resp_t *resp = call(r, q);
+    uint64_t took = now_ms() - t0;
+    print_message("total-timeout: stream cut after %llu ms\n", (unsigned long long)took);
+    assert_int_equal(air_resp_error_class(resp), AIR_ERR_TIMEOUT);
+    assert_true(air_resp_chunks_delivered(resp));
+    assert_int_equal(air_resp_attempts(resp), 1); /* content was out: no failover */
+    assert_true(strlen(c.text) > 0);
+    assert_null(strstr(c.text, "tok29"));
+    assert_true(took >= 450);
+    assert_true(took < 2500);
+    air_resp_free(resp);
+    air_free(r, 1000);
+    air_mock_stop(trickle);
+    pthread_mutex_destroy(&c.mu);
+
+    air_mock_opts_init(&o);
+    o.latency_ms = 3000;
+    air_mock_t *slow = mock_start(&o);
+    air_mock_t *good = mock_plain();
+    air_mock_t *ms[2] = {slow, good};
+    r = router_for(config_for(ms, 2, NULL, "\"timeout_ms\":300"));
+    t0 = now_ms();
+    resp = call(r, req_for(r, plain_body));
+    took = now_ms() - t0;
+    assert_int_equal(air_resp_status(resp), AIR_OK);
+    assert_string_equal(air_resp_provider(resp), "p1");
+    assert_int_equal(air_resp_attempts(resp), 2);
+    assert_true(took >= 280);
+    assert_true(took < 2500);
+    air_resp_free(resp);
+    air_free(r, 1000);
+    air_mock_stop(slow);
+    air_mock_stop(good);
+}
+
 struct once {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -811,6 +1032,230 @@ test_engine_no_lost_wakeups(void **state)
     air_mock_stop(m);
 }
 
+/* Idle workers sleep in curl_multi_poll: with nothing to do, the whole
+ * process (router workers and the mock's event loop) uses next to no CPU.
+ * A worker that spins would burn the full 300 ms of a core. */
+static uint64_t
+cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void
+test_engine_idle_router_does_not_spin(void **state)
+{
+    (void)state;
+    air_mock_t *m = mock_plain();
+    air_t *r = router_for(config_for(&m, 1, "\"workers\":2", NULL));
+    /* Some traffic first, so connections and timers exist, then quiet. */
+    for (int i = 0; i < 4; i++) {
+        air_resp_t *resp = call(r, req_for(r, i % 2 ? stream_body : plain_body));
+        assert_int_equal(air_resp_status(resp), AIR_OK);
+        air_resp_free(resp);
+    }
+    usleep(100 * 1000); /* let the stats merge and the workers settle */
+    uint64_t c0 = cpu_us(), t0 = now_ms();
+    usleep(300 * 1000);
+    uint64_t used = cpu_us() - c0, wall = now_ms() - t0;
+    print_message("idle: %llu us of CPU in %llu ms\n", (unsigned long long)used,
+                  (unsigned long long)wall);
+    assert_true(used < 30000);
+    /* Still awake for new work. */
+    air_resp_t *resp = call(r, req_for(r, plain_body));
+    assert_int_equal(air_resp_status(resp), AIR_OK);
+    air_resp_free(resp);
+    air_free(r, 1000);
+    air_mock_stop(m);
+}
+
+/* Once air_free has begun, air_submit refuses with AIR_E_SHUTDOWN and the
+ * refused request is never delivered. From a done callback running while
+ * air_free drains: */
+struct late {
+    air_t *r;
+    _Atomic int freeing; /* set just before air_free */
+    _Atomic int calls;   /* done callbacks of the original requests */
+    _Atomic int tried;   /* submits made from a callback during air_free */
+    _Atomic int refused; /* ... that returned AIR_E_SHUTDOWN */
+    _Atomic int late;    /* callbacks of requests submitted late: must stay 0 */
+};
+
+static void
+late_done(const air_resp_t *resp, void *ud)
+{
+    (void)resp;
+    struct late *l = ud;
+    atomic_fetch_add(&l->late, 1);
+}
+
+static void
+resubmit_done(const air_resp_t *resp, void *ud)
+{
+    (void)resp;
+    struct late *l = ud;
+    atomic_fetch_add(&l->calls, 1);
+    if (!atomic_load(&l->freeing))
+        return;
+    air_req_t *q = NULL;
+    if (air_req_new(l->r, plain_body, strlen(plain_body), &q, NULL, 0) != AIR_OK ||
+        air_req_set_done(q, late_done, l) != AIR_OK) {
+        air_req_free(q);
+        return;
+    }
+    atomic_fetch_add(&l->tried, 1);
+    air_status_t st = air_submit(l->r, q, NULL);
+    if (st == AIR_E_SHUTDOWN)
+        atomic_fetch_add(&l->refused, 1);
+}
+
+static void
+test_engine_submit_from_callback_during_free_is_refused(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 300;
+    air_mock_t *m = mock_start(&o);
+    air_t *r = router_for(config_for(&m, 1, "\"workers\":2", NULL));
+    struct late l = {.r = r};
+    for (int i = 0; i < 4; i++) {
+        air_req_t *q = req_for(r, plain_body);
+        assert_int_equal(air_req_set_done(q, resubmit_done, &l), AIR_OK);
+        assert_int_equal(air_submit(r, q, NULL), AIR_OK);
+    }
+    atomic_store(&l.freeing, 1);
+    air_free(r, 5000); /* the four finish during the drain */
+    assert_int_equal(atomic_load(&l.calls), 4);
+    /* All four, unless this thread was descheduled for the mock's 300 ms
+     * before setting `freeing` (a callback that came first does not try). */
+    assert_true(atomic_load(&l.tried) >= 1);
+    assert_int_equal(atomic_load(&l.refused), atomic_load(&l.tried));
+    assert_int_equal(atomic_load(&l.late), 0);
+    air_mock_stop(m);
+}
+
+/* ... and from another thread that keeps submitting while air_free begins.
+ * To keep that thread's calls inside air_free's lifetime (the header's
+ * rule), a gate request's done callback holds its worker, and so air_free,
+ * until the submitter has seen AIR_E_SHUTDOWN and stopped. Every request
+ * the submitter got accepted completes once; none of the refused ones does. */
+struct race {
+    air_t *r;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int submitter_done;
+    int gate_calls;
+    int gate_timed_out;
+    _Atomic int accepted;
+    _Atomic int completed;
+    _Atomic int refused;    /* AIR_E_SHUTDOWN returns */
+    _Atomic int unexpected; /* any other error than BUSY or SHUTDOWN */
+};
+
+static void
+race_done(const air_resp_t *resp, void *ud)
+{
+    (void)resp;
+    struct race *x = ud;
+    atomic_fetch_add(&x->completed, 1);
+}
+
+static void
+gate_done(const air_resp_t *resp, void *ud)
+{
+    (void)resp;
+    struct race *x = ud;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    pthread_mutex_lock(&x->mu);
+    x->gate_calls++;
+    while (!x->submitter_done)
+        if (pthread_cond_timedwait(&x->cv, &x->mu, &until) != 0) {
+            x->gate_timed_out = 1;
+            break;
+        }
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void *
+race_submitter(void *arg)
+{
+    struct race *x = arg;
+    int refusals = 0;
+    uint64_t t0 = now_ms();
+    while (refusals < 3 && now_ms() - t0 < 15000) {
+        air_req_t *q = NULL;
+        if (air_req_new(x->r, plain_body, strlen(plain_body), &q, NULL, 0) != AIR_OK ||
+            air_req_set_done(q, race_done, x) != AIR_OK) {
+            air_req_free(q);
+            atomic_fetch_add(&x->unexpected, 1);
+            break;
+        }
+        air_status_t st = air_submit(x->r, q, NULL);
+        if (st == AIR_OK) {
+            atomic_fetch_add(&x->accepted, 1);
+        } else if (st == AIR_E_SHUTDOWN) {
+            atomic_fetch_add(&x->refused, 1);
+            refusals++; /* and again: a refusal is not a one-off */
+            continue;
+        } else if (st != AIR_E_BUSY) {
+            atomic_fetch_add(&x->unexpected, 1);
+        }
+        if (refusals > 0)
+            atomic_fetch_add(&x->unexpected, 1); /* accepted or busy after a refusal */
+        usleep(1000);
+    }
+    pthread_mutex_lock(&x->mu);
+    x->submitter_done = 1;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+static void
+test_engine_submit_from_other_thread_during_free_is_refused(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 50;
+    air_mock_t *m = mock_start(&o);
+    air_t *r = router_for(config_for(&m, 1, "\"workers\":2", NULL));
+    struct race x = {.r = r};
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+    air_req_t *gate = req_for(r, plain_body);
+    assert_int_equal(air_req_set_done(gate, gate_done, &x), AIR_OK);
+    assert_int_equal(air_submit(r, gate, NULL), AIR_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_submitter, &x), 0);
+    /* Let the submitter get some requests in first. */
+    uint64_t t0 = now_ms();
+    while (atomic_load(&x.accepted) < 5 && now_ms() - t0 < 5000)
+        usleep(1000);
+    air_free(r, 5000);
+    /* air_free could not return before the submitter had stopped. */
+    pthread_mutex_lock(&x.mu);
+    int done = x.submitter_done;
+    pthread_mutex_unlock(&x.mu);
+    assert_true(done);
+    pthread_join(t, NULL);
+    print_message("submit-during-free: %d accepted, %d refused\n", atomic_load(&x.accepted),
+                  atomic_load(&x.refused));
+    assert_int_equal(x.gate_calls, 1);
+    assert_false(x.gate_timed_out);
+    assert_int_equal(atomic_load(&x.unexpected), 0);
+    assert_int_equal(atomic_load(&x.refused), 3);
+    assert_true(atomic_load(&x.accepted) > 0);
+    assert_int_equal(atomic_load(&x.completed), atomic_load(&x.accepted));
+    air_mock_stop(m);
+    pthread_cond_destroy(&x.cv);
+    pthread_mutex_destroy(&x.mu);
+}
+
 /* -------------------------------------------------------- completion q */
 
 struct cq_seen {
@@ -927,7 +1372,9 @@ test_engine_bad_request_bodies_name_the_problem(void **state)
         {"{\"model\":5,\"messages\":[]}", "model: expected"},
         {"{\"model\":\"m\",\"messages\":{}}", "messages: expected a non-empty array"},
         {"{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}", "messages[0].role"},
-        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":\"yes\"}", "stream:"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+         "\"stream\":\"yes\"}",
+         "stream:"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         air_req_t *q = NULL;
@@ -1072,6 +1519,7 @@ main(void)
         cmocka_unit_test(test_engine_stream_chunks_arrive_in_order),
         cmocka_unit_test(test_engine_stream_reset_midway_is_an_error),
         cmocka_unit_test(test_engine_stream_fails_over_before_content),
+        cmocka_unit_test(test_engine_stream_break_after_role_chunk_fails_over_with_one_role),
         cmocka_unit_test(test_engine_failover_to_healthy_provider),
         cmocka_unit_test(test_engine_connect_failure_fails_over),
         cmocka_unit_test(test_engine_invalid_request_is_not_retried),
@@ -1082,6 +1530,8 @@ main(void)
         cmocka_unit_test(test_engine_deadline_expires),
         cmocka_unit_test(test_engine_first_byte_timeout_fails_over),
         cmocka_unit_test(test_engine_stream_idle_timeout_is_an_error),
+        cmocka_unit_test(test_engine_connect_timeout_bounds_each_attempt),
+        cmocka_unit_test(test_engine_provider_timeout_bounds_the_whole_attempt),
         cmocka_unit_test(test_engine_cancel_completes_once_with_cancelled),
         cmocka_unit_test(test_engine_full_ring_returns_busy),
         cmocka_unit_test(test_engine_shutdown_completes_inflight_requests),
@@ -1089,6 +1539,9 @@ main(void)
         cmocka_unit_test(test_engine_null_submit_is_refused),
         cmocka_unit_test(test_engine_provider_max_inflight_spills_to_next_target),
         cmocka_unit_test(test_engine_no_lost_wakeups),
+        cmocka_unit_test(test_engine_idle_router_does_not_spin),
+        cmocka_unit_test(test_engine_submit_from_callback_during_free_is_refused),
+        cmocka_unit_test(test_engine_submit_from_other_thread_during_free_is_refused),
         cmocka_unit_test(test_engine_completion_queue_delivers_on_host_thread),
         cmocka_unit_test(test_engine_unknown_model_lists_served_models),
         cmocka_unit_test(test_engine_pinned_provider_is_used),

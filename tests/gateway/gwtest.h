@@ -7,6 +7,7 @@
 #define AIR_TEST_GWTEST_H
 
 #include <ctype.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,10 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <setjmp.h>
 #include <stddef.h>
@@ -160,6 +165,91 @@ gwt_sleep_ms(unsigned ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------- raw sockets (keep-alive) */
+
+/* A TCP connection to 127.0.0.1:port, or -1. */
+static inline int
+gwt_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Wait up to timeout_ms for fd to become readable and read what is there.
+ * Returns the byte count, 0 when the peer closed, -1 on a reset or error,
+ * -2 on timeout.
+ */
+static inline ssize_t
+gwt_recv(int fd, char *buf, size_t n, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int rc = poll(&p, 1, timeout_ms);
+    if (rc == 0)
+        return -2;
+    if (rc < 0)
+        return -1;
+    ssize_t got = recv(fd, buf, n, 0);
+    return got < 0 ? -1 : got;
+}
+
+/*
+ * Send one HTTP/1.1 request on fd (kept alive) and read one response with a
+ * Content-Length. Returns its status (0 on error or timeout); body gets the
+ * response body, NUL-terminated and truncated to n - 1.
+ */
+static inline int
+gwt_raw_request(int fd, const char *method, const char *path, const char *body, char *out, size_t n)
+{
+    char req[8192];
+    size_t bl = body ? strlen(body) : 0;
+    int rl = snprintf(req, sizeof req,
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n%s",
+                      method, path, bl, body ? body : "");
+    if (rl < 0 || (size_t)rl >= sizeof req || send(fd, req, (size_t)rl, MSG_NOSIGNAL) != rl)
+        return 0;
+    char resp[65536];
+    size_t have = 0;
+    const char *hend = NULL;
+    uint64_t t0 = gwt_now_ms();
+    for (;;) {
+        if (hend != NULL) {
+            const char *cl = strcasestr(resp, "\r\nContent-Length:");
+            if (cl == NULL || cl > hend)
+                return 0;
+            size_t want = (size_t)strtoul(cl + 17, NULL, 10);
+            size_t hl = (size_t)(hend - resp) + 4;
+            if (have >= hl + want) {
+                size_t c = want < n - 1 ? want : n - 1;
+                memcpy(out, resp + hl, c);
+                out[c] = '\0';
+                return atoi(resp + 9);
+            }
+        }
+        if (have + 1 >= sizeof resp || gwt_now_ms() - t0 > 10000)
+            return 0;
+        ssize_t got = gwt_recv(fd, resp + have, sizeof resp - 1 - have, 10000);
+        if (got <= 0)
+            return 0;
+        have += (size_t)got;
+        resp[have] = '\0';
+        if (hend == NULL)
+            hend = strstr(resp, "\r\n\r\n");
+    }
 }
 
 /* ------------------------------------------------------- mocks, gateways */

@@ -414,6 +414,232 @@ test_admin_explain_lists_candidates(void **state)
     fx_stop(&f);
 }
 
+static void
+test_admin_no_healthy_deployment_503_names_each_reason(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, NULL);
+    static const char *const off[] = {"/admin/ctl/deployments.p0/up-0.enabled",
+                                      "/admin/ctl/deployments.p1/up-1.enabled"};
+    for (size_t i = 0; i < 2; i++) {
+        struct http_resp r = http_req("PUT", ADMIN(f.gw, off[i]), "false", tok_hdr);
+        if (r.status != 200)
+            fail_msg("%s: %ld %s", off[i], r.status, r.body);
+        http_resp_free(&r);
+    }
+    struct http_resp r = http_req("POST", API(f.gw, "/v1/chat/completions"), gwt_plain_body, NULL);
+    if (r.status != 503)
+        fail_msg("status %ld: %s", r.status, r.body);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e, "message");
+    assert_true(cJSON_IsString(msg));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(e, "type")->valuestring, "overloaded");
+    /* One reason per deployment, each named. */
+    if (strstr(msg->valuestring, "p0/up-0: disabled by operator") == NULL ||
+        strstr(msg->valuestring, "p1/up-1: disabled by operator") == NULL)
+        fail_msg("message lacks a reason per deployment: %s", msg->valuestring);
+    cJSON_Delete(j);
+    char v[64];
+    assert_non_null(http_header(&r, "retry-after", v, sizeof v));
+    assert_true(atoi(v) >= 1);
+    http_resp_free(&r);
+    /* Nothing went upstream; enabling one deployment serves again. */
+    air_mock_stats_t s0, s1;
+    air_mock_stats(f.m[0], &s0);
+    air_mock_stats(f.m[1], &s1);
+    assert_int_equal(s0.requests + s1.requests, 0);
+    r = http_req("PUT", ADMIN(f.gw, off[1]), "true", tok_hdr);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    r = http_req("POST", API(f.gw, "/v1/chat/completions"), gwt_plain_body, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(http_header(&r, "x-airouter-provider", v, sizeof v));
+    assert_string_equal(v, "p1");
+    http_resp_free(&r);
+    fx_stop(&f);
+}
+
+/* Write text to path (replacing it atomically, as an editor or a config
+ * tool would). */
+static void
+write_file(const char *path, const char *text)
+{
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *fp = fopen(tmp, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, strlen(text), fp), strlen(text));
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+/* gwt_config's text with a second route "m2" (on p1) inserted. */
+static char *
+with_m2(const char *cfg)
+{
+    const char *at = strstr(cfg, "\"routes\":[");
+    assert_non_null(at);
+    size_t off = (size_t)(at - cfg) + strlen("\"routes\":[");
+    const char *ins = "{\"model\":\"m2\",\"targets\":[{\"provider\":\"p1\",\"model\":\"up-1\"}]},";
+    size_t gl = strlen(cfg), il = strlen(ins);
+    char *text = malloc(gl + il + 1);
+    memcpy(text, cfg, off);
+    memcpy(text + off, ins, il);
+    memcpy(text + off + il, cfg + off, gl - off + 1);
+    return text;
+}
+
+static int
+models_list_has(struct air__gw *gw, const char *id)
+{
+    struct http_resp r = http_req("GET", API(gw, "/v1/models"), NULL, NULL);
+    assert_int_equal(r.status, 200);
+    char want[128];
+    snprintf(want, sizeof want, "\"id\":\"%s\"", id);
+    int has = strstr(r.body, want) != NULL;
+    http_resp_free(&r);
+    return has;
+}
+
+static void
+test_admin_reload_empty_body_rereads_the_file(void **state)
+{
+    (void)state;
+    setenv("GWT_ADMIN_TOKEN", "adm-secret-token-42", 1);
+    air_mock_t *m[2] = {gwt_mock_plain(), gwt_mock_plain()};
+    const char *ex = "\"access_log\":{\"level\":\"off\"},\"admin\":{\"listen\":\"127.0.0.1:0\","
+                     "\"token_env\":\"GWT_ADMIN_TOKEN\"}";
+    char *cfg = gwt_config(m, 2, ex);
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/airouter-gwtest-reload-%d.json", (int)getpid());
+    write_file(path, cfg);
+    struct air__gw_opts o;
+    memset(&o, 0, sizeof o);
+    o.config_path = path;
+    o.quiet = 1;
+    o.threads = 2;
+    struct air__gw *gw = NULL;
+    char err[512];
+    if (air__gw_start(&o, &gw, err, sizeof err) != AIR_OK)
+        fail_msg("air__gw_start: %s", err);
+    assert_false(models_list_has(gw, "m2"));
+    /* The file gains a route; a reload with no body (and one with an empty
+     * body) re-reads it. */
+    char *cfg2 = with_m2(cfg);
+    write_file(path, cfg2);
+    struct http_resp r = http_req("POST", ADMIN(gw, "/admin/reload"), NULL, tok_hdr);
+    if (r.status != 200)
+        fail_msg("reload: %ld %s", r.status, r.body);
+    assert_non_null(strstr(r.body, "reloaded"));
+    http_resp_free(&r);
+    assert_true(models_list_has(gw, "m2"));
+    r = http_req("POST", API(gw, "/v1/chat/completions"),
+                 "{\"model\":\"m2\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", NULL);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    write_file(path, cfg);
+    r = http_req("POST", ADMIN(gw, "/admin/reload"), "", tok_hdr);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_false(models_list_has(gw, "m2"));
+    /* A broken file is refused with its error; the running config stays. */
+    write_file(path, cfg2);
+    r = http_req("POST", ADMIN(gw, "/admin/reload"), NULL, tok_hdr);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    write_file(path, "{\"providers\": [");
+    r = http_req("POST", ADMIN(gw, "/admin/reload"), NULL, tok_hdr);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "line 1"));
+    http_resp_free(&r);
+    unlink(path);
+    r = http_req("POST", ADMIN(gw, "/admin/reload"), NULL, tok_hdr);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "cannot open"));
+    http_resp_free(&r);
+    assert_true(models_list_has(gw, "m2"));
+    air__gw_stop(gw, 1000);
+    free(cfg2);
+    free(cfg);
+    air_mock_stop(m[0]);
+    air_mock_stop(m[1]);
+}
+
+struct bgreq {
+    uint16_t port;
+    long status;
+    char provider[32];
+};
+
+static void *
+bg_chat(void *p)
+{
+    struct bgreq *b = p;
+    char u[128];
+    struct http_resp r = http_req("POST", gwt_url(u, sizeof u, b->port, "/v1/chat/completions"),
+                                  gwt_plain_body, NULL);
+    b->status = r.status;
+    http_header(&r, "x-airouter-provider", b->provider, sizeof b->provider);
+    http_resp_free(&r);
+    return NULL;
+}
+
+static void
+test_admin_reload_keeps_requests_in_flight_and_kept_alive_connections(void **state)
+{
+    (void)state;
+    setenv("GWT_ADMIN_TOKEN", "adm-secret-token-42", 1);
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 700; /* both: the route may pick either */
+    air_mock_t *m[2] = {gwt_mock(&o), gwt_mock(&o)};
+    const char *ex = "\"access_log\":{\"level\":\"off\"},\"admin\":{\"listen\":\"127.0.0.1:0\","
+                     "\"token_env\":\"GWT_ADMIN_TOKEN\"}";
+    char *cfg = gwt_config(m, 2, ex);
+    struct air__gw *gw = gwt_gateway(cfg);
+    /* A kept-alive connection, used once before the reload. */
+    int fd = gwt_connect(air__gw_port(gw));
+    assert_true(fd >= 0);
+    char body[16384];
+    assert_int_equal(gwt_raw_request(fd, "GET", "/v1/models", NULL, body, sizeof body), 200);
+    assert_null(strstr(body, "\"m2\""));
+    /* A request in flight while the reload happens. */
+    struct bgreq b = {.port = air__gw_port(gw)};
+    pthread_t t;
+    pthread_create(&t, NULL, bg_chat, &b);
+    uint64_t t0 = gwt_now_ms();
+    while (air__gw_inflight(gw) == 0 && gwt_now_ms() - t0 < 5000)
+        gwt_sleep_ms(5);
+    assert_true(air__gw_inflight(gw) > 0);
+    gwt_sleep_ms(50);
+    char *cfg2 = with_m2(cfg);
+    struct http_resp r = http_req("POST", ADMIN(gw, "/admin/reload"), cfg2, tok_hdr);
+    if (r.status != 200)
+        fail_msg("reload: %ld %s", r.status, r.body);
+    http_resp_free(&r);
+    assert_true(air__gw_inflight(gw) > 0); /* the reload did not wait for it */
+    pthread_join(t, NULL);
+    assert_int_equal(b.status, 200);
+    assert_true(strcmp(b.provider, "p0") == 0 || strcmp(b.provider, "p1") == 0);
+    /* The same connection serves the new configuration. */
+    assert_int_equal(gwt_raw_request(fd, "GET", "/v1/models", NULL, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"id\":\"m2\""));
+    assert_int_equal(gwt_raw_request(fd, "POST", "/v1/chat/completions",
+                                     "{\"model\":\"m2\",\"messages\":[{\"role\":\"user\","
+                                     "\"content\":\"x\"}]}",
+                                     body, sizeof body),
+                     200);
+    assert_non_null(strstr(body, "chat.completion"));
+    close(fd);
+    air__gw_stop(gw, 1000);
+    free(cfg2);
+    free(cfg);
+    air_mock_stop(m[0]);
+    air_mock_stop(m[1]);
+}
+
 int
 main(void)
 {
@@ -432,6 +658,9 @@ main(void)
         cmocka_unit_test(test_admin_ctl_list_get_and_set),
         cmocka_unit_test(test_admin_weight_change_moves_traffic),
         cmocka_unit_test(test_admin_explain_lists_candidates),
+        cmocka_unit_test(test_admin_no_healthy_deployment_503_names_each_reason),
+        cmocka_unit_test(test_admin_reload_empty_body_rereads_the_file),
+        cmocka_unit_test(test_admin_reload_keeps_requests_in_flight_and_kept_alive_connections),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

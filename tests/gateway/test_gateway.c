@@ -378,10 +378,53 @@ test_gateway_missing_or_wrong_field_400_names_field(void **state)
     assert_string_equal(err_field(j, "param"), "model");
     cJSON_Delete(j);
     http_resp_free(&r);
-    /* Nothing went upstream. */
+    /* The fields of the Chat Completions schema users get wrong: param is
+     * the JSON path, the message says what was expected. */
+    static const struct {
+        const char *body, *param, *want;
+    } cases[] = {
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":{\"t\":1}}]}",
+         "messages[0].content", "string or an array of content parts"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", "messages[0].content", "missing"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"1\"}]}",
+         "messages[0].tool_call_id", "missing"},
+        {"{\"model\":\"m\",\"temperature\":\"0.2\",\"messages\":[{\"role\":\"user\","
+         "\"content\":\"x\"}]}",
+         "temperature", "number"},
+        {"{\"model\":\"m\",\"n\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "n",
+         ">= 1"},
+        {"{\"model\":\"m\",\"stop\":[1],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+         "stop[0]", "string"},
+        {"{\"model\":\"m\",\"tools\":[{\"type\":\"function\",\"function\":{}}],\"messages\":"
+         "[{\"role\":\"user\",\"content\":\"x\"}]}",
+         "tools[0].function.name", "string"},
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+         "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":{}}}]}]}",
+         "messages[0].tool_calls[0].function.arguments", "string"},
+        {"{\"model\":\"m\",\"response_format\":{\"type\":1},\"messages\":[{\"role\":\"user\","
+         "\"content\":\"x\"}]}",
+         "response_format.type", "string"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        r = http_req("POST", URL(f.gw, "/v1/chat/completions"), cases[i].body, NULL);
+        j = expect_error(&r, 400, "invalid_request");
+        if (err_field(j, "param") == NULL || strcmp(err_field(j, "param"), cases[i].param) != 0)
+            fail_msg("case %zu: param in %s, want %s", i, r.body, cases[i].param);
+        assert_non_null(strstr(err_field(j, "message"), cases[i].want));
+        cJSON_Delete(j);
+        http_resp_free(&r);
+    }
+    /* Fields a vendor adds still pass. */
+    r = http_req("POST", URL(f.gw, "/v1/chat/completions"),
+                 "{\"model\":\"m\",\"top_k\":5,\"safe_prompt\":true,\"messages\":[{\"role\":"
+                 "\"user\",\"content\":\"x\",\"x_vendor\":1}]}",
+                 NULL);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    /* Nothing went upstream but the one valid request. */
     air_mock_stats_t s;
     air_mock_stats(f.m[0], &s);
-    assert_int_equal(s.requests, 0);
+    assert_int_equal(s.requests, 1);
     fx_stop(&f);
 }
 
@@ -956,6 +999,168 @@ test_gateway_access_log_one_json_line_per_request(void **state)
     air_mock_stop(m);
 }
 
+static void
+test_gateway_access_log_level_error_writes_only_failures(void **state)
+{
+    (void)state;
+    char *log = tmp_path("alogerr");
+    char extra[512];
+    snprintf(extra, sizeof extra, "\"access_log\":{\"path\":\"%s\",\"level\":\"error\"}", log);
+    air_mock_t *m = gwt_mock_plain();
+    char *cfg = gwt_config(&m, 1, extra);
+    struct air__gw *gw = gwt_gateway(cfg);
+    for (int i = 0; i < 2; i++) {
+        struct http_resp r =
+            http_req("POST", URL(gw, "/v1/chat/completions"), gwt_plain_body, NULL);
+        assert_int_equal(r.status, 200);
+        http_resp_free(&r);
+    }
+    struct http_resp r = http_req("GET", URL(gw, "/v1/models"), NULL, NULL);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    r = http_req("POST", URL(gw, "/v1/chat/completions"),
+                 "{\"model\":\"nope\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", NULL);
+    assert_int_equal(r.status, 404);
+    http_resp_free(&r);
+    r = http_req("POST", URL(gw, "/v1/chat/completions"), "{\"model\":\"m\"}", NULL);
+    assert_int_equal(r.status, 400);
+    http_resp_free(&r);
+    air__gw_stop(gw, 1000);
+    char *text = slurp(log);
+    int lines = 0, saw_404 = 0, saw_400 = 0;
+    for (char *p = text; *p;) {
+        char *e = strchr(p, '\n');
+        assert_non_null(e);
+        *e = '\0';
+        cJSON *j = cJSON_Parse(p);
+        if (j == NULL)
+            fail_msg("not JSON: %s", p);
+        int st = cJSON_GetObjectItemCaseSensitive(j, "status")->valueint;
+        if (st < 400)
+            fail_msg("level \"error\" logged a success: %s", p);
+        saw_404 |= st == 404;
+        saw_400 |= st == 400;
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "error_class")));
+        cJSON_Delete(j);
+        lines++;
+        p = e + 1;
+    }
+    assert_int_equal(lines, 2);
+    assert_true(saw_404 && saw_400);
+    free(text);
+    unlink(log);
+    free(log);
+    free(cfg);
+    air_mock_stop(m);
+}
+
+/* ------------------------------------------------------ connection limits */
+
+/* Milliseconds until the gateway closes fd (by EOF or reset), or -1 when it
+ * neither closes nor answers within limit_ms (or answers). */
+static long
+ms_until_closed(int fd, uint64_t since, int limit_ms)
+{
+    char buf[512];
+    ssize_t got = gwt_recv(fd, buf, sizeof buf, limit_ms);
+    if (got > 0 || got == -2)
+        return -1;
+    return (long)(gwt_now_ms() - since);
+}
+
+static void
+test_gateway_idle_client_is_timed_out(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    o.latency_ms = 1600; /* longer than the client timeout */
+    struct fixture f;
+    fx_start(&f, &o, NULL, "\"client_timeout_ms\":1000");
+    uint16_t port = air__gw_port(f.gw);
+    uint64_t t0 = gwt_now_ms();
+    /* A connection that never sends a byte, */
+    int silent = gwt_connect(port);
+    /* one that stops half-way through the request head, */
+    int slow = gwt_connect(port);
+    assert_true(silent >= 0 && slow >= 0);
+    const char *part = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    assert_int_equal(send(slow, part, strlen(part), MSG_NOSIGNAL), (ssize_t)strlen(part));
+    /* and a kept-alive one idle after its response. */
+    int kept = gwt_connect(port);
+    assert_true(kept >= 0);
+    char body[4096];
+    assert_int_equal(gwt_raw_request(kept, "GET", "/healthz", NULL, body, sizeof body), 200);
+    uint64_t t_kept = gwt_now_ms();
+    long a = ms_until_closed(silent, t0, 5000);
+    long b = ms_until_closed(slow, t0, 5000);
+    long c = ms_until_closed(kept, t_kept, 5000);
+    close(silent);
+    close(slow);
+    close(kept);
+    if (a < 0 || b < 0 || c < 0)
+        fail_msg("not closed: silent %ld ms, slow %ld ms, kept-alive %ld ms", a, b, c);
+    /* About the timeout (rounded to seconds), not at once. */
+    assert_true(a >= 900 && a < 4000);
+    assert_true(b >= 900 && b < 4000);
+    assert_true(c >= 900 && c < 4000);
+    /* A request waiting for the engine is not an idle client. */
+    struct http_resp r = http_req("POST", URL(f.gw, "/v1/chat/completions"), gwt_plain_body, NULL);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    fx_stop(&f);
+}
+
+static void
+test_gateway_max_connections_refuses_at_accept(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fx_start(&f, NULL, NULL, "\"max_connections\":2");
+    uint16_t port = air__gw_port(f.gw);
+    char body[65536];
+    int a = gwt_connect(port), b = gwt_connect(port);
+    assert_true(a >= 0 && b >= 0);
+    assert_int_equal(gwt_raw_request(a, "GET", "/healthz", NULL, body, sizeof body), 200);
+    assert_int_equal(gwt_raw_request(b, "GET", "/healthz", NULL, body, sizeof body), 200);
+    /* The third is accepted by the kernel, then closed without a response,
+     * at once (not left waiting in the listen queue). */
+    for (int k = 0; k < 2; k++) {
+        int c = gwt_connect(port);
+        assert_true(c >= 0);
+        uint64_t t0 = gwt_now_ms();
+        const char *req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        ssize_t sent = send(c, req, strlen(req), MSG_NOSIGNAL);
+        (void)sent; /* may already fail with a reset */
+        long ms = ms_until_closed(c, t0, 3000);
+        close(c);
+        if (ms < 0)
+            fail_msg("connection %d over the limit was not closed", k + 3);
+        assert_true(ms < 1000);
+    }
+    /* The two open ones still work; the refusals are counted. */
+    assert_int_equal(gwt_raw_request(b, "GET", "/healthz", NULL, body, sizeof body), 200);
+    assert_int_equal(gwt_raw_request(a, "GET", "/metrics", NULL, body, sizeof body), 200);
+    assert_null(prom_validate(body));
+    assert_true(prom_sum(body, "airouter_connections_refused_total", NULL, NULL) == 2);
+    assert_true(prom_sum(body, "airouter_open_connections", NULL, NULL) == 2);
+    /* Once one closes, a new connection is served again. */
+    close(a);
+    int st = 0;
+    uint64_t t0 = gwt_now_ms();
+    while (st != 200 && gwt_now_ms() - t0 < 3000) {
+        int d = gwt_connect(port);
+        assert_true(d >= 0);
+        st = gwt_raw_request(d, "GET", "/healthz", NULL, body, sizeof body);
+        close(d);
+        if (st != 200)
+            gwt_sleep_ms(20);
+    }
+    assert_int_equal(st, 200);
+    close(b);
+    fx_stop(&f);
+}
+
 /* --------------------------------------------------------------- hang-ups */
 
 struct abort_ctx {
@@ -1213,6 +1418,9 @@ main(void)
         cmocka_unit_test(test_gateway_metrics_valid_prometheus_and_count_requests),
         cmocka_unit_test(test_gateway_prom_validator_rejects_bad_text),
         cmocka_unit_test(test_gateway_access_log_one_json_line_per_request),
+        cmocka_unit_test(test_gateway_access_log_level_error_writes_only_failures),
+        cmocka_unit_test(test_gateway_idle_client_is_timed_out),
+        cmocka_unit_test(test_gateway_max_connections_refuses_at_accept),
         cmocka_unit_test(test_gateway_client_disconnect_mid_stream_cancels_upstream),
         cmocka_unit_test(test_gateway_client_disconnect_while_waiting_cancels_upstream),
         cmocka_unit_test(test_gateway_stop_drains_in_flight_requests),

@@ -10,7 +10,10 @@ work=$2
 here=$(cd "$(dirname "$0")" && pwd)
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "SKIP: node and npm are needed for the OpenAI SDK test (scripts/deps.sh installs them)"
+    # scripts/deps.sh does not install them: use the system's packages
+    # (Debian: apt-get install nodejs npm) or any Node.js with npm that the
+    # `openai` package in package.json supports.
+    echo "SKIP: node and npm are needed for the OpenAI SDK test (e.g. apt-get install nodejs npm)"
     exit 77
 fi
 mkdir -p "$work"
