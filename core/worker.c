@@ -1441,9 +1441,19 @@ attempt_done(struct air__worker *w, struct air__att *a, CURLcode rc)
 
 /* ------------------------------------------------------------- requests */
 
-/* Most times a request is parked waiting for a lease renewal before it is
- * refused as over the limit (each wait is lease.sync_ms / 10). */
-#define MAX_ADMIT_WAITS 100
+/* How many times (each lease.sync_ms / 10) a request may be parked for a
+ * lease renewal: long enough for the backend to get the renewal or give up
+ * on the store (state.timeout_ms, after which the limit's fail mode
+ * decides), plus two syncs. Never so short that a request is refused as
+ * over its limit while the store says there is room. */
+static uint32_t
+max_admit_waits(const struct air__world *wd)
+{
+    const struct air__config *c = wd->cfg;
+    uint64_t step = c->state_sync_ms / 10 ? c->state_sync_ms / 10 : 1;
+    uint64_t n = ((uint64_t)c->state_timeout_ms + 2u * c->state_sync_ms) / step + 1;
+    return n > UINT16_MAX ? UINT16_MAX : (uint32_t)n;
+}
 
 /*
  * Admission against the client's limits and the client and route budgets
@@ -1530,7 +1540,7 @@ client_admit(struct air__worker *w, struct air_req *q)
 limited:
     if (cb_taken)
         air__slim_settle(&cl->budget, est, 0, csrc, now);
-    if (lr == AIR_SL_SHORT && q->admit_waits < MAX_ADMIT_WAITS &&
+    if (lr == AIR_SL_SHORT && q->admit_waits < max_admit_waits(wd) &&
         air__now_us() + (uint64_t)wt * 1000u < q->deadline_us) {
         /* This instance's slice is spent but the store has room: give back
          * what was taken and wait for the renewal (already asked for). */
