@@ -131,6 +131,7 @@ struct air_req {
     struct air__worker *w;
     struct air__world *world; /* the world this request routes in */
     struct air_req *prev, *next; /* worker's active list */
+    struct air_req *lnext;       /* worker's local queue (submitted on its thread) */
     uint64_t t_submit_us;
     uint64_t deadline_us;
     const struct air__route *rt;
@@ -187,6 +188,8 @@ struct air__wstats {
     _Atomic uint64_t by_class[AIR__ERR_LAST];
 };
 
+enum { AIR__HOOK_NONE = 0, AIR__HOOK_ATTACH, AIR__HOOK_RUNNING, AIR__HOOK_DETACH };
+
 struct air__worker {
     struct air *r;
     pthread_t thread;
@@ -221,6 +224,23 @@ struct air__worker {
     struct air__att *losers[64]; /* hedge losers to cancel after curl returns */
     size_t nlosers;
     int64_t next_merge_ms;
+    /* Requests submitted on this worker's own thread (from a loop hook or
+     * a callback): taken before the shared ring, with no wake-up. Only
+     * this thread touches the list. */
+    struct air_req *local_head, *local_tail;
+    uint32_t nlocal;
+    /* An event source of the host run on this thread (air_worker_attach):
+     * hook_state 0 none, 1 attach asked, 2 running, 3 detach asked. */
+    _Atomic int hook_state; /* AIR__HOOK_* */
+    int hook_fd; /* the running source: this thread only */
+    air_loop_fn hook_fn;
+    void *hook_ud;
+    int hook_fd_p; /* the source being attached: written before ATTACH */
+    air_loop_fn hook_fn_p;
+    void *hook_ud_p;
+    int64_t hook_due_ms; /* wall ms when hook_fn wants to run again, -1: on fd */
+    _Atomic int exited;     /* the thread left its loop (sources no longer run) */
+    uint64_t ncb, ncb_seen; /* callbacks run on this thread; as of the last hook run */
 } __attribute__((aligned(AIR_CACHELINE)));
 
 struct air {
@@ -283,6 +303,8 @@ void air__slot_release(struct air *r, struct air_req *q);
 /* worker.c */
 void *air__worker_main(void *arg);
 void air__worker_wake(struct air__worker *w);
+/* The worker running on this thread, or NULL. */
+struct air__worker *air__worker_self(void);
 air_status_t air__worker_init(struct air *r, struct air__worker *w, uint32_t idx);
 void air__worker_fini(struct air__worker *w);
 /* Complete a request that never reached a worker (shutdown leftovers). */

@@ -1098,6 +1098,26 @@ air_submit(air_t *r, air_req_t *req, uint64_t *id)
     req->t_submit_us = air__now_us();
     atomic_store_explicit(&r->slots[slot].worker, -1, memory_order_relaxed);
     uint64_t rid = req->id;
+    struct air__worker *self = air__worker_self();
+    if (self != NULL && self->r == r) {
+        /* Submitted on a worker (its host hook or a callback): it stays on
+         * this thread, which takes it on its next turn; nothing to wake. */
+        if (self->nlocal >= r->queue_capacity) {
+            slot_push(r, sv);
+            air__req_destroy(req);
+            return AIR_E_BUSY;
+        }
+        req->lnext = NULL;
+        if (self->local_tail != NULL)
+            self->local_tail->lnext = req;
+        else
+            self->local_head = req;
+        self->local_tail = req;
+        self->nlocal++;
+        if (id != NULL)
+            *id = rid;
+        return AIR_OK;
+    }
     if (!ck_ring_enqueue_mpmc(&r->ingress, r->ingress_buf, req)) {
         slot_push(r, sv);
         air__req_destroy(req);
@@ -1107,6 +1127,59 @@ air_submit(air_t *r, air_req_t *req, uint64_t *id)
     air__wake_one(r);
     if (id != NULL)
         *id = rid;
+    return AIR_OK;
+}
+
+uint32_t
+air_workers(air_t *r)
+{
+    return r != NULL ? r->nworkers : 0;
+}
+
+static void
+nap_us(long us)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+air_status_t
+air_worker_attach(air_t *r, uint32_t worker, int fd, air_loop_fn fn, void *ud)
+{
+    if (r == NULL || worker >= r->nworkers || fd < 0 || fn == NULL || air__worker_self() != NULL)
+        return AIR_E_INVAL;
+    if (atomic_load_explicit(&r->stopping, memory_order_acquire))
+        return AIR_E_SHUTDOWN;
+    struct air__worker *w = &r->workers[worker];
+    int none = AIR__HOOK_NONE;
+    w->hook_fd_p = fd;
+    w->hook_fn_p = fn;
+    w->hook_ud_p = ud;
+    if (!atomic_compare_exchange_strong_explicit(&w->hook_state, &none, AIR__HOOK_ATTACH,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return AIR_E_BUSY;
+    air__worker_wake(w);
+    while (atomic_load_explicit(&w->hook_state, memory_order_acquire) == AIR__HOOK_ATTACH &&
+           !atomic_load_explicit(&w->exited, memory_order_acquire))
+        nap_us(100);
+    return AIR_OK;
+}
+
+air_status_t
+air_worker_detach(air_t *r, uint32_t worker)
+{
+    if (r == NULL || worker >= r->nworkers || air__worker_self() != NULL)
+        return AIR_E_INVAL;
+    struct air__worker *w = &r->workers[worker];
+    int running = AIR__HOOK_RUNNING;
+    if (!atomic_compare_exchange_strong_explicit(&w->hook_state, &running, AIR__HOOK_DETACH,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return AIR_E_INVAL;
+    air__worker_wake(w);
+    /* A worker that has left its loop (air_free) no longer runs it. */
+    while (atomic_load_explicit(&w->hook_state, memory_order_acquire) == AIR__HOOK_DETACH &&
+           !atomic_load_explicit(&w->exited, memory_order_acquire))
+        nap_us(100);
     return AIR_OK;
 }
 

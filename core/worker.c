@@ -557,6 +557,7 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
     air__buf_free(&q->held);
     world_leave(w, q->world);
     air__deliver(r, q, p);
+    w->ncb++;
 }
 
 static void
@@ -714,6 +715,7 @@ deliver_chunk(struct air_req *q, const char *json, size_t len)
     if (s->oom)
         return;
     q->chunk(s->data, len, q->chunk_ud);
+    q->w->ncb++;
 }
 
 static void
@@ -1689,17 +1691,34 @@ process_cancels(struct air__worker *w)
     }
 }
 
+/* The worker whose thread this is (NULL on other threads). */
+static _Thread_local struct air__worker *tl_worker;
+
+struct air__worker *
+air__worker_self(void)
+{
+    return tl_worker;
+}
+
 static void
 intake(struct air__worker *w, uint64_t now)
 {
     struct air *r = w->r;
     int took = 0;
     while (w->nactive < w->max_active && took < INTAKE_BATCH) {
-        void *v;
-        if (!ck_ring_dequeue_mpmc(&r->ingress, r->ingress_buf, &v))
-            break;
+        struct air_req *q = w->local_head;
+        if (q != NULL) {
+            w->local_head = q->lnext;
+            if (w->local_head == NULL)
+                w->local_tail = NULL;
+            w->nlocal--;
+        } else {
+            void *v;
+            if (!ck_ring_dequeue_mpmc(&r->ingress, r->ingress_buf, &v))
+                break;
+            q = v;
+        }
         took++;
-        struct air_req *q = v;
         struct air__slot *s = &r->slots[q->slot];
         s->req = q;
         q->w = w;
@@ -1903,10 +1922,46 @@ shutdown_all(struct air__worker *w)
     while (w->active != NULL)
         finish_local(w, w->active, AIR_ERR_SHUTDOWN,
                      "router shut down before the request completed");
+    while (w->local_head != NULL) {
+        struct air_req *q = w->local_head;
+        w->local_head = q->lnext;
+        air__complete_unstarted(r, q, AIR_E_SHUTDOWN, AIR_ERR_SHUTDOWN,
+                                "router shut down before the request started");
+    }
+    w->local_tail = NULL;
+    w->nlocal = 0;
     void *v;
     while (ck_ring_dequeue_mpmc(&r->ingress, r->ingress_buf, &v))
         air__complete_unstarted(r, v, AIR_E_SHUTDOWN, AIR_ERR_SHUTDOWN,
                                 "router shut down before the request started");
+}
+
+/* Host event source (air_worker_attach): adopt or drop it when asked. */
+static void
+hook_sync(struct air__worker *w)
+{
+    int st = atomic_load_explicit(&w->hook_state, memory_order_acquire);
+    if (st == AIR__HOOK_ATTACH) {
+        w->hook_fd = w->hook_fd_p;
+        w->hook_fn = w->hook_fn_p;
+        w->hook_ud = w->hook_ud_p;
+        w->hook_due_ms = 0; /* run once at once */
+        atomic_store_explicit(&w->hook_state, AIR__HOOK_RUNNING, memory_order_release);
+    } else if (st == AIR__HOOK_DETACH) {
+        w->hook_fn = NULL;
+        w->hook_ud = NULL;
+        w->hook_fd = -1;
+        atomic_store_explicit(&w->hook_state, AIR__HOOK_NONE, memory_order_release);
+    }
+}
+
+static void
+hook_run(struct air__worker *w)
+{
+    if (atomic_load_explicit(&w->hook_state, memory_order_acquire) != AIR__HOOK_RUNNING)
+        return;
+    int64_t ms = w->hook_fn(w->hook_ud);
+    w->hook_due_ms = ms >= 0 ? air__wall_ms() + ms : -1;
 }
 
 void *
@@ -1914,6 +1969,7 @@ air__worker_main(void *arg)
 {
     struct air__worker *w = arg;
     struct air *r = w->r;
+    tl_worker = w;
     for (;;) {
         uint64_t now = air__now_us();
         int stopping = atomic_load_explicit(&r->stopping, memory_order_acquire);
@@ -1923,6 +1979,7 @@ air__worker_main(void *arg)
             break;
         }
         world_sync(w);
+        hook_sync(w);
         intake(w, now);
         process_cancels(w);
         run_timers(w, now);
@@ -1930,8 +1987,15 @@ air__worker_main(void *arg)
         curl_multi_perform(w->multi, &running);
         reap(w);
         cancel_losers(w);
+        if (w->hook_fn != NULL && w->ncb != w->ncb_seen) {
+            /* A callback ran here: the host may have work for its source
+             * (the gateway resumed a connection). */
+            w->ncb_seen = w->ncb;
+            hook_run(w);
+        }
         merge_stats(w, air__wall_ms());
-        if (stopping && w->nactive == 0 && ck_ring_size(&r->ingress) == 0)
+        if (stopping && w->nactive == 0 && w->local_head == NULL &&
+            ck_ring_size(&r->ingress) == 0)
             break;
 
         /* How long may we sleep? Until the first timer or the next stats
@@ -1959,8 +2023,19 @@ air__worker_main(void *arg)
                 timeout_ms = 0;
         }
         if (ck_ring_size(&w->cancel_ring) > 0 ||
-            atomic_load_explicit(&w->cancel_scan, memory_order_relaxed) || w->nlosers > 0)
+            atomic_load_explicit(&w->cancel_scan, memory_order_relaxed) || w->nlosers > 0 ||
+            (w->local_head != NULL && w->nactive < w->max_active))
             timeout_ms = 0;
+        struct curl_waitfd hfd = {.fd = w->hook_fd, .events = CURL_WAIT_POLLIN};
+        unsigned nhfd = 0;
+        if (w->hook_fn != NULL) {
+            nhfd = 1;
+            if (w->hook_due_ms >= 0) {
+                int64_t d = w->hook_due_ms - air__wall_ms();
+                if (d < timeout_ms)
+                    timeout_ms = d > 0 ? (int)d : 0;
+            }
+        }
         if (r->spin_us > 0 && timeout_ms > 0) {
             /* Latency option: busy-poll sockets and the ring for spin_us
              * before sleeping, trading a core for the wake-up latency of a
@@ -1981,9 +2056,14 @@ air__worker_main(void *arg)
             if (ck_ring_size(&r->ingress) > 0)
                 timeout_ms = 0;
         }
-        curl_multi_poll(w->multi, NULL, 0, timeout_ms, NULL);
+        curl_multi_poll(w->multi, nhfd ? &hfd : NULL, nhfd, timeout_ms, NULL);
         atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+        if (w->hook_fn != NULL &&
+            ((hfd.revents & CURL_WAIT_POLLIN) ||
+             (w->hook_due_ms >= 0 && air__wall_ms() >= w->hook_due_ms)))
+            hook_run(w);
     }
+    atomic_store_explicit(&w->exited, 1, memory_order_release);
     /* Drop this worker's world references. */
     for (uint32_t i = 0; i < w->nold; i++)
         air__world_unref(w->old[i].world);
@@ -2007,6 +2087,10 @@ air__worker_init(struct air *r, struct air__worker *w, uint32_t idx)
     w->r = r;
     w->idx = idx;
     atomic_init(&w->sleeping, 0);
+    atomic_init(&w->hook_state, AIR__HOOK_NONE);
+    atomic_init(&w->exited, 0);
+    w->hook_fd = -1;
+    w->hook_due_ms = -1;
     atomic_init(&w->cancel_scan, 0);
     w->max_active = r->max_inflight / r->nworkers;
     if (w->max_active == 0)

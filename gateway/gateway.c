@@ -53,7 +53,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -1382,6 +1384,100 @@ start_daemon(struct air__gw *gw, const struct air__gw_addr *a, uint32_t threads,
                             timeout_s, MHD_OPTION_END);
 }
 
+/* Loop mode: run one listener on the calling worker's thread. */
+static int64_t
+loop_run(void *ud)
+{
+    struct MHD_Daemon *d = ud;
+    MHD_run(d);
+    MHD_UNSIGNED_LONG_LONG to;
+    if (MHD_get_timeout(d, &to) == MHD_YES)
+        return to > 1000 ? 1000 : (int64_t)to;
+    return -1;
+}
+
+static int
+reuseport_socket(const struct air__gw_addr *a, uint16_t port)
+{
+    struct sockaddr_storage ss = a->sa;
+    if (ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
+    socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : sizeof(struct sockaddr_in);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static uint16_t
+socket_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* Start the per-worker listeners and attach them. 0, or -1 (errno). */
+static int
+start_loop_daemons(struct air__gw *gw, const struct air__gw_addr *a, const struct air__gw_conf *c)
+{
+    uint32_t n = air_workers(gw->r);
+    if (n > 64)
+        n = 64;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    if (a->sa.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned timeout_s = (c->client_timeout_ms + 999) / 1000;
+    /* Above the cap on_accept enforces (see there). */
+    unsigned limit = (unsigned)c->max_connections + n;
+    uint16_t port = a->sa.ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port)
+                                                : ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+    for (uint32_t i = 0; i < n; i++) {
+        int fd = reuseport_socket(a, port);
+        if (fd < 0)
+            return -1;
+        if (i == 0)
+            port = socket_port(fd);
+        struct MHD_Daemon *d = MHD_start_daemon(
+            flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_LISTEN_SOCKET, fd,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_NOTIFY_CONNECTION, on_conn,
+            gw, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+            MHD_OPTION_END);
+        if (d == NULL) {
+            close(fd);
+            return -1;
+        }
+        gw->dl[gw->ndl++] = d;
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+        if (di == NULL || air_worker_attach(gw->r, i, di->epoll_fd, loop_run, d) != AIR_OK)
+            return -1;
+    }
+    gw->d = gw->dl[0];
+    return 0;
+}
+
+static void
+stop_loop_daemons(struct air__gw *gw)
+{
+    for (uint32_t i = 0; i < gw->ndl; i++)
+        (void)air_worker_detach(gw->r, i);
+}
+
 static uint16_t
 bound_port(struct MHD_Daemon *d)
 {
@@ -1463,6 +1559,7 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
     gw->admin_enabled_at_start = c->admin_enabled;
     gw->max_conn_at_start = c->max_connections;
     gw->client_to_at_start = c->client_timeout_ms;
+    gw->http_mode_at_start = c->http_mode;
     if (o->listen != NULL && air__gw_addr_parse(o->listen, &listen) != 0) {
         snprintf(err, errlen, "--listen %s: expected host:port with an IP address", o->listen);
         gw_free(gw);
@@ -1508,7 +1605,21 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 && n < 256 ? (uint32_t)n : 1;
     }
-    gw->d = start_daemon(gw, &listen, threads, c);
+    int mode = o->http_mode != AIR_GW_HTTP_DEFAULT ? o->http_mode : c->http_mode;
+    if (mode == AIR_GW_HTTP_WORKERS) {
+        threads = air_workers(gw->r);
+        if (start_loop_daemons(gw, &listen, c) != 0) {
+            int e = errno;
+            stop_loop_daemons(gw);
+            for (uint32_t i = 0; i < gw->ndl; i++)
+                MHD_stop_daemon(gw->dl[i]);
+            gw->ndl = 0;
+            gw->d = NULL;
+            errno = e;
+        }
+    } else {
+        gw->d = start_daemon(gw, &listen, threads, c);
+    }
     if (gw->d == NULL) {
         snprintf(err, errlen, "listen %s: cannot start the HTTP listener: %s", listen.text,
                  strerror(errno));
@@ -1518,14 +1629,23 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
     }
     gw->port = bound_port(gw->d);
     if (c->admin_enabled && air__gw_admin_start(gw, &alisten, err, errlen) != 0) {
-        MHD_stop_daemon(gw->d);
+        stop_loop_daemons(gw);
+        if (gw->ndl > 0) {
+            for (uint32_t i = 0; i < gw->ndl; i++)
+                MHD_stop_daemon(gw->dl[i]);
+            gw->ndl = 0;
+        } else {
+            MHD_stop_daemon(gw->d);
+        }
+        gw->d = NULL;
         air_free(gw->r, 0);
         gw_free(gw);
         return AIR_E_TRANSPORT;
     }
     if (!o->quiet) {
-        fprintf(stderr, "airouter serve: listening on %s, port %u (%u HTTP threads)\n", listen.text,
-                (unsigned)gw->port, threads);
+        fprintf(stderr, "airouter serve: listening on %s, port %u (%u HTTP threads, %s)\n",
+                listen.text, (unsigned)gw->port, threads,
+                gw->ndl > 0 ? "the engine's workers" : "a pool of their own");
         if (c->nkeys == 0)
             fprintf(stderr, "airouter serve: no client keys configured: the gateway is "
                             "UNAUTHENTICATED and serves on loopback only\n");
@@ -1622,6 +1742,10 @@ air__gw_reload(struct air__gw *gw, const char *text, char *err, size_t errlen)
         snprintf(err, errlen, "client_timeout_ms: cannot change at run time (restart the gateway)");
         goto out;
     }
+    if (c->http_mode != gw->http_mode_at_start) {
+        snprintf(err, errlen, "http_mode: cannot change at run time (restart the gateway)");
+        goto out;
+    }
     {
         /* The listener's actual address: refuse to drop all keys while
          * listening beyond loopback. */
@@ -1695,13 +1819,25 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
     gw->watch_running = 0;
     /* Every accepted request completes (with "shutdown" past the deadline),
      * so every suspended connection has been resumed when this returns. */
+    /* Loop mode: the workers stop running the listeners; this thread runs
+     * them from here on. */
+    stop_loop_daemons(gw);
     air_free(gw->r, left);
     gw->r = NULL;
     /* Let the resumed connections send their last bytes (bounded). */
     uint64_t until = now_us() + 1000000u;
-    while (atomic_load_explicit(&gw->inflight, memory_order_acquire) > 0 && now_us() < until)
-        sleep_ms(5);
-    MHD_stop_daemon(gw->d);
+    while (atomic_load_explicit(&gw->inflight, memory_order_acquire) > 0 && now_us() < until) {
+        for (uint32_t i = 0; i < gw->ndl; i++)
+            MHD_run(gw->dl[i]);
+        sleep_ms(gw->ndl ? 1 : 5);
+    }
+    if (gw->ndl > 0) {
+        for (uint32_t i = 0; i < gw->ndl; i++)
+            MHD_stop_daemon(gw->dl[i]);
+        gw->ndl = 0;
+    } else {
+        MHD_stop_daemon(gw->d);
+    }
     gw->d = NULL;
     gw_free(gw);
 }

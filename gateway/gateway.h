@@ -21,12 +21,21 @@
 
 struct air__gw;
 
+/* Who runs the HTTP connections (config "http_mode", --http-mode):
+ * WORKERS, each engine worker runs a listener on the shared port
+ * (SO_REUSEPORT), so a request is read, routed, sent upstream and answered
+ * on one thread; POOL, libmicrohttpd's own thread pool hands requests to the
+ * workers and back. */
+enum { AIR_GW_HTTP_DEFAULT = 0, AIR_GW_HTTP_WORKERS, AIR_GW_HTTP_POOL };
+
 struct air__gw_opts {
     const char *config_text;  /* the JSON document; NULL: read config_path */
     const char *config_path;  /* re-read by reload; may be NULL when config_text is set */
     const char *listen;       /* overrides "listen" ("127.0.0.1:0" = any free port) */
     const char *admin_listen; /* overrides "admin.listen" */
-    uint32_t threads;         /* HTTP threads; 0 = one per online CPU */
+    uint32_t threads;         /* http_mode "pool": HTTP threads; 0 = one per online CPU */
+    int http_mode;            /* overrides "http_mode": AIR_GW_HTTP_WORKERS or _POOL; 0 =
+                                 the config's (default "workers") */
     int quiet;                /* no start-up notices on stderr */
 };
 

@@ -10,6 +10,7 @@
  * environment variable, hashed at once, and only the digest is kept.
  */
 #include "gwconf.h"
+#include "gateway.h"
 #include "gwlimits.h"
 
 #include "alloc.h"
@@ -35,7 +36,7 @@
 
 static const char *const gateway_keys[] = {
     "listen", "max_body_bytes", "max_connections", "client_timeout_ms",
-    "keys",   "admin",          "access_log"};
+    "keys",   "admin",          "access_log",      "http_mode"};
 
 __attribute__((format(printf, 3, 4))) static air_status_t
 fail(char *err, size_t errlen, const char *fmt, ...)
@@ -553,6 +554,15 @@ parse_root(cJSON *root, struct air__gw_conf *c, char *err, size_t errlen)
         if (get_int(v, "max_connections", 1, 1000000, "an integer", &n, err, errlen) != AIR_OK)
             return AIR_E_CONFIG;
         c->max_connections = (uint32_t)n;
+    }
+    c->http_mode = AIR_GW_HTTP_WORKERS;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "http_mode")) != NULL) {
+        if (cJSON_IsString(v) && strcmp(v->valuestring, "workers") == 0)
+            c->http_mode = AIR_GW_HTTP_WORKERS;
+        else if (cJSON_IsString(v) && strcmp(v->valuestring, "pool") == 0)
+            c->http_mode = AIR_GW_HTTP_POOL;
+        else
+            return fail(err, errlen, "http_mode: expected \"workers\" or \"pool\"");
     }
     c->client_timeout_ms = DEFAULT_CLIENT_TO_MS;
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "client_timeout_ms")) != NULL) {

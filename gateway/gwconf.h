@@ -66,6 +66,7 @@ struct air__gw_conf {
     uint64_t max_body_bytes;
     uint32_t max_connections;
     uint32_t client_timeout_ms;
+    int http_mode; /* AIR_GW_HTTP_*; fixed at start (a reload keeps the first) */
     struct air__gw_key *keys;
     size_t nkeys;
     int admin_enabled; /* admin.token_env given */

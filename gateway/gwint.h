@@ -20,13 +20,18 @@
 
 struct air__gw {
     air_t *r;
-    struct MHD_Daemon *d;     /* API listener */
+    struct MHD_Daemon *d;     /* API listener (the first of dl[] in loop mode) */
+    /* Loop mode: one listener per engine worker, run by that worker's loop
+     * (air_worker_attach), all on one port through SO_REUSEPORT. */
+    struct MHD_Daemon *dl[64];
+    uint32_t ndl;
     struct MHD_Daemon *admin; /* admin listener, NULL when disabled */
     uint16_t port, admin_port;
     char *config_path;
     char listen_text[80], admin_listen_text[80]; /* as configured at start */
     int admin_enabled_at_start;
     uint32_t max_conn_at_start, client_to_at_start;
+    int http_mode_at_start; /* the config's http_mode (the listeners are fixed) */
 
     /* The configuration snapshot. Readers take a reference under the read
      * lock (a handful of instructions); a reload swaps it under the write

@@ -290,6 +290,43 @@ AIR_API int air_completions_fd(air_t *r);
 AIR_API size_t air_completions_poll(air_t *r, air_done_fn fn, size_t max);
 
 /* ------------------------------------------------------------------------ */
+/* Running the host's event source on a worker                              */
+
+/*
+ * A host's event source run by a worker thread, in the worker's own loop:
+ * fn(ud) is called on that worker when `fd` is readable, and again when the
+ * number of milliseconds fn returned has passed (a negative return: only on
+ * fd). Requests the host submits from fn, or from a done or chunk callback
+ * running on a worker, go to that same worker with no queue hand-off and no
+ * thread wake-up, and their callbacks run on it: a server that runs its
+ * sockets this way (the gateway runs one HTTP listener per worker) serves a
+ * request start to finish on one thread. fn must not block and must not
+ * call air_free, air_reload, air_ctl_* or air_call.
+ */
+typedef int64_t (*air_loop_fn)(void *ud);
+
+/* Number of worker threads (the valid `worker` indexes are 0..n-1).
+ * Thread: any. */
+AIR_API uint32_t air_workers(air_t *r);
+
+/*
+ * Attach fd/fn/ud to worker `worker`; returns once the worker runs it. One
+ * source per worker. The fd stays the caller's (it is polled, never read or
+ * closed). Errors: AIR_E_INVAL (bad index, fd < 0, fn NULL), AIR_E_BUSY
+ * (the worker already has one), AIR_E_SHUTDOWN (air_free has begun).
+ * Thread: any but a worker thread.
+ */
+AIR_API AIR_NODISCARD air_status_t air_worker_attach(air_t *r, uint32_t worker, int fd,
+                                                     air_loop_fn fn, void *ud);
+/*
+ * Detach the source of worker `worker`; returns once fn can no longer run
+ * (the host may then free what ud points at). Detach every source before
+ * air_free. AIR_E_INVAL when none is attached.
+ * Thread: any but a worker thread.
+ */
+AIR_API air_status_t air_worker_detach(air_t *r, uint32_t worker);
+
+/* ------------------------------------------------------------------------ */
 /* Responses                                                                 */
 
 /*

@@ -52,6 +52,7 @@ struct opts {
     unsigned tail_ms;
     int hedge_ms;      /* -1: no hedge phase; else hedge delay (0 = adaptive p95) */
     unsigned mock_threads;
+    int http_mode; /* --mode gateway: AIR_GW_HTTP_*, 0 = the gateway's default */
     unsigned spin_us;
     const char *format; /* upstream wire format: openai (default), anthropic, gemini */
     const char *proxy_url; /* --mode proxy: drive this URL (a proxy in front of the mock) */
@@ -525,6 +526,8 @@ bench_usage(FILE *f)
             "                           (0 = adaptive, the deployment's p95), to compare p99\n"
             "  --strategy S             route strategy (default priority)\n"
             "  --mock-threads N         event-loop threads of each built-in mock (default 1)\n"
+            "  --http-mode M            --mode gateway: workers (default) or pool, see\n"
+            "                           airouter serve --help\n"
             "  --spin-us N              workers busy-poll N us before sleeping (config spin_us)\n"
             "  --format F               upstream speaks openai (default), anthropic or gemini:\n"
             "                           the router translates; the baseline sends the vendor's\n"
@@ -609,6 +612,16 @@ air__cmd_bench(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--strategy") == 0) {
             o.strategy = v;
+            i++;
+        } else if (strcmp(a, "--http-mode") == 0) {
+            if (strcmp(v, "workers") == 0) {
+                o.http_mode = AIR_GW_HTTP_WORKERS;
+            } else if (strcmp(v, "pool") == 0) {
+                o.http_mode = AIR_GW_HTTP_POOL;
+            } else {
+                fprintf(stderr, "airouter bench: --http-mode: expected workers or pool\n");
+                return 2;
+            }
             i++;
         } else {
             struct {
@@ -806,7 +819,8 @@ air__cmd_bench(int argc, char **argv)
         /* The gateway in this process, driven over HTTP by the same client
          * loop as the baseline. */
         struct air__gw_opts go = {.config_text = cfg.data, .listen = "127.0.0.1:0",
-                                  .admin_listen = NULL, .threads = 0, .quiet = 1};
+                                  .admin_listen = NULL, .threads = 0, .quiet = 1,
+                                  .http_mode = o.http_mode};
         struct air__gw *gw = NULL;
         if (air__gw_start(&go, &gw, err, sizeof err) != AIR_OK) {
             fprintf(stderr, "airouter bench: gateway: %s\n", err);

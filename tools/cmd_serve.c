@@ -32,7 +32,7 @@ usage(FILE *f)
 {
     fprintf(f,
             "usage: airouter serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
-            "                      [--threads N] [--drain-ms MS]\n"
+            "                      [--http-mode workers|pool] [--threads N] [--drain-ms MS]\n"
             "       airouter serve --demo [--listen HOST:PORT] [--drain-ms MS]\n"
             "\n"
             "Serves the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models,\n"
@@ -45,7 +45,11 @@ usage(FILE *f)
             "                  behind the model \"demo\"; no API key needed\n"
             "  --listen        overrides the config's \"listen\" (default 127.0.0.1:8080)\n"
             "  --admin-listen  overrides \"admin.listen\" (default 127.0.0.1:8081)\n"
-            "  --threads       HTTP threads (default: one per CPU)\n");
+            "  --http-mode     who serves HTTP: \"workers\" (default: each engine worker runs\n"
+            "                  a listener on the shared port, so a request stays on one\n"
+            "                  thread) or \"pool\" (libmicrohttpd's own threads); overrides\n"
+            "                  the config's \"http_mode\"\n"
+            "  --threads       HTTP threads with --http-mode pool (default: one per CPU)\n");
 }
 
 static int
@@ -159,6 +163,7 @@ air__cmd_serve(int argc, char **argv)
 {
     const char *config = NULL, *listen = NULL, *admin_listen = NULL;
     uint32_t drain_ms = 10000, threads = 0;
+    int http_mode = 0;
     int demo = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -175,6 +180,17 @@ air__cmd_serve(int argc, char **argv)
         } else if (strcmp(a, "--drain-ms") == 0 && has_next) {
             if (parse_u32(a, argv[++i], 3600000, &drain_ms) != 0)
                 return 2;
+        } else if (strcmp(a, "--http-mode") == 0 && has_next) {
+            const char *m = argv[++i];
+            if (strcmp(m, "workers") == 0) {
+                http_mode = AIR_GW_HTTP_WORKERS;
+            } else if (strcmp(m, "pool") == 0) {
+                http_mode = AIR_GW_HTTP_POOL;
+            } else {
+                fprintf(stderr, "airouter serve: --http-mode: expected workers or pool, not '%s'\n",
+                        m);
+                return 2;
+            }
         } else if (strcmp(a, "--threads") == 0 && has_next) {
             if (parse_u32(a, argv[++i], 256, &threads) != 0)
                 return 2;
@@ -225,6 +241,7 @@ air__cmd_serve(int argc, char **argv)
     o.listen = demo ? NULL : listen;
     o.admin_listen = admin_listen;
     o.threads = threads;
+    o.http_mode = http_mode;
     struct air__gw *gw = NULL;
     char err[512];
     air_status_t st = air__gw_start(&o, &gw, err, sizeof err);

@@ -307,6 +307,12 @@ gwt_gateway(const char *cfg)
     o.config_text = cfg;
     o.quiet = 1;
     o.threads = 2;
+    /* CTest runs the gateway suites once per HTTP mode (see CMakeLists.txt). */
+    const char *mode = getenv("AIR_TEST_HTTP_MODE");
+    if (mode != NULL && strcmp(mode, "pool") == 0)
+        o.http_mode = AIR_GW_HTTP_POOL;
+    else if (mode != NULL && strcmp(mode, "workers") == 0)
+        o.http_mode = AIR_GW_HTTP_WORKERS;
     struct air__gw *gw = NULL;
     char err[512];
     air_status_t st = air__gw_start(&o, &gw, err, sizeof err);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "gateway.h"
 #include "gwconf.h"
 #include "gwlimits.h"
 
@@ -63,6 +64,7 @@ test_gwconf_defaults_and_engine_text_stripped(void **state)
     assert_int_equal(c->max_body_bytes, 2048);
     assert_int_equal(c->max_connections, 4096);
     assert_int_equal(c->client_timeout_ms, 60000);
+    assert_int_equal(c->http_mode, AIR_GW_HTTP_WORKERS);
     assert_int_equal(c->nkeys, 0);
     assert_false(c->admin_enabled);
     assert_string_equal(c->admin_listen.text, "127.0.0.1:8081");
@@ -325,11 +327,27 @@ test_limits_windows_are_calendar_utc(void **state)
     assert_int_equal(air__gw_window_id(AIR_GW_WIN_MONTH, dec + 3600, NULL), d + 1);
 }
 
+static void
+test_gwconf_http_mode_values(void **state)
+{
+    (void)state;
+    struct air__gw_conf *c = parse_ok("{\"http_mode\":\"pool\"," PROVIDERS "}");
+    assert_int_equal(c->http_mode, AIR_GW_HTTP_POOL);
+    assert_null(strstr(c->engine_json, "http_mode"));
+    air__gw_conf_unref(c);
+    c = parse_ok("{\"http_mode\":\"workers\"," PROVIDERS "}");
+    assert_int_equal(c->http_mode, AIR_GW_HTTP_WORKERS);
+    air__gw_conf_unref(c);
+    expect_error("{\"http_mode\":\"threads\"}", "http_mode: expected \"workers\" or \"pool\"");
+    expect_error("{\"http_mode\":1}", "http_mode: expected \"workers\" or \"pool\"");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gwconf_defaults_and_engine_text_stripped),
+        cmocka_unit_test(test_gwconf_http_mode_values),
         cmocka_unit_test(test_gwconf_models_listed_with_dearest_prices),
         cmocka_unit_test(test_gwconf_keys_parsed_and_secret_never_kept),
         cmocka_unit_test(test_gwconf_errors_name_the_path),
