@@ -3,7 +3,9 @@
 # same mock, each measured against the direct-libcurl baseline in its own run:
 #   1. airouter mock on 127.0.0.1:18100 (separate process)
 #   2. haproxy (bench/haproxy.cfg) on 127.0.0.1:18101 -> the mock
-#   3. airouter bench --mode gateway  (clients -> airouter serve -> mock)
+#   3. airouter bench --mode gateway  (clients -> airouter serve -> mock), with
+#      HTTP on the engine's workers (the default) and with libmicrohttpd's
+#      own thread pool (--http-mode pool)
 #   4. airouter bench --mode proxy    (clients -> haproxy -> mock)
 # Needs haproxy (scripts/deps.sh installs it).
 set -euo pipefail
@@ -26,6 +28,9 @@ up=http://127.0.0.1:18100/v1
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) cores=$(nproc) concurrency=$conc duration=${dur}s"
 echo "## gateway"
 "$bin" bench --mode gateway --upstream "$up" --concurrency "$conc" --duration "$dur" --warmup 1 --json
+echo "## gateway-pool"
+"$bin" bench --mode gateway --http-mode pool --upstream "$up" --concurrency "$conc" \
+    --duration "$dur" --warmup 1 --json
 echo "## haproxy"
 "$bin" bench --mode proxy --proxy-url http://127.0.0.1:18101/v1/chat/completions \
     --upstream "$up" --concurrency "$conc" --duration "$dur" --warmup 1 --json

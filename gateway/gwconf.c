@@ -263,7 +263,7 @@ parse_key(const cJSON *o, size_t i, struct air__gw_key *k, char *err, size_t err
     }
     char sub[80];
     const cJSON *v;
-    int64_t n;
+    int64_t n = 0;
     if ((v = cJSON_GetObjectItemCaseSensitive(o, "rpm")) != NULL) {
         snprintf(sub, sizeof sub, "%s.rpm", path);
         if (get_int(v, sub, 1, 100000000, "a positive integer", &n, err, errlen) != AIR_OK)
@@ -527,7 +527,7 @@ static air_status_t
 parse_root(cJSON *root, struct air__gw_conf *c, char *err, size_t errlen)
 {
     air_status_t st;
-    int64_t n;
+    int64_t n = 0;
     /* Duplicates of the gateway's keys: the engine would report its own
      * duplicates, but ours are removed before it sees them. */
     for (const cJSON *it = root->child; it != NULL; it = it->next)

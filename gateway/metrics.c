@@ -247,7 +247,7 @@ render_hist(air_buf_t *b, struct air__gw_metrics *m, const char *name, size_t of
     uint32_t it = 0;
     struct series *s;
     while ((s = next_series(m, &it)) != NULL) {
-        struct hist *h = (struct hist *)((char *)s + off);
+        struct hist *h = (struct hist *)(void *)((char *)s + off);
         uint64_t count = ld(&h->count);
         if (count == 0)
             continue;
@@ -276,7 +276,7 @@ render_counter(air_buf_t *b, struct air__gw_metrics *m, const char *name, size_t
     uint32_t it = 0;
     struct series *s;
     while ((s = next_series(m, &it)) != NULL) {
-        uint64_t v = ld((atomic_uint_fast64_t *)((char *)s + off));
+        uint64_t v = ld((atomic_uint_fast64_t *)(void *)((char *)s + off));
         if (v == 0)
             continue;
         air__buf_printf(b, "%s{", name);
