@@ -877,6 +877,56 @@ totals_json(air_buf_t *b, const struct air__wtot *rows, size_t n, size_t i, uint
     air__buf_printf(b, ",\"requests\":%llu,\"cost_usd\":%.6f", (unsigned long long)req, cost);
 }
 
+/* Sum the workers' per-tag tables into one object keyed by tag. */
+static void
+tags_json(air_t *r, air_buf_t *b)
+{
+    struct tagsum {
+        const char *name;
+        uint64_t requests, failed, prompt, completion;
+        double cost;
+    };
+    size_t cap = (size_t)r->nworkers * (AIR__TAG_SLOTS + 1), n = 0;
+    struct tagsum *sum = air__calloc(cap, sizeof *sum);
+    if (sum == NULL) {
+        b->oom = 1;
+        return;
+    }
+    for (uint32_t wi = 0; wi < r->nworkers; wi++) {
+        const struct air__tagtot *tt = r->workers[wi].tagtot;
+        for (size_t k = 0; tt != NULL && k <= AIR__TAG_SLOTS; k++) {
+            const struct air__tagtot *t = &tt[k];
+            uint64_t req = atomic_load_explicit(&t->requests, memory_order_relaxed);
+            if (k < AIR__TAG_SLOTS && !atomic_load_explicit(&t->used, memory_order_acquire))
+                continue;
+            if (req == 0)
+                continue;
+            size_t j = 0;
+            while (j < n && strcmp(sum[j].name, t->name) != 0)
+                j++;
+            if (j == n)
+                sum[n++].name = t->name;
+            sum[j].requests += req;
+            sum[j].failed += atomic_load_explicit(&t->failed, memory_order_relaxed);
+            sum[j].prompt += atomic_load_explicit(&t->prompt_tokens, memory_order_relaxed);
+            sum[j].completion += atomic_load_explicit(&t->completion_tokens, memory_order_relaxed);
+            sum[j].cost += atomic_load_explicit(&t->cost_usd, memory_order_relaxed);
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (j > 0)
+            air__buf_putc(b, ',');
+        air__buf_json_str(b, sum[j].name, strlen(sum[j].name));
+        air__buf_printf(b,
+                        ":{\"requests\":%llu,\"failed\":%llu,\"prompt_tokens\":%llu,"
+                        "\"completion_tokens\":%llu,\"cost_usd\":%.9g}",
+                        (unsigned long long)sum[j].requests, (unsigned long long)sum[j].failed,
+                        (unsigned long long)sum[j].prompt, (unsigned long long)sum[j].completion,
+                        sum[j].cost);
+    }
+    air__free(sum);
+}
+
 char *
 air_stats_json(air_t *r)
 {
@@ -899,11 +949,15 @@ air_stats_json(air_t *r)
     }
     air_buf_t b = AIR_BUF_INIT;
     air__buf_printf(&b,
-                    "{\"workers\":%u,\"queued\":%u,\"started\":%llu,\"completed\":%llu,"
+                    "{\"workers\":%u,\"queued\":%u,\"in_flight\":%llu,\"started\":%llu,"
+                    "\"completed\":%llu,"
                     "\"ok\":%llu,\"failed\":%llu,\"attempts\":%llu,\"retries\":%llu,"
                     "\"hedges\":%llu,\"errors\":{",
-                    r->nworkers, ck_ring_size(&r->ingress), (unsigned long long)started,
-                    (unsigned long long)completed, (unsigned long long)ok,
+                    r->nworkers, ck_ring_size(&r->ingress),
+                    /* the sums are read one worker at a time: clamp */
+                    (unsigned long long)(started > completed ? started - completed : 0),
+                    (unsigned long long)started, (unsigned long long)completed,
+                    (unsigned long long)ok,
                     (unsigned long long)failed, (unsigned long long)attempts,
                     (unsigned long long)retries, (unsigned long long)hedges);
     for (int c = 1; c < AIR__ERR_LAST; c++)
@@ -972,8 +1026,10 @@ air_stats_json(air_t *r)
                             air__slim_limit(&cl->budget), air__slim_spent(&cl->budget));
         air__buf_puts(&b, "}");
     }
+    air__buf_puts(&b, "],\"tags\":{");
+    tags_json(r, &b);
     /* Where limits keep their counts: backend, health, leases. */
-    air__buf_puts(&b, "],\"state\":{");
+    air__buf_puts(&b, "},\"state\":{");
     air__world_state_json(w, &b);
     air__buf_puts(&b, "}}");
     air__world_unref(w);

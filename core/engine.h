@@ -190,6 +190,19 @@ struct air__wstats {
 
 enum { AIR__HOOK_NONE = 0, AIR__HOOK_ATTACH, AIR__HOOK_RUNNING, AIR__HOOK_DETACH };
 
+/* Per-tag totals (air_stats_json "tags"): each worker keeps its own table,
+ * written by that worker only; a reader sees an entry once `used` is set
+ * (release, after `name`). Tags beyond the table or longer than the name
+ * buffer are counted under "_other". */
+#define AIR__TAG_SLOTS   64
+#define AIR__TAG_NAMELEN 64
+struct air__tagtot {
+    _Atomic int used;
+    char name[AIR__TAG_NAMELEN];
+    _Atomic uint64_t requests, failed, prompt_tokens, completion_tokens;
+    _Atomic double cost_usd;
+};
+
 struct air__worker {
     struct air *r;
     pthread_t thread;
@@ -224,6 +237,7 @@ struct air__worker {
     struct air__att *losers[64]; /* hedge losers to cancel after curl returns */
     size_t nlosers;
     int64_t next_merge_ms;
+    struct air__tagtot *tagtot; /* [AIR__TAG_SLOTS + 1]: the last is "_other" */
     /* Requests submitted on this worker's own thread (from a loop hook or
      * a callback): taken before the shared ring, with no wake-up. Only
      * this thread touches the list. */

@@ -467,6 +467,53 @@ count_totals(struct air__worker *w, struct air_req *q, double cost)
     }
 }
 
+/* Add a finished request to its tags' totals (this worker's table). */
+static void
+count_tags(struct air__worker *w, const struct air_req *q, double cost, const air_usage_t *u,
+           int failed)
+{
+    if (w->tagtot == NULL)
+        return;
+    for (uint32_t i = 0; i < q->ntags; i++) {
+        const char *tag = q->tags[i];
+        uint32_t j = 0;
+        while (j < i && strcmp(q->tags[j], tag) != 0)
+            j++;
+        if (j < i)
+            continue; /* a repeated tag counts the request once */
+        size_t len = strlen(tag);
+        struct air__tagtot *t = &w->tagtot[AIR__TAG_SLOTS]; /* "_other" */
+        if (len < AIR__TAG_NAMELEN) {
+            uint64_t h = 0xcbf29ce484222325ULL;
+            for (size_t k = 0; k < len; k++)
+                h = (h ^ (unsigned char)tag[k]) * 0x100000001b3ULL;
+            for (size_t k = 0; k < AIR__TAG_SLOTS; k++) {
+                struct air__tagtot *c = &w->tagtot[(h + k) % AIR__TAG_SLOTS];
+                if (!atomic_load_explicit(&c->used, memory_order_relaxed)) {
+                    memcpy(c->name, tag, len + 1);
+                    atomic_store_explicit(&c->used, 1, memory_order_release);
+                    t = c;
+                    break;
+                }
+                if (strcmp(c->name, tag) == 0) {
+                    t = c;
+                    break;
+                }
+            }
+        }
+        stat_add(&t->requests, 1);
+        if (failed)
+            stat_add(&t->failed, 1);
+        if (u->present) {
+            stat_add(&t->prompt_tokens, u->prompt);
+            stat_add(&t->completion_tokens, u->completion);
+        }
+        atomic_store_explicit(&t->cost_usd,
+                              atomic_load_explicit(&t->cost_usd, memory_order_relaxed) + cost,
+                              memory_order_relaxed);
+    }
+}
+
 /* Build the response for q, release q's resources and deliver. `dec` may
  * be NULL; its body is taken over. `f` may be NULL (success or local
  * error); `msg` overrides f->message when not NULL. */
@@ -499,6 +546,8 @@ finish(struct air__worker *w, struct air_req *q, air_errclass_t cls, const char 
     if (q->ndeps > 0 || q->client != NULL)
         settle_request(q, cost, usage.present ? (int64_t)(usage.prompt + usage.completion) : -1);
     count_totals(w, q, cost);
+    if (q->ntags > 0)
+        count_tags(w, q, cost, &usage, cls != AIR_ERR_NONE);
 
     struct air_resp *p = air__resp_new();
     if (p != NULL) {
@@ -2099,6 +2148,10 @@ air__worker_init(struct air *r, struct air__worker *w, uint32_t idx)
     w->rr = idx;
     /* Parameters are taken from the tunables at every ask (retry_allowed). */
     air__rbudget_init(&w->rbudget, 0.2, 10, 10000);
+    w->tagtot = air__calloc(AIR__TAG_SLOTS + 1, sizeof *w->tagtot);
+    if (w->tagtot == NULL)
+        return AIR_E_NOMEM;
+    memcpy(w->tagtot[AIR__TAG_SLOTS].name, "_other", sizeof "_other");
     w->cancel_buf = air__calloc(CANCEL_RING_SIZE, sizeof(ck_ring_buffer_t));
     w->erec = air__epoch_register(r->epoch);
     if (w->cancel_buf == NULL || w->erec == NULL)
@@ -2126,5 +2179,7 @@ air__worker_fini(struct air__worker *w)
     w->multi = NULL;
     air__free(w->heap);
     air__free(w->cancel_buf);
+    air__free(w->tagtot);
+    w->tagtot = NULL;
     air__buf_free(&w->scratch);
 }

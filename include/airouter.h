@@ -424,9 +424,14 @@ AIR_API void air_resp_free(air_resp_t *resp);
 /* Introspection                                                             */
 
 /*
- * JSON snapshot of the router's counters: submitted, completed, in flight,
- * per-provider requests and errors. Ownership: returns a malloc'd string the
- * caller frees with free(). NULL on out of memory. Thread: any.
+ * JSON snapshot of the router's counters: started, completed, in flight,
+ * errors by class; per deployment its statistics and health; per route and
+ * per client key requests and cost; per tag ("tags": {"team=search":
+ * {"requests", "failed", "prompt_tokens", "completion_tokens", "cost_usd"}},
+ * a request counted once per distinct tag; tags beyond 64 per worker or of
+ * 64 bytes or more are summed under "_other"); the state backend. Layout in
+ * docs/POLICY.md. Ownership: returns a malloc'd string the caller frees
+ * with free(). NULL on out of memory. Thread: any.
  */
 AIR_API char *air_stats_json(air_t *r);
 

@@ -2,7 +2,8 @@
  * test_tags.c - request tags (air_req_add_tag): they come back, in order,
  * on every kind of completion (success, error, completion queue), and they
  * never reach the upstream: neither the body nor any header the mock
- * provider received carries them.
+ * provider received carries them; air_stats_json sums requests, failures,
+ * tokens and cost per tag.
  */
 #include <poll.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include <cjson/cJSON.h>
 
 #include "airouter.h"
 #include "mock.h"
@@ -231,6 +234,109 @@ test_tags_ride_on_errors_and_the_completion_queue(void **state)
     air_mock_stop(m);
 }
 
+/* Per-tag totals in air_stats_json: requests, failures, tokens and cost
+ * summed per tag across workers; a tag repeated on one request counts it
+ * once; tags past the table or too long land in "_other". */
+static void
+test_tags_totals_in_stats(void **state)
+{
+    (void)state;
+    air_mock_opts_t o;
+    air_mock_opts_init(&o);
+    air_mock_t *ok = mock_start(&o);
+    o.fail_rate = 1.0;
+    o.fail_status = 400;
+    air_mock_t *bad = mock_start(&o);
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg,
+             "{\"workers\":2,\"providers\":[{\"name\":\"p0\",\"kind\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%u/v1\",\"models\":[{\"name\":\"up-0\","
+             "\"input_price_per_mtok\":1000000,\"output_price_per_mtok\":1000000}]},"
+             "{\"name\":\"p1\",\"kind\":\"openai\",\"base_url\":\"http://127.0.0.1:%u/v1\"}],"
+             "\"routes\":[{\"model\":\"m\",\"targets\":[{\"provider\":\"p0\",\"model\":\"up-0\"}]},"
+             "{\"model\":\"f\",\"targets\":[{\"provider\":\"p1\",\"model\":\"up-1\"}]}]}",
+             (unsigned)air_mock_port(ok), (unsigned)air_mock_port(bad));
+    air_t *r = NULL;
+    char err[512];
+    if (air_new(cfg, &r, err, sizeof err) != AIR_OK)
+        fail_msg("air_new: %s", err);
+    static const char *const ab[] = {"team=a", "team=b", "team=a"};
+    for (int i = 0; i < 3; i++) {
+        air_req_t *q = req_for(r, plain_body);
+        add_tags(q, ab, i == 0 ? 3 : 1);
+        air_resp_t *resp = NULL;
+        assert_int_equal(air_call(r, q, &resp), AIR_OK);
+        assert_int_equal(air_resp_status(resp), AIR_OK);
+        air_resp_free(resp);
+    }
+    const char *fail_body = "{\"model\":\"f\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    air_req_t *q = req_for(r, fail_body);
+    add_tags(q, ab + 1, 1);
+    air_resp_t *resp = NULL;
+    assert_int_equal(air_call(r, q, &resp), AIR_OK);
+    assert_int_not_equal(air_resp_status(resp), AIR_OK);
+    air_resp_free(resp);
+    /* 70 distinct tags and one too long for the table's names. */
+    q = req_for(r, plain_body);
+    char long_tag[100];
+    memset(long_tag, 'x', sizeof long_tag - 1);
+    long_tag[sizeof long_tag - 1] = '\0';
+    assert_int_equal(air_req_add_tag(q, long_tag), AIR_OK);
+    assert_int_equal(air_call(r, q, &resp), AIR_OK);
+    air_resp_free(resp);
+    for (int i = 0; i < 70; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "n%d", i);
+        q = req_for(r, plain_body);
+        assert_int_equal(air_req_add_tag(q, t), AIR_OK);
+        assert_int_equal(air_call(r, q, &resp), AIR_OK);
+        air_resp_free(resp);
+    }
+
+    char *js = air_stats_json(r);
+    assert_non_null(js);
+    cJSON *root = cJSON_Parse(js);
+    free(js);
+    assert_non_null(root);
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(root, "tags");
+    assert_true(cJSON_IsObject(tags));
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(tags, "team=a");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(tags, "team=b");
+    assert_non_null(a);
+    assert_non_null(b);
+    /* team=a: three requests (the first carries it twice: counted once). */
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(a, "requests")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(a, "failed")->valueint, 0);
+    /* The mock answers with 8 completion tokens. */
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(a, "completion_tokens")->valueint, 24);
+    double pt = cJSON_GetObjectItemCaseSensitive(a, "prompt_tokens")->valuedouble;
+    assert_true(pt > 0);
+    /* $1 per token in and out at these prices. */
+    double cost = cJSON_GetObjectItemCaseSensitive(a, "cost_usd")->valuedouble;
+    assert_true(cost > pt + 24 - 0.001 && cost < pt + 24 + 0.001);
+    /* team=b: the first request, and the one that failed. */
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(b, "requests")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(b, "failed")->valueint, 1);
+    /* The 70 n-tags and the long one: each request counted exactly once,
+     * the long tag under "_other". */
+    const cJSON *other = cJSON_GetObjectItemCaseSensitive(tags, "_other");
+    assert_non_null(other);
+    assert_true(cJSON_GetObjectItemCaseSensitive(other, "requests")->valueint >= 1);
+    int total = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tags)
+    {
+        assert_true(strlen(t->string) < 64);
+        if (t->string[0] == 'n' || strcmp(t->string, "_other") == 0)
+            total += cJSON_GetObjectItemCaseSensitive(t, "requests")->valueint;
+    }
+    assert_int_equal(total, 71);
+    cJSON_Delete(root);
+    air_free(r, 1000);
+    air_mock_stop(ok);
+    air_mock_stop(bad);
+}
+
 int
 main(void)
 {
@@ -239,6 +345,7 @@ main(void)
         cmocka_unit_test(test_tags_limit_and_null_are_refused),
         cmocka_unit_test(test_tags_never_go_upstream),
         cmocka_unit_test(test_tags_ride_on_errors_and_the_completion_queue),
+        cmocka_unit_test(test_tags_totals_in_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

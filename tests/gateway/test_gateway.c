@@ -912,6 +912,8 @@ test_gateway_metrics_valid_prometheus_and_count_requests(void **state)
     assert_true(prom_sum(text, "airouter_streams_total{", NULL, NULL) == 1);
     assert_non_null(strstr(text, "\nairouter_in_flight_requests "));
     assert_non_null(strstr(text, "\nairouter_queue_depth "));
+    /* Every request has completed: nothing in flight in the engine. */
+    assert_non_null(strstr(text, "\nairouter_engine_in_flight_requests 0\n"));
     assert_non_null(strstr(text, "# TYPE airouter_request_duration_seconds histogram"));
     /* Per-provider figures from the engine's stats. */
     assert_non_null(strstr(text, "\nairouter_deployment_requests_total{deployment=\"p0/up-0\"} "));
