@@ -1478,6 +1478,21 @@ stop_loop_daemons(struct air__gw *gw)
         (void)air_worker_detach(gw->r, i);
 }
 
+/* Stop the API listeners (after stop_loop_daemons in workers mode: no
+ * worker runs them any more). Closes their listening sockets. */
+static void
+stop_listeners(struct air__gw *gw)
+{
+    if (gw->ndl > 0) {
+        for (uint32_t i = 0; i < gw->ndl; i++)
+            MHD_stop_daemon(gw->dl[i]);
+        gw->ndl = 0;
+    } else if (gw->d != NULL) {
+        MHD_stop_daemon(gw->d);
+    }
+    gw->d = NULL;
+}
+
 static uint16_t
 bound_port(struct MHD_Daemon *d)
 {
@@ -1611,10 +1626,7 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
         if (start_loop_daemons(gw, &listen, c) != 0) {
             int e = errno;
             stop_loop_daemons(gw);
-            for (uint32_t i = 0; i < gw->ndl; i++)
-                MHD_stop_daemon(gw->dl[i]);
-            gw->ndl = 0;
-            gw->d = NULL;
+            stop_listeners(gw);
             errno = e;
         }
     } else {
@@ -1630,14 +1642,7 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
     gw->port = bound_port(gw->d);
     if (c->admin_enabled && air__gw_admin_start(gw, &alisten, err, errlen) != 0) {
         stop_loop_daemons(gw);
-        if (gw->ndl > 0) {
-            for (uint32_t i = 0; i < gw->ndl; i++)
-                MHD_stop_daemon(gw->dl[i]);
-            gw->ndl = 0;
-        } else {
-            MHD_stop_daemon(gw->d);
-        }
-        gw->d = NULL;
+        stop_listeners(gw);
         air_free(gw->r, 0);
         gw_free(gw);
         return AIR_E_TRANSPORT;
@@ -1831,13 +1836,6 @@ air__gw_stop(struct air__gw *gw, uint32_t drain_ms)
             MHD_run(gw->dl[i]);
         sleep_ms(gw->ndl ? 1 : 5);
     }
-    if (gw->ndl > 0) {
-        for (uint32_t i = 0; i < gw->ndl; i++)
-            MHD_stop_daemon(gw->dl[i]);
-        gw->ndl = 0;
-    } else {
-        MHD_stop_daemon(gw->d);
-    }
-    gw->d = NULL;
+    stop_listeners(gw);
     gw_free(gw);
 }
