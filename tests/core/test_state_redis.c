@@ -70,6 +70,7 @@
 #include "mock.h"
 #include "state.h"
 #include "state_redis.h"
+#include "testenv.h"
 
 /* ------------------------------------------------------------ the server */
 
@@ -83,52 +84,6 @@ struct srv {
     int saved_stderr; /* >= 0 while capturing stderr */
     char cap_path[64];
 };
-
-/* The redis-server to run: $AIR_TEST_REDIS_SERVER when set (only that
- * file), else the first on PATH or in the usual places. */
-static int
-find_redis(char *out, size_t n)
-{
-    const char *want = getenv("AIR_TEST_REDIS_SERVER");
-    if (want != NULL && want[0] != '\0') {
-        snprintf(out, n, "%s", want);
-        return access(out, X_OK) == 0 ? 0 : -1;
-    }
-    const char *path = getenv("PATH");
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s:/usr/bin:/usr/sbin:/usr/local/bin", path ? path : "");
-    for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(out, n, "%s/redis-server", d);
-        if (access(out, X_OK) == 0)
-            return 0;
-    }
-    return -1;
-}
-
-/* CI is set (CI=true, as CI services and .ci/run's callers set it): a
- * missing redis-server is then a failure, not a skip. */
-static int
-in_ci(void)
-{
-    const char *ci = getenv("CI");
-    return ci != NULL && ci[0] != '\0' && strcmp(ci, "0") != 0 && strcmp(ci, "false") != 0;
-}
-
-static int
-free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static redisContext *
 conn(const struct srv *s)
@@ -204,7 +159,7 @@ rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
 static int
 srv_open(struct srv *s)
 {
-    if (find_redis(s->exe, sizeof s->exe) != 0)
+    if (air_test_find_redis(s->exe, sizeof s->exe) != 0)
         return -1;
     snprintf(s->dir, sizeof s->dir, "/tmp/air-redis-XXXXXX");
     if (mkdtemp(s->dir) == NULL) {
@@ -212,7 +167,7 @@ srv_open(struct srv *s)
         return -1;
     }
     for (int tries = 0; tries < 5; tries++) {
-        s->port = free_port();
+        s->port = air_test_free_port();
         if (s->port > 0 && srv_start(s) == 0)
             break;
         srv_stop(s, SIGKILL);
@@ -1356,7 +1311,7 @@ static void
 test_state_redis_reconnect_backoff_doubles_to_cap(void **state)
 {
     (void)state;
-    int port = free_port(); /* nobody listens there */
+    int port = air_test_free_port(); /* nobody listens there */
     assert_true(port > 0);
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
@@ -1418,7 +1373,7 @@ static void
 test_state_redis_wall_clock_step_does_not_stall_reconnects(void **state)
 {
     (void)state;
-    int port = free_port();
+    int port = air_test_free_port();
     assert_true(port > 0);
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
@@ -1531,8 +1486,8 @@ int
 main(void)
 {
     char exe[512];
-    if (find_redis(exe, sizeof exe) != 0) {
-        if (in_ci()) {
+    if (air_test_find_redis(exe, sizeof exe) != 0) {
+        if (air_test_in_ci()) {
             printf("redis-server not found and CI is set: failing, CI must run the Redis "
                    "tests (scripts/deps.sh installs redis-server)\n");
             return 1;

@@ -26,6 +26,7 @@
 
 #include "buf.h"
 #include "gwint.h"
+#include "testenv.h"
 
 static int
 closed_port(void)
@@ -38,34 +39,6 @@ closed_port(void)
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     close(fd);
     return ntohs(a.sin_port);
-}
-
-/* The redis-server to run: $AIR_TEST_REDIS_SERVER when set, else the first
- * on PATH or in the usual places. */
-static int
-find_redis(char *out, size_t n)
-{
-    const char *want = getenv("AIR_TEST_REDIS_SERVER");
-    if (want != NULL && want[0] != '\0') {
-        snprintf(out, n, "%s", want);
-        return access(out, X_OK) == 0 ? 0 : -1;
-    }
-    const char *path = getenv("PATH");
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s:/usr/bin:/usr/sbin:/usr/local/bin", path ? path : "");
-    for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(out, n, "%s/redis-server", d);
-        if (access(out, X_OK) == 0)
-            return 0;
-    }
-    return -1;
-}
-
-static int
-in_ci(void)
-{
-    const char *ci = getenv("CI");
-    return ci != NULL && ci[0] != '\0' && strcmp(ci, "0") != 0 && strcmp(ci, "false") != 0;
 }
 
 /* A redis-server without persistence on a free port; its pid, or -1. */
@@ -199,8 +172,8 @@ test_state_metrics_working_redis_healthy_with_rtt_and_recent_sync(void **state)
 {
     (void)state;
     char exe[512];
-    if (find_redis(exe, sizeof exe) != 0) {
-        if (in_ci())
+    if (air_test_find_redis(exe, sizeof exe) != 0) {
+        if (air_test_in_ci())
             fail_msg("redis-server not found and CI is set: CI must run this test");
         skip();
     }
