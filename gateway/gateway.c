@@ -1519,6 +1519,7 @@ gw_free(struct air__gw *gw)
     pthread_rwlock_destroy(&gw->conf_lock);
     pthread_mutex_destroy(&gw->ctl_mu);
     air__free(gw->config_path);
+    air__free(gw->log_level);
     air__free(gw);
 }
 
@@ -1557,7 +1558,12 @@ air__gw_start(const struct air__gw_opts *o, struct air__gw **out, char *err, siz
         return err[0] ? AIR_E_CONFIG : AIR_E_NOMEM;
     }
     struct air__gw_conf *c = NULL;
-    air_status_t st = air__gw_conf_parse(text, strlen(text), &c, err, errlen);
+    if (o->log_level != NULL && (gw->log_level = air__strdup(o->log_level)) == NULL) {
+        air__free(text);
+        gw_free(gw);
+        return AIR_E_NOMEM;
+    }
+    air_status_t st = air__gw_conf_parse_ex(text, strlen(text), gw->log_level, &c, err, errlen);
     air__free(text);
     if (st != AIR_OK) {
         gw_free(gw);
@@ -1714,7 +1720,7 @@ air__gw_reload(struct air__gw *gw, const char *text, char *err, size_t errlen)
             goto out;
         text = owned;
     }
-    st = air__gw_conf_parse(text, strlen(text), &c, err, errlen);
+    st = air__gw_conf_parse_ex(text, strlen(text), gw->log_level, &c, err, errlen);
     if (st != AIR_OK)
         goto out;
     if (c->invalid) {

@@ -37,6 +37,8 @@ struct air__gw_opts {
     int http_mode;            /* overrides "http_mode": AIR_GW_HTTP_WORKERS or _POOL; 0 =
                                  the config's (default "workers") */
     int quiet;                /* no start-up notices on stderr */
+    const char *log_level;    /* overrides "access_log.level" ("off", "error", "info"),
+                                 also across reloads; NULL: the config's */
 };
 
 /*

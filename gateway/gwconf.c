@@ -608,6 +608,30 @@ air_status_t
 air__gw_conf_parse(const char *text, size_t len, struct air__gw_conf **out, char *err,
                    size_t errlen)
 {
+    return air__gw_conf_parse_ex(text, len, NULL, out, err, errlen);
+}
+
+/* access_log.level = level in root (the command line's --log-level). */
+static int
+override_log_level(cJSON *root, const char *level)
+{
+    cJSON *al = cJSON_GetObjectItemCaseSensitive(root, "access_log");
+    if (al == NULL)
+        al = cJSON_AddObjectToObject(root, "access_log");
+    if (!cJSON_IsObject(al))
+        return 0; /* parse_log reports the wrong type */
+    cJSON *v = cJSON_CreateString(level);
+    if (v == NULL)
+        return -1;
+    if (cJSON_GetObjectItemCaseSensitive(al, "level") != NULL)
+        return cJSON_ReplaceItemInObjectCaseSensitive(al, "level", v) ? 0 : (cJSON_Delete(v), -1);
+    return cJSON_AddItemToObject(al, "level", v) ? 0 : (cJSON_Delete(v), -1);
+}
+
+air_status_t
+air__gw_conf_parse_ex(const char *text, size_t len, const char *log_level,
+                      struct air__gw_conf **out, char *err, size_t errlen)
+{
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     *out = NULL;
@@ -631,6 +655,11 @@ air__gw_conf_parse(const char *text, size_t len, struct air__gw_conf **out, char
         }
         *out = c;
         return AIR_OK;
+    }
+    if (log_level != NULL && override_log_level(root, log_level) != 0) {
+        cJSON_Delete(root);
+        air__gw_conf_unref(c);
+        return AIR_E_NOMEM;
     }
     st = parse_root(root, c, err, errlen);
     if (st == AIR_OK && collect_models(root, c) != 0)

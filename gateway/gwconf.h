@@ -88,6 +88,11 @@ struct air__gw_conf {
  */
 air_status_t air__gw_conf_parse(const char *text, size_t len, struct air__gw_conf **out, char *err,
                                 size_t errlen);
+/* The same, with access_log.level replaced by log_level ("off", "error",
+ * "info") when it is not NULL: the command line's --log-level, which
+ * outlives reloads of the file. */
+air_status_t air__gw_conf_parse_ex(const char *text, size_t len, const char *log_level,
+                                   struct air__gw_conf **out, char *err, size_t errlen);
 void air__gw_conf_ref(struct air__gw_conf *c);
 /* Drop a reference; the last one frees (and closes the log file). NULL ok. */
 void air__gw_conf_unref(struct air__gw_conf *c);

@@ -32,6 +32,7 @@ struct air__gw {
     int admin_enabled_at_start;
     uint32_t max_conn_at_start, client_to_at_start;
     int http_mode_at_start; /* the config's http_mode (the listeners are fixed) */
+    char *log_level; /* --log-level, applied to every parse of the config; NULL: none */
 
     /* The configuration snapshot. Readers take a reference under the read
      * lock (a handful of instructions); a reload swaps it under the write

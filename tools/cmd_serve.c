@@ -33,6 +33,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: airouter serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
             "                      [--http-mode workers|pool] [--threads N] [--drain-ms MS]\n"
+            "                      [--log-level off|error|info]\n"
             "       airouter serve --demo [--listen HOST:PORT] [--drain-ms MS]\n"
             "\n"
             "Serves the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models,\n"
@@ -49,7 +50,9 @@ usage(FILE *f)
             "                  a listener on the shared port, so a request stays on one\n"
             "                  thread) or \"pool\" (libmicrohttpd's own threads); overrides\n"
             "                  the config's \"http_mode\"\n"
-            "  --threads       HTTP threads with --http-mode pool (default: one per CPU)\n");
+            "  --threads       HTTP threads with --http-mode pool (default: one per CPU)\n"
+            "  --log-level     access log level, overrides the config's access_log.level\n"
+            "                  (also after a reload): off, error (status >= 400), info\n");
 }
 
 static int
@@ -164,6 +167,7 @@ air__cmd_serve(int argc, char **argv)
     const char *config = NULL, *listen = NULL, *admin_listen = NULL;
     uint32_t drain_ms = 10000, threads = 0;
     int http_mode = 0;
+    const char *log_level = NULL;
     int demo = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -189,6 +193,15 @@ air__cmd_serve(int argc, char **argv)
             } else {
                 fprintf(stderr, "airouter serve: --http-mode: expected workers or pool, not '%s'\n",
                         m);
+                return 2;
+            }
+        } else if (strcmp(a, "--log-level") == 0 && has_next) {
+            log_level = argv[++i];
+            if (strcmp(log_level, "off") != 0 && strcmp(log_level, "error") != 0 &&
+                strcmp(log_level, "info") != 0) {
+                fprintf(stderr,
+                        "airouter serve: --log-level: expected off, error or info, not '%s'\n",
+                        log_level);
                 return 2;
             }
         } else if (strcmp(a, "--threads") == 0 && has_next) {
@@ -242,6 +255,7 @@ air__cmd_serve(int argc, char **argv)
     o.admin_listen = admin_listen;
     o.threads = threads;
     o.http_mode = http_mode;
+    o.log_level = log_level;
     struct air__gw *gw = NULL;
     char err[512];
     air_status_t st = air__gw_start(&o, &gw, err, sizeof err);

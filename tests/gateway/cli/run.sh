@@ -271,16 +271,26 @@ ok "SIGTERM drains the request in flight (${ms} ms) and exits 0"
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$G/healthz" || true)
 [ "$code" = 000 ] || die "still answering after exit: $code"
 
-# SIGINT: exit 0.
+# SIGINT: exit 0. This one runs with --log-level error over the config's
+# "info": only the failed request reaches the access log.
 write_cfg "$cfg" ""
-start_serve serve2 --config "$cfg" --threads 1
+n0=$(wc -l <"$tmp/access.log")
+start_serve serve2 --config "$cfg" --threads 1 --http-mode pool --log-level error
 code=$(chat "$SPORT" m)
 [ "$code" = 200 ] || die "second serve: chat m got $code"
+code=$(chat "$SPORT" no-such-model)
+[ "$code" = 404 ] || die "second serve: chat no-such-model got $code"
 kill -INT "$SPID"
 wait_exit "$SPID" 15
 [ "$rc" -eq 0 ] || die "serve exited $rc after SIGINT"
 grep -q "SIGINT: draining" "$tmp/serve2.err" || die "no SIGINT message"
 ok "SIGINT stops serve with exit 0"
+n1=$(wc -l <"$tmp/access.log")
+[ $((n1 - n0)) -eq 1 ] || die "--log-level error: $((n1 - n0)) access log lines, want 1"
+tail -n 1 "$tmp/access.log" | grep -q '"status":404' || die "--log-level error: not the 404 line"
+grep -q "libmicrohttpd" "$tmp/serve2.err" || grep -q "a pool of their own" "$tmp/serve2.err" ||
+    die "--http-mode pool: not in the start-up line"
+ok "--log-level error logs only failures; --http-mode pool starts"
 
 # A bad command line or config: exit 2 with a message.
 set +e
@@ -291,10 +301,16 @@ printf '{"listen":"127.0.0.1:0","max_connections":"many","providers":[]}' >"$tmp
 brc2=$?
 "$bin" serve --threads 2 2>"$tmp/bad3.err"
 brc3=$?
+"$bin" serve --config "$cfg" --log-level loud 2>"$tmp/bad4.err"
+brc4=$?
+"$bin" serve --config "$cfg" --http-mode threads 2>"$tmp/bad5.err"
+brc5=$?
 set -e
 [ "$brc1" -eq 2 ] && grep -q "cannot open" "$tmp/bad1.err" || die "missing config: exit $brc1"
 [ "$brc2" -eq 2 ] && grep -q "max_connections" "$tmp/bad2.err" || die "bad config: exit $brc2"
 [ "$brc3" -eq 2 ] || die "no --config: exit $brc3"
+[ "$brc4" -eq 2 ] && grep -q -- "--log-level" "$tmp/bad4.err" || die "bad --log-level: exit $brc4"
+[ "$brc5" -eq 2 ] && grep -q -- "--http-mode" "$tmp/bad5.err" || die "bad --http-mode: exit $brc5"
 ok "serve exits 2 on a bad command line or configuration"
 
 # ------------------------------------------------------ airouter serve --demo
