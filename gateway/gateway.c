@@ -341,10 +341,22 @@ log_line(struct gwreq *q, int status, uint64_t lat_us)
         air__buf_printf(&b, "%.3f", (double)air_resp_ttft_us(p) / 1000.0);
     else
         air__buf_puts(&b, "null");
-    air__buf_printf(&b, ",\"tokens_in\":%llu,\"tokens_out\":%llu,\"cost_usd\":%.9g}\n",
+    air__buf_printf(&b, ",\"tokens_in\":%llu,\"tokens_out\":%llu,\"cost_usd\":%.9g",
                     (unsigned long long)(p ? air_resp_prompt_tokens(p) : 0),
                     (unsigned long long)(p ? air_resp_completion_tokens(p) : 0),
                     p ? air_resp_cost_usd(p) : 0.0);
+    uint32_t ntags = air_resp_tag_count(p);
+    if (ntags > 0) {
+        air__buf_puts(&b, ",\"tags\":[");
+        for (uint32_t i = 0; i < ntags; i++) {
+            const char *t = air_resp_tag(p, i);
+            if (i > 0)
+                air__buf_putc(&b, ',');
+            air__buf_json_str(&b, t, strlen(t));
+        }
+        air__buf_putc(&b, ']');
+    }
+    air__buf_puts(&b, "}\n");
     if (!b.oom) {
         /* One write(2) per line on an O_APPEND descriptor: lines from
          * different threads never interleave, and no lock is taken. */
@@ -765,6 +777,43 @@ on_ready(struct gwreq *q)
 
 /* ---------------------------------------------------------- chat requests */
 
+/* x-airouter-tags: "team=search, feature=summary" -> one tag each (trimmed,
+ * empty items skipped). AIR_OK, AIR_E_INVAL with msg (more than 16 tags,
+ * one longer than 128 bytes) or AIR_E_NOMEM. */
+static air_status_t
+add_tags(air_req_t *areq, const char *hdr, char *msg, size_t msglen)
+{
+    enum { MAX_TAGS = 16, MAX_TAG_LEN = 128 };
+    unsigned n = 0;
+    for (const char *p = hdr; *p != '\0';) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start)
+            continue;
+        if (++n > MAX_TAGS) {
+            snprintf(msg, msglen, "x-airouter-tags: at most %d tags", MAX_TAGS);
+            return AIR_E_INVAL;
+        }
+        if (end - start > MAX_TAG_LEN) {
+            snprintf(msg, msglen, "x-airouter-tags: a tag is longer than %d bytes", MAX_TAG_LEN);
+            return AIR_E_INVAL;
+        }
+        char tag[MAX_TAG_LEN + 1];
+        memcpy(tag, start, (size_t)(end - start));
+        tag[end - start] = '\0';
+        air_status_t st = air_req_add_tag(areq, tag);
+        if (st != AIR_OK)
+            return st == AIR_E_RANGE ? AIR_E_INVAL : st;
+    }
+    return AIR_OK;
+}
+
 /* "messages[0].role: expected a string" -> "messages[0].role". */
 static void
 param_of(const char *msg, char *out, size_t n)
@@ -872,6 +921,18 @@ chat(struct gwreq *q)
                               "x-ai-provider", NULL, 0, NULL);
         }
         ok &= air_req_set_provider(areq, pin) == AIR_OK;
+    }
+    const char *tags = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, "x-airouter-tags");
+    if (tags != NULL) {
+        char bad[160];
+        air_status_t ts = add_tags(areq, tags, bad, sizeof bad);
+        if (ts == AIR_E_INVAL) {
+            air_req_free(areq);
+            if (q->reserved)
+                air__gw_limit_settle(q->key, &q->res, now_us(), time(NULL), 0, 0);
+            return send_error(q, 400, "invalid_request", bad, "x-airouter-tags", NULL, 0, NULL);
+        }
+        ok &= ts == AIR_OK;
     }
     if (q->key != NULL)
         ok &= air_req_set_client_key(areq, q->key->name) == AIR_OK;

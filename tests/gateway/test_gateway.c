@@ -1056,6 +1056,67 @@ test_gateway_access_log_level_error_writes_only_failures(void **state)
     air_mock_stop(m);
 }
 
+/* x-airouter-tags: the tags reach the engine (its per-tag totals), the
+ * access log and nobody upstream; too many or too long is a 400. */
+static void
+test_gateway_tags_header_counts_logs_and_stays_local(void **state)
+{
+    (void)state;
+    char *log = tmp_path("alogtags");
+    char extra[512];
+    snprintf(extra, sizeof extra, "\"access_log\":{\"path\":\"%s\",\"level\":\"info\"}", log);
+    air_mock_t *m = gwt_mock_plain();
+    char *cfg = gwt_config(&m, 1, extra);
+    struct air__gw *gw = gwt_gateway(cfg);
+    const char *const hdrs[] = {"x-airouter-tags:  team=search ,, feature=sum-7 ", NULL};
+    struct http_resp r = http_req("POST", URL(gw, "/v1/chat/completions"), gwt_plain_body, hdrs);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    char sent[4096];
+    air_mock_last_request(m, sent, sizeof sent, NULL, 0);
+    assert_null(strstr(sent, "team=search"));
+    char hv[256];
+    assert_int_equal(air_mock_last_header(m, "x-airouter-tags", hv, sizeof hv), 0);
+
+    char *js = air_stats_json(air__gw_engine(gw));
+    cJSON *st = cJSON_Parse(js);
+    free(js);
+    const cJSON *tags = cJSON_GetObjectItemCaseSensitive(st, "tags");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(tags, "team=search");
+    assert_non_null(t);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(t, "requests")->valueint, 1);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(tags, "feature=sum-7"));
+    assert_int_equal(cJSON_GetArraySize(tags), 2);
+    cJSON_Delete(st);
+
+    char many[1024] = "x-airouter-tags: ";
+    for (int i = 0; i < 17; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "t%d,", i);
+    const char *const h2[] = {many, NULL};
+    r = http_req("POST", URL(gw, "/v1/chat/completions"), gwt_plain_body, h2);
+    cJSON *e = expect_error(&r, 400, "invalid_request");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(e, "error"), "param")->valuestring,
+                        "x-airouter-tags");
+    cJSON_Delete(e);
+    http_resp_free(&r);
+    air__gw_stop(gw, 1000);
+
+    char *text = slurp(log);
+    cJSON *line = cJSON_Parse(text); /* the first line: the tagged request */
+    assert_non_null(line);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(line, "tags");
+    assert_int_equal(cJSON_GetArraySize(lt), 2);
+    assert_string_equal(cJSON_GetArrayItem(lt, 0)->valuestring, "team=search");
+    assert_string_equal(cJSON_GetArrayItem(lt, 1)->valuestring, "feature=sum-7");
+    cJSON_Delete(line);
+    free(text);
+    unlink(log);
+    free(log);
+    free(cfg);
+    air_mock_stop(m);
+}
+
 /* ------------------------------------------------------ connection limits */
 
 /* Milliseconds until the gateway closes fd (by EOF or reset), or -1 when it
@@ -1421,6 +1482,7 @@ main(void)
         cmocka_unit_test(test_gateway_prom_validator_rejects_bad_text),
         cmocka_unit_test(test_gateway_access_log_one_json_line_per_request),
         cmocka_unit_test(test_gateway_access_log_level_error_writes_only_failures),
+        cmocka_unit_test(test_gateway_tags_header_counts_logs_and_stays_local),
         cmocka_unit_test(test_gateway_idle_client_is_timed_out),
         cmocka_unit_test(test_gateway_max_connections_refuses_at_accept),
         cmocka_unit_test(test_gateway_client_disconnect_mid_stream_cancels_upstream),
