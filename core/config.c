@@ -188,6 +188,7 @@ static const struct key retry_keys[] = {
 static const struct key state_fail_keys[] = {
     STR("rate_limits", 0, CFG, state_fail_rate, check_failmode),
     STR("budgets", 0, CFG, state_fail_budget, check_failmode),
+    STR("deployment_quotas", 0, CFG, state_fail_quota, check_failmode),
     END,
 };
 
@@ -1036,6 +1037,11 @@ state_defaults(struct pctx *x, struct air__config *c)
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         if (*d[i].f == NULL && (*d[i].f = air__strdup(d[i].def)) == NULL)
             return nomem(x);
+    /* Deployment quotas follow the rate-limit switch unless set apart
+     * (before that switch existed they shared it). */
+    if (c->state_fail_quota == NULL &&
+        (c->state_fail_quota = air__strdup(c->state_fail_rate)) == NULL)
+        return nomem(x);
     return AIR_OK;
 }
 
@@ -1218,6 +1224,7 @@ air__config_free(struct air__config *c)
     air__free(c->state_prefix);
     air__free(c->state_fail_rate);
     air__free(c->state_fail_budget);
+    air__free(c->state_fail_quota);
     air__free(c);
 }
 

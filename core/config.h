@@ -111,8 +111,10 @@ struct air__config {
     uint32_t state_timeout_ms;   /* connect and command timeout, default 500 */
     uint32_t state_backoff_ms;   /* first reconnect delay, default 100 */
     uint32_t state_backoff_max_ms; /* default 5000 */
-    char *state_fail_rate;       /* "open" (default) | "closed" */
+    char *state_fail_rate;       /* "open" (default) | "closed": client rpm/tpm */
     char *state_fail_budget;     /* "open" | "closed" (default) */
+    char *state_fail_quota;      /* fail.deployment_quotas: "open" | "closed"; default: the
+                                    value of state_fail_rate (deployment rpm/tpm) */
     uint32_t state_sync_ms;      /* lease.sync_ms, default 50 */
     uint32_t state_horizon_ms;   /* lease.horizon_ms, default 500 */
     double state_max_fraction;   /* lease.max_fraction, default 0 = 1 / (4 x instances) */

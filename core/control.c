@@ -846,6 +846,7 @@ air_config_json(air_t *r)
                     c->state_backoff_max_ms);
     kv_str(&b, "rate_limits", c->state_fail_rate, 0);
     kv_str(&b, "budgets", c->state_fail_budget, 1);
+    kv_str(&b, "deployment_quotas", c->state_fail_quota, 1);
     air__buf_printf(&b,
                     "},\"lease\":{\"sync_ms\":%u,\"horizon_ms\":%u,\"max_fraction\":%g,"
                     "\"min_fraction\":%g}}",

@@ -402,15 +402,17 @@ mark_down(struct air__redis *rs, const char *why)
         return;
     atomic_fetch_add_explicit(&rs->transitions, 1, memory_order_relaxed);
     atomic_store_explicit(&rs->down_since_ms, mono_ms(), memory_order_relaxed);
+    const struct air__state *st = rs->st;
     char share[48] = "";
-    if (rs->st->fail_rate == AIR_FAIL_OPEN || rs->st->fail_budget == AIR_FAIL_OPEN)
-        snprintf(share, sizeof share, "; open means a local share of 1/%u", rs->st->instances);
+    if (st->fail_rate == AIR_FAIL_OPEN || st->fail_quota == AIR_FAIL_OPEN ||
+        st->fail_budget == AIR_FAIL_OPEN)
+        snprintf(share, sizeof share, "; open means a local share of 1/%u", st->instances);
     if (!rs->quiet)
         fprintf(stderr,
                 "airouter: state: redis %s:%d unreachable (%s); serving with rate limits "
-                "fail-%s, budgets fail-%s%s\n",
-                rs->url.host, rs->url.port, why, mode_name(rs->st->fail_rate),
-                mode_name(rs->st->fail_budget), share);
+                "fail-%s, budgets fail-%s, deployment quotas fail-%s%s\n",
+                rs->url.host, rs->url.port, why, mode_name(st->fail_rate),
+                mode_name(st->fail_budget), mode_name(st->fail_quota), share);
 }
 
 static void
@@ -882,9 +884,9 @@ dup_or_null(const char *s, int *oom)
 
 air_status_t
 air__redis_prepare(struct air__state *st, const struct air__redis_opts *o, uint32_t instances,
-                   enum air__fail_mode fail_rate, enum air__fail_mode fail_budget,
-                   const struct air__lease_cfg *lc, struct air__redis **out, char *err,
-                   size_t errlen)
+                   enum air__fail_mode fail_rate, enum air__fail_mode fail_quota,
+                   enum air__fail_mode fail_budget, const struct air__lease_cfg *lc,
+                   struct air__redis **out, char *err, size_t errlen)
 {
     *out = NULL;
     struct air__redis *rs = air__calloc(1, sizeof *rs);
@@ -937,7 +939,7 @@ air__redis_prepare(struct air__state *st, const struct air__redis_opts *o, uint3
         air__redis_free(rs);
         return AIR_E_NOMEM;
     }
-    air__state_init_shared(st, &redis_ops, rs, instances, fail_rate, fail_budget, lc);
+    air__state_init_shared(st, &redis_ops, rs, instances, fail_rate, fail_quota, fail_budget, lc);
     *out = rs;
     return AIR_OK;
 }
@@ -1080,11 +1082,12 @@ air__redis_stats_json(struct air__redis *rs, air_buf_t *b)
     air__buf_json_str(b, rs->prefix, strlen(rs->prefix));
     air__buf_printf(b,
                     ",\"instance\":\"%s\",\"instances\":%u,\"fail\":{\"rate_limits\":\"%s\","
-                    "\"budgets\":\"%s\"},\"last_rtt_us\":%lld,\"since_sync_ms\":%lld,"
+                    "\"budgets\":\"%s\",\"deployment_quotas\":\"%s\"},\"last_rtt_us\":%lld,"
+                    "\"since_sync_ms\":%lld,"
                     "\"syncs\":%llu,\"sync_errors\":%llu,\"transitions\":%llu,"
                     "\"connects\":%llu,\"dropped_batches\":%llu,\"last_error\":",
                     rs->instance, st->instances, mode_name(st->fail_rate),
-                    mode_name(st->fail_budget),
+                    mode_name(st->fail_budget), mode_name(st->fail_quota),
                     (long long)atomic_load_explicit(&rs->last_rtt_us, memory_order_relaxed),
                     (long long)(ok > 0 ? now - ok : -1),
                     (unsigned long long)atomic_load_explicit(&rs->syncs, memory_order_relaxed),

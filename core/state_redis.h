@@ -9,7 +9,8 @@
  * through a per-instance sequence number), and applies the replies. The
  * hot path never touches the connection. When Redis is unreachable or slow
  * (a reply later than timeout_ms), the thread marks the state unhealthy
- * (limits then fail open or closed, per type), logs the transition once to
+ * (limits then fail open or closed, per type: client rate limits, deployment
+ * quotas, budgets), logs the transition once to
  * stderr, reconnects with capped exponential backoff and resends the batch
  * it could not confirm, which the script recognises if it was applied.
  * docs/SCALING.md has the key layout and the bounds.
@@ -71,13 +72,15 @@ struct air__redis_opts {
  * unhealthy and the thread keeps trying), then start the sync thread. The
  * limits must already be initialised with st; st is set to the shared
  * backend by this call (air__state_init_shared) using `lc`, `instances` and
- * the fail modes, and the slimits must have been initialised after that:
- * call air__redis_prepare first.
+ * the fail modes (client rate limits, deployment quotas, budgets), and the
+ * slimits must have been initialised after that: call air__redis_prepare
+ * first.
  */
 air_status_t air__redis_prepare(struct air__state *st, const struct air__redis_opts *o,
                                 uint32_t instances, enum air__fail_mode fail_rate,
-                                enum air__fail_mode fail_budget, const struct air__lease_cfg *lc,
-                                struct air__redis **out, char *err, size_t errlen);
+                                enum air__fail_mode fail_quota, enum air__fail_mode fail_budget,
+                                const struct air__lease_cfg *lc, struct air__redis **out,
+                                char *err, size_t errlen);
 /* Hand over the limits (borrowed; they must outlive the backend) and start. */
 air_status_t air__redis_start(struct air__redis *rs, struct air__slimit **lims, size_t nlims,
                               char *err, size_t errlen);

@@ -121,11 +121,11 @@ init_dep(struct air__world *w, struct air__dep *d, int64_t now_ms)
     char *k = lim_key("deployment:", d->id, ":rpm");
     if (k == NULL)
         return -1;
-    air__slim_init_rate(&d->rpm_lim, &w->state, k, rpm, now_ms);
+    air__slim_init_quota(&d->rpm_lim, &w->state, k, rpm, now_ms);
     k = lim_key("deployment:", d->id, ":tpm");
     if (k == NULL)
         return -1;
-    air__slim_init_rate(&d->tpm_lim, &w->state, k, tpm, now_ms);
+    air__slim_init_quota(&d->tpm_lim, &w->state, k, tpm, now_ms);
     air__cap_init(&d->cap, maxin);
     air__dstat_init(&d->agg);
     air__dobs_reset(&d->pending);
@@ -366,9 +366,11 @@ init_state(struct air__world *w, char *err, size_t errlen)
     };
     enum air__fail_mode fr = strcmp(c->state_fail_rate, "closed") == 0 ? AIR_FAIL_CLOSED
                                                                         : AIR_FAIL_OPEN;
+    enum air__fail_mode fq = strcmp(c->state_fail_quota, "closed") == 0 ? AIR_FAIL_CLOSED
+                                                                         : AIR_FAIL_OPEN;
     enum air__fail_mode fb = strcmp(c->state_fail_budget, "open") == 0 ? AIR_FAIL_OPEN
                                                                        : AIR_FAIL_CLOSED;
-    return air__redis_prepare(&w->state, &o, c->state_instances, fr, fb, &lc, &w->redis, err,
+    return air__redis_prepare(&w->state, &o, c->state_instances, fr, fq, fb, &lc, &w->redis, err,
                               errlen);
 }
 

@@ -32,6 +32,7 @@ air__state_init_local(struct air__state *st)
     st->shared = 0;
     st->instances = 1;
     st->fail_rate = AIR_FAIL_OPEN;
+    st->fail_quota = AIR_FAIL_OPEN;
     st->fail_budget = AIR_FAIL_CLOSED;
     st->lease.sync_ms = 50;
     st->lease.horizon_ms = 500;
@@ -43,7 +44,8 @@ air__state_init_local(struct air__state *st)
 void
 air__state_init_shared(struct air__state *st, const struct air__state_ops *ops, void *impl,
                        uint32_t instances, enum air__fail_mode fail_rate,
-                       enum air__fail_mode fail_budget, const struct air__lease_cfg *lc)
+                       enum air__fail_mode fail_quota, enum air__fail_mode fail_budget,
+                       const struct air__lease_cfg *lc)
 {
     air__state_init_local(st);
     st->ops = ops;
@@ -51,6 +53,7 @@ air__state_init_shared(struct air__state *st, const struct air__state_ops *ops, 
     st->shared = 1;
     st->instances = instances ? instances : 1;
     st->fail_rate = fail_rate;
+    st->fail_quota = fail_quota;
     st->fail_budget = fail_budget;
     st->lease = *lc;
     if (st->lease.sync_ms < 1)
@@ -153,6 +156,7 @@ air__slim_init_rate(struct air__slimit *l, struct air__state *st, char *key, dou
 {
     l->st = st;
     l->kind = AIR_SL_RATE;
+    l->quota = 0;
     l->key = key;
     l->limit = per_minute;
     l->w = AIR_W_MINUTE;
@@ -166,11 +170,20 @@ air__slim_init_rate(struct air__slimit *l, struct air__state *st, char *key, dou
 }
 
 void
+air__slim_init_quota(struct air__slimit *l, struct air__state *st, char *key, double per_minute,
+                     int64_t now_ms)
+{
+    air__slim_init_rate(l, st, key, per_minute, now_ms);
+    l->quota = 1;
+}
+
+void
 air__slim_init_budget(struct air__slimit *l, struct air__state *st, char *key, double usd,
                       enum air__window w, int64_t now_ms)
 {
     l->st = st;
     l->kind = AIR_SL_BUDGET;
+    l->quota = 0;
     l->key = key;
     l->limit = usd;
     l->w = w;
@@ -246,6 +259,14 @@ shared_rate_level(const struct air__slimit *l, int64_t need, int64_t now_ms, int
     return AIR_SL_LIMIT;
 }
 
+/* How a rate limit behaves while the store is unreachable: a deployment's
+ * quota by its own switch, a client's rpm/tpm by the rate-limit one. */
+static enum air__fail_mode
+rate_fail_mode(const struct air__slimit *l)
+{
+    return l->quota ? l->st->fail_quota : l->st->fail_rate;
+}
+
 enum air__slim_rc
 air__slim_take(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms)
 {
@@ -262,7 +283,7 @@ air__slim_take(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms
         return AIR_SL_OK;
     lease_short(l, need);
     if (!atomic_load_explicit(&l->st->healthy, memory_order_relaxed)) {
-        if (l->st->fail_rate == AIR_FAIL_CLOSED)
+        if (rate_fail_mode(l) == AIR_FAIL_CLOSED)
             return AIR_SL_CLOSED;
         int64_t w = air__bucket_take(&l->bucket, n, now_ms);
         if (w == 0) {
@@ -289,7 +310,7 @@ air__slim_peek(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms
     if (need == 0 || atomic_load_explicit(&l->lease.avail, memory_order_acquire) >= have_at_least)
         return AIR_SL_OK;
     if (!atomic_load_explicit(&l->st->healthy, memory_order_relaxed)) {
-        if (l->st->fail_rate == AIR_FAIL_CLOSED)
+        if (rate_fail_mode(l) == AIR_FAIL_CLOSED)
             return AIR_SL_CLOSED;
         int64_t w = air__bucket_peek(&l->bucket, n, now_ms);
         *wait_ms = w;

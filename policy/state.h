@@ -24,8 +24,9 @@
  *    horizon, clamped to [min_slice, max_slice]. While the store is
  *    unreachable (healthy == 0) a limit whose slice is spent fails open (a
  *    local bucket or budget holding limit / instances) or closed
- *    (AIR_SL_CLOSED), per limit type; usage taken meanwhile is settled when
- *    the store is back.
+ *    (AIR_SL_CLOSED), per limit type (client rate limits, deployment quotas,
+ *    budgets: fail_rate, fail_quota, fail_budget); usage taken meanwhile is
+ *    settled when the store is back.
  *
  * Bound: an instance never holds more than max_slice unspent (plus, for tpm
  * and budgets, what its in-flight requests reserved beyond their actual
@@ -86,7 +87,9 @@ struct air__state {
     void *impl;
     int shared; /* 0: local backend */
     uint32_t instances;
-    enum air__fail_mode fail_rate, fail_budget;
+    /* When the store is unreachable: client rate limits, deployment quotas
+     * (a vendor's rpm/tpm, slimits made by air__slim_init_quota), budgets. */
+    enum air__fail_mode fail_rate, fail_quota, fail_budget;
     struct air__lease_cfg lease;
     _Atomic int healthy; /* shared: 1 while the store answers (written by the sync side) */
 };
@@ -96,7 +99,8 @@ void air__state_init_local(struct air__state *st);
 /* A shared store; starts healthy. instances >= 1. */
 void air__state_init_shared(struct air__state *st, const struct air__state_ops *ops, void *impl,
                             uint32_t instances, enum air__fail_mode fail_rate,
-                            enum air__fail_mode fail_budget, const struct air__lease_cfg *lc);
+                            enum air__fail_mode fail_quota, enum air__fail_mode fail_budget,
+                            const struct air__lease_cfg *lc);
 const char *air__state_name(const struct air__state *st);
 
 enum air__slim_kind { AIR_SL_RATE, AIR_SL_BUDGET };
@@ -133,6 +137,7 @@ struct air__lease {
 struct air__slimit {
     struct air__state *st;
     enum air__slim_kind kind;
+    int quota;   /* rates: a deployment's quota (fails per st->fail_quota, not fail_rate) */
     char *key;   /* store key suffix, e.g. "client:alice:rpm"; owned by whoever set it */
     double limit;          /* per minute (rates) or USD per window (budgets); > 0 */
     enum air__window w;    /* budgets */
@@ -150,6 +155,11 @@ struct air__slimit {
  * (per_minute <= 0: unlimited, local backend only). */
 void air__slim_init_rate(struct air__slimit *l, struct air__state *st, char *key, double per_minute,
                          int64_t now_ms);
+/* The same for a deployment's quota (a vendor's rpm or tpm): it differs
+ * only in failing open or closed per st->fail_quota while the store is
+ * unreachable. */
+void air__slim_init_quota(struct air__slimit *l, struct air__state *st, char *key,
+                          double per_minute, int64_t now_ms);
 /* A budget of usd per window (usd <= 0: unlimited, spending counted;
  * local backend only). */
 void air__slim_init_budget(struct air__slimit *l, struct air__state *st, char *key, double usd,

@@ -7,8 +7,12 @@
  * Redis is unreachable from the start: air_new still succeeds, the stats say
  * unhealthy and list the leases, rate limits fail open (served from the
  * local share: limit / instances) or closed (503 with a clear reason, also
- * for a deployment's quota), budgets fail closed by default.
+ * for a deployment's quota), budgets fail closed by default, and deployment
+ * quotas fail apart from client rate limits when state.fail.deployment_quotas
+ * says so (either way round; the effective modes are in the config, the
+ * stats and the transition log line).
  */
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -69,6 +73,7 @@ test_state_config_defaults(void **state)
     assert_string_equal(c->state_prefix, "airouter:");
     assert_string_equal(c->state_fail_rate, "open");
     assert_string_equal(c->state_fail_budget, "closed");
+    assert_string_equal(c->state_fail_quota, "open");
     assert_int_equal(c->state_instances, 1);
     assert_int_equal(c->state_timeout_ms, 500);
     assert_int_equal(c->state_sync_ms, 50);
@@ -87,6 +92,7 @@ test_state_config_defaults(void **state)
     assert_string_equal(c->state_backend, "redis");
     assert_string_equal(c->state_fail_rate, "closed");
     assert_string_equal(c->state_fail_budget, "open");
+    assert_string_equal(c->state_fail_quota, "closed"); /* follows rate_limits */
     assert_int_equal(c->state_instances, 4);
     assert_int_equal(c->state_sync_ms, 10);
     assert_true(c->state_max_fraction == 0.05);
@@ -108,6 +114,16 @@ test_state_config_errors_name_the_key(void **state)
     expect_error("{'prefix':'a b'}", "state.prefix: must not contain spaces");
     expect_error("{'instances':0}", "state.instances: must be between 1 and 100000");
     expect_error("{'fail':{'budgets':'maybe'}}", "state.fail.budgets: must be \"open\" or");
+    expect_error("{'fail':{'deployment_quotas':'maybe'}}",
+                 "state.fail.deployment_quotas: must be \"open\" or \"closed\"");
+    expect_error("{'fail':{'rate_limits':'open','deployment_quotas':'Closed'}}",
+                 "state.fail.deployment_quotas: must be \"open\" or \"closed\"");
+    expect_error("{'fail':{'deployment_quotas':true}}",
+                 "state.fail.deployment_quotas: expected a string");
+    expect_error("{'fail':{'deployment_quotas':'open','deployment_quotas':'closed'}}",
+                 "state.fail.deployment_quotas: duplicate key");
+    expect_error("{'fail':{'deployment_quota':'open'}}",
+                 "state.fail.deployment_quota: unknown key (did you mean 'deployment_quotas'?)");
     expect_error("{'lease':{'max_fraction':2}}", "state.lease.max_fraction: must be between 0 and 1");
     expect_error("{'prefx':'x'}", "state.prefx: unknown key (did you mean 'prefix'?)");
     expect_error("{'password_env':'NOT_SET_ANYWHERE_42'}",
@@ -146,6 +162,54 @@ test_state_config_password_from_env_never_shown(void **state)
     free(j);
     air_free(r, 0);
     unsetenv("AIR_TEST_REDIS_PASSWORD");
+}
+
+/* state.fail.deployment_quotas: its own value when given, else whatever
+ * rate_limits says (given or defaulted), so configs written before it
+ * behave as they did. */
+static void
+test_state_config_deployment_quotas_default_and_override(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *fail, *rate, *quota, *budget;
+    } cases[] = {
+        {"{}", "open", "open", "closed"},
+        {"{'rate_limits':'open'}", "open", "open", "closed"},
+        {"{'rate_limits':'closed'}", "closed", "closed", "closed"},
+        {"{'budgets':'open'}", "open", "open", "open"},
+        {"{'deployment_quotas':'closed'}", "open", "closed", "closed"},
+        {"{'rate_limits':'open','deployment_quotas':'closed'}", "open", "closed", "closed"},
+        {"{'deployment_quotas':'open','rate_limits':'closed'}", "closed", "open", "closed"},
+        {"{'rate_limits':'closed','deployment_quotas':'closed','budgets':'open'}", "closed",
+         "closed", "open"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cfg[1024], err[256];
+        snprintf(cfg, sizeof cfg, "{" PROV ",'state':{'fail':%s}}", cases[i].fail);
+        struct air__config *c = NULL;
+        if (parse(cfg, &c, err, sizeof err) != AIR_OK)
+            fail_msg("%s: %s", cases[i].fail, err);
+        assert_string_equal(c->state_fail_rate, cases[i].rate);
+        assert_string_equal(c->state_fail_quota, cases[i].quota);
+        assert_string_equal(c->state_fail_budget, cases[i].budget);
+        air__config_free(c);
+    }
+
+    /* The effective config shows all three. */
+    air_t *r = NULL;
+    char err[256];
+    const char *cfg = "{\"providers\":[{\"name\":\"p\",\"kind\":\"openai\",\"base_url\":"
+                      "\"http://127.0.0.1:1/v1\"}],\"state\":{\"fail\":{\"rate_limits\":"
+                      "\"closed\",\"deployment_quotas\":\"open\"}}}";
+    assert_int_equal(air_new(cfg, &r, err, sizeof err), AIR_OK);
+    char *j = air_config_json(r);
+    assert_non_null(j);
+    if (strstr(j, "\"fail\":{\"rate_limits\":\"closed\",\"budgets\":\"closed\","
+                  "\"deployment_quotas\":\"open\"}") == NULL)
+        fail_msg("config json lacks the fail modes: %s", j);
+    free(j);
+    air_free(r, 0);
 }
 
 static void
@@ -194,6 +258,7 @@ struct one {
     air_errclass_t cls;
     int http;
     char msg[256];
+    char model[64]; /* the deployment's model that answered */
 };
 
 static void
@@ -205,6 +270,8 @@ one_done(const air_resp_t *resp, void *ud)
     o->cls = air_resp_error_class(resp);
     o->http = air_resp_http_status(resp);
     snprintf(o->msg, sizeof o->msg, "%s", air_resp_error_message(resp));
+    const char *mdl = air_resp_model(resp);
+    snprintf(o->model, sizeof o->model, "%s", mdl != NULL ? mdl : "");
     o->done = 1;
     pthread_cond_signal(&o->cv);
     pthread_mutex_unlock(&o->mu);
@@ -235,19 +302,28 @@ send_one(air_t *r, const char *model, const char *client, struct one *o)
     pthread_mutex_destroy(&o->mu);
 }
 
-static air_t *
-unreachable_router(air_mock_t *m, int port, const char *fail)
+/* Config of a router whose Redis (on a closed port) is unreachable. */
+static void
+unreachable_cfg(char *cfg, size_t cfglen, air_mock_t *m, int port, const char *fail)
 {
-    char cfg[2048], err[512];
-    snprintf(cfg, sizeof cfg,
+    snprintf(cfg, cfglen,
              "{\"workers\":1,\"providers\":[{\"name\":\"m\",\"kind\":\"openai\","
              "\"base_url\":\"http://127.0.0.1:%u/v1\",\"models\":[{\"name\":\"mm\","
              "\"input_price_per_mtok\":1,\"output_price_per_mtok\":1},{\"name\":\"quota\","
-             "\"tpm\":100000}]}],"
+             "\"tpm\":100000},{\"name\":\"rq\",\"rpm\":600}]}],"
+             "\"routes\":[{\"model\":\"pair\",\"strategy\":\"priority\",\"targets\":["
+             "{\"provider\":\"m\",\"model\":\"rq\"},{\"provider\":\"m\",\"model\":\"mm\"}]}],"
              "\"clients\":[{\"name\":\"rate\",\"rpm\":60},{\"name\":\"money\",\"budget_usd\":10}],"
              "\"state\":{\"backend\":\"redis\",\"url\":\"redis://127.0.0.1:%d\",\"instances\":3,"
              "\"timeout_ms\":100,\"backoff_ms\":50,\"backoff_max_ms\":100,\"fail\":%s}}",
              air_mock_port(m), port, fail);
+}
+
+static air_t *
+unreachable_router(air_mock_t *m, int port, const char *fail)
+{
+    char cfg[2048], err[512];
+    unreachable_cfg(cfg, sizeof cfg, m, port, fail);
     air_t *r = NULL;
     if (air_new(cfg, &r, err, sizeof err) != AIR_OK)
         fail_msg("air_new: %s", err);
@@ -306,6 +382,129 @@ test_state_unreachable_redis_fails_open_and_closed(void **state)
     air_mock_stop(m);
 }
 
+/* Run air_new with stderr going to a file; what was written there in the
+ * next 300 ms (the transition line) is returned in buf. */
+static air_t *
+router_logged(air_mock_t *m, int port, const char *fail, char *buf, size_t buflen)
+{
+    char path[] = "/tmp/air-state-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    char cfg[2048], err[512];
+    unreachable_cfg(cfg, sizeof cfg, m, port, fail);
+    assert_true(dup2(fd, 2) >= 0);
+    air_t *r = NULL;
+    air_status_t st = air_new(cfg, &r, err, sizeof err);
+    /* The first sync (in air_new) already found Redis down; give a
+     * reconnect attempt time to show the line is not repeated. */
+    if (st == AIR_OK)
+        usleep(300 * 1000);
+    fflush(stderr);
+    int back = dup2(saved, 2); /* stderr back before anything can fail */
+    close(saved);
+    ssize_t n = pread(fd, buf, buflen - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    assert_true(back >= 0);
+    if (st != AIR_OK)
+        fail_msg("air_new: %s", err);
+    return r;
+}
+
+static int
+count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p != NULL; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* state.fail.deployment_quotas apart from rate_limits, both ways round: a
+ * deployment whose rpm quota fails closed is taken out of rotation (a route
+ * fails over past it) while a client's rpm admits from its local share; and
+ * a client's rpm that fails closed refuses while the deployment's quota
+ * admits from its local share. */
+static void
+test_state_unreachable_redis_deployment_quotas_fail_apart(void **state)
+{
+    (void)state;
+    air_mock_opts_t mo;
+    air_mock_opts_init(&mo);
+    air_mock_t *m = NULL;
+    char err[256], log[4096];
+    assert_int_equal(air_mock_start(&mo, &m, err, sizeof err), 0);
+    int port = closed_port();
+    struct one o;
+
+    /* Quotas closed, client rate limits open. */
+    air_t *r = router_logged(m, port, "{\"rate_limits\":\"open\",\"deployment_quotas\":\"closed\"}",
+                             log, sizeof log);
+    if (strstr(log, "serving with rate limits fail-open, budgets fail-closed, deployment "
+                    "quotas fail-closed; open means a local share of 1/3") == NULL)
+        fail_msg("transition line: '%s'", log);
+    assert_int_equal(count_of(log, "unreachable"), 1);
+    char *j = air_stats_json(r);
+    if (strstr(j, "\"fail\":{\"rate_limits\":\"open\",\"budgets\":\"closed\","
+                  "\"deployment_quotas\":\"closed\"}") == NULL)
+        fail_msg("stats lack the fail modes: %s", j);
+    free(j);
+    /* The deployment with an rpm quota: out of rotation, with the reason. */
+    send_one(r, "rq", NULL, &o);
+    assert_int_equal(o.st, AIR_E_UPSTREAM);
+    assert_int_equal(o.cls, AIR_ERR_OVERLOADED);
+    if (strstr(o.msg, "rpm quota unknown: shared state store unreachable (fail-closed)") == NULL)
+        fail_msg("message: '%s'", o.msg);
+    /* A tpm quota too. */
+    send_one(r, "quota", NULL, &o);
+    assert_int_equal(o.cls, AIR_ERR_OVERLOADED);
+    assert_non_null(strstr(o.msg, "tpm quota unknown: shared state store unreachable"));
+    /* A route fails over past it. */
+    send_one(r, "pair", NULL, &o);
+    assert_int_equal(o.st, AIR_OK);
+    assert_string_equal(o.model, "mm");
+    /* The client's rpm admits: its local share is 60 / 3 = 20 a minute. */
+    int ok = 0;
+    for (int i = 0; i < 22; i++) {
+        send_one(r, "mm", "rate", &o);
+        ok += o.st == AIR_OK;
+        if (o.st != AIR_OK)
+            assert_int_equal(o.cls, AIR_ERR_RATE_LIMITED);
+    }
+    assert_int_equal(ok, 20);
+    air_free(r, 1000);
+
+    /* The reverse: client rate limits closed, quotas open. */
+    r = router_logged(m, port, "{\"rate_limits\":\"closed\",\"deployment_quotas\":\"open\"}", log,
+                      sizeof log);
+    if (strstr(log, "serving with rate limits fail-closed, budgets fail-closed, deployment "
+                    "quotas fail-open; open means a local share of 1/3") == NULL)
+        fail_msg("transition line: '%s'", log);
+    j = air_stats_json(r);
+    assert_non_null(strstr(j, "\"fail\":{\"rate_limits\":\"closed\",\"budgets\":\"closed\","
+                              "\"deployment_quotas\":\"open\"}"));
+    free(j);
+    send_one(r, "mm", "rate", &o);
+    assert_int_equal(o.cls, AIR_ERR_OVERLOADED);
+    assert_int_equal(o.http, 503);
+    assert_non_null(strstr(o.msg, "client 'rate' rpm limit cannot be checked: the shared state "
+                                  "store is unreachable and rate limits fail closed"));
+    send_one(r, "rq", NULL, &o);
+    assert_int_equal(o.st, AIR_OK);
+    assert_string_equal(o.model, "rq");
+    send_one(r, "pair", NULL, &o);
+    assert_int_equal(o.st, AIR_OK);
+    assert_string_equal(o.model, "rq"); /* first in line, in rotation */
+    send_one(r, "quota", NULL, &o);
+    assert_int_equal(o.st, AIR_OK);
+    air_free(r, 1000);
+    air_mock_stop(m);
+}
+
 int
 main(void)
 {
@@ -313,8 +512,10 @@ main(void)
         cmocka_unit_test(test_state_config_defaults),
         cmocka_unit_test(test_state_config_errors_name_the_key),
         cmocka_unit_test(test_state_config_password_from_env_never_shown),
+        cmocka_unit_test(test_state_config_deployment_quotas_default_and_override),
         cmocka_unit_test(test_state_config_url_parser),
         cmocka_unit_test(test_state_unreachable_redis_fails_open_and_closed),
+        cmocka_unit_test(test_state_unreachable_redis_deployment_quotas_fail_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -410,8 +410,8 @@ backend(struct air__state *st, const char *url, const char *prefix, uint32_t ins
     struct air__lease_cfg lc = {.sync_ms = 10, .horizon_ms = 100, .max_fraction = max_fraction,
                                 .min_fraction = 0.01};
     char err[256];
-    if (air__redis_prepare(st, &o, instances, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED, &lc, &rs, err,
-                           sizeof err) != AIR_OK)
+    if (air__redis_prepare(st, &o, instances, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED,
+                           &lc, &rs, err, sizeof err) != AIR_OK)
         fail_msg("air__redis_prepare: %s", err);
     return rs;
 }
@@ -649,8 +649,8 @@ atom_main(void *arg)
     struct air__lease_cfg lc = {.sync_ms = 10, .horizon_ms = 100, .max_fraction = 0.2,
                                 .min_fraction = 0.01};
     char err[256];
-    if (air__redis_prepare(&st, &o, 8, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED, &lc, &rs, err,
-                           sizeof err) != AIR_OK)
+    if (air__redis_prepare(&st, &o, 8, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED, AIR_FAIL_CLOSED, &lc, &rs,
+                           err, sizeof err) != AIR_OK)
         return NULL;
     int64_t now = (int64_t)time(NULL) * 1000;
     struct air__slimit b, r;
@@ -877,8 +877,8 @@ test_state_redis_lost_reply_applied_once(void **state)
     struct air__lease_cfg lc = {.sync_ms = 10, .horizon_ms = 100, .max_fraction = 0.5,
                                 .min_fraction = 0.01};
     char err[256];
-    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_CLOSED, &lc, &rs,
-                                        err, sizeof err),
+    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_OPEN, AIR_FAIL_CLOSED,
+                                        &lc, &rs, err, sizeof err),
                      AIR_OK);
     int64_t now = (int64_t)time(NULL) * 1000;
     struct air__slimit l;
@@ -935,8 +935,8 @@ test_state_redis_wrong_type_key_refused_whole(void **state)
     struct air__lease_cfg lc = {.sync_ms = 10, .horizon_ms = 100, .max_fraction = 0.5,
                                 .min_fraction = 0.01};
     char err[256];
-    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_CLOSED, &lc, &rs,
-                                        err, sizeof err),
+    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_OPEN, AIR_FAIL_CLOSED,
+                                        &lc, &rs, err, sizeof err),
                      AIR_OK);
     int64_t now = (int64_t)time(NULL) * 1000;
     struct air__slimit lb, lg;
@@ -1294,6 +1294,9 @@ test_state_redis_outage_logged_once(void **state)
     assert_true(during >= 3); /* several failed attempts, none logged */
     assert_int_equal(count_lines(log, "airouter: state:"), 2);
     assert_int_equal(count_lines(log, " unreachable ("), 1);
+    /* The effective modes, deployment quotas following rate_limits. */
+    assert_non_null(strstr(log, "serving with rate limits fail-open, budgets fail-closed, "
+                                "deployment quotas fail-open; open means a local share of 1/2"));
     assert_int_equal(count_lines(log, " reachable again after "), 1);
     assert_null(strstr(log, "\n\n"));
     assert_int_equal(router_stat(r, "transitions"), 2);
@@ -1322,8 +1325,8 @@ test_state_redis_reconnect_backoff_doubles_to_cap(void **state)
     struct air__lease_cfg lc = {.sync_ms = 5, .horizon_ms = 100, .max_fraction = 0.1,
                                 .min_fraction = 0.01};
     char err[256];
-    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_CLOSED, &lc, &rs,
-                                        err, sizeof err),
+    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_OPEN, AIR_FAIL_CLOSED,
+                                        &lc, &rs, err, sizeof err),
                      AIR_OK);
     struct air__slimit l;
     char key[] = "boff:rpm";
@@ -1384,8 +1387,8 @@ test_state_redis_wall_clock_step_does_not_stall_reconnects(void **state)
     struct air__lease_cfg lc = {.sync_ms = 5, .horizon_ms = 100, .max_fraction = 0.1,
                                 .min_fraction = 0.01};
     char err[256];
-    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_CLOSED, &lc, &rs,
-                                        err, sizeof err),
+    assert_int_equal(air__redis_prepare(&st, &o, 1, AIR_FAIL_OPEN, AIR_FAIL_OPEN, AIR_FAIL_CLOSED,
+                                        &lc, &rs, err, sizeof err),
                      AIR_OK);
     struct air__slimit l;
     char key[] = "step:rpm";

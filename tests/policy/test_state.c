@@ -5,7 +5,8 @@
  * what the store has, debt is charged unconditionally): slices are renewed
  * when low and shrunk when idle, usage and refunds are reported exactly,
  * oversized requests leave debt, fail-open and fail-closed when the store is
- * unhealthy (and fail-open usage is reported afterwards), budgets reserve
+ * unhealthy (and fail-open usage is reported afterwards; a deployment's quota
+ * follows its own switch, apart from client rate limits), budgets reserve
  * from the slice and settle to it, and the concurrency test: several threads
  * spending a lease while a sync thread renews it never spend more than the
  * store granted (run under TSan too).
@@ -66,7 +67,7 @@ shared_state_n(struct air__state *st, uint32_t instances, double maxf, double mi
     struct air__lease_cfg lc = {.sync_ms = 50, .horizon_ms = 500, .max_fraction = maxf,
                                 .min_fraction = minf};
     air__state_init_shared(st, &fake_ops, (void *)nudges, instances, AIR_FAIL_OPEN,
-                           AIR_FAIL_CLOSED, &lc);
+                           AIR_FAIL_OPEN, AIR_FAIL_CLOSED, &lc);
 }
 
 static void
@@ -265,6 +266,66 @@ test_state_unhealthy_fails_open_or_closed(void **state)
     assert_int_equal(rq.must, 1500000); /* and charged to the window */
 }
 
+/* A deployment's quota (air__slim_init_quota) fails per fail_quota, a
+ * client's rate limit per fail_rate, in either combination; while the
+ * store answers they behave the same. */
+static void
+test_state_quota_fails_apart_from_rate_limits(void **state)
+{
+    (void)state;
+    struct air__state st;
+    struct air__lease_cfg lc = {.sync_ms = 50, .horizon_ms = 500, .max_fraction = 0.1,
+                                .min_fraction = 0.01};
+    air__state_init_shared(&st, &fake_ops, NULL, 4, AIR_FAIL_OPEN, AIR_FAIL_CLOSED,
+                           AIR_FAIL_CLOSED, &lc);
+    assert_int_equal(st.fail_rate, AIR_FAIL_OPEN);
+    assert_int_equal(st.fail_quota, AIR_FAIL_CLOSED);
+    assert_int_equal(st.fail_budget, AIR_FAIL_CLOSED);
+    struct air__slimit cl, dq;
+    air__slim_init_rate(&cl, &st, NULL, 400, 0);  /* a client's rpm: fail-open share 100 */
+    air__slim_init_quota(&dq, &st, NULL, 400, 0); /* a deployment's rpm */
+    assert_int_equal(cl.quota, 0);
+    assert_int_equal(dq.quota, 1);
+    assert_true(air__slim_limit(&dq) == 400);
+    int64_t w;
+    /* Healthy: both spend their slices alike. */
+    struct store s1 = {.tokens = 400000}, s2 = {.tokens = 400000};
+    store_sync(&s1, &cl, 1, 0);
+    store_sync(&s2, &dq, 1, 0);
+    assert_int_equal(air__slim_take(&cl, 1, 2, &w), AIR_SL_OK);
+    assert_int_equal(air__slim_take(&dq, 1, 2, &w), AIR_SL_OK);
+
+    atomic_store(&st.healthy, 0);
+    while (air__slim_avail(&cl) >= 1 && air__slim_take(&cl, 1, 3, &w) == AIR_SL_OK)
+        ;
+    while (air__slim_avail(&dq) >= 1 && air__slim_take(&dq, 1, 3, &w) == AIR_SL_OK)
+        ;
+    /* Slices spent: the client limit serves from its local share, the
+     * quota refuses (take and peek agree). */
+    assert_int_equal(air__slim_peek(&cl, 1, 3, &w), AIR_SL_OK);
+    assert_int_equal(air__slim_take(&cl, 1, 3, &w), AIR_SL_OK);
+    assert_int_equal(air__slim_peek(&dq, 1, 3, &w), AIR_SL_CLOSED);
+    assert_int_equal(air__slim_take(&dq, 1, 3, &w), AIR_SL_CLOSED);
+
+    /* The reverse: client rate limits closed, deployment quotas open. */
+    st.fail_rate = AIR_FAIL_CLOSED;
+    st.fail_quota = AIR_FAIL_OPEN;
+    assert_int_equal(air__slim_peek(&cl, 1, 4, &w), AIR_SL_CLOSED);
+    assert_int_equal(air__slim_take(&cl, 1, 4, &w), AIR_SL_CLOSED);
+    assert_int_equal(air__slim_peek(&dq, 1, 4, &w), AIR_SL_OK);
+    int ok = 0;
+    while (air__slim_take(&dq, 1, 4, &w) == AIR_SL_OK && ok < 1000)
+        ok++;
+    assert_int_equal(ok, 100); /* its local share: 400 / 4 */
+    assert_int_equal(air__slim_take(&dq, 1, 4, &w), AIR_SL_LIMIT);
+
+    /* The local backend: both open, as before the switch existed. */
+    struct air__state loc;
+    air__state_init_local(&loc);
+    assert_int_equal(loc.fail_quota, AIR_FAIL_OPEN);
+    assert_int_equal(loc.fail_rate, AIR_FAIL_OPEN);
+}
+
 static void
 test_state_budget_lease_reserve_settle(void **state)
 {
@@ -460,6 +521,7 @@ main(void)
         cmocka_unit_test(test_state_demand_grows_the_slice),
         cmocka_unit_test(test_state_oversized_request_leaves_debt),
         cmocka_unit_test(test_state_unhealthy_fails_open_or_closed),
+        cmocka_unit_test(test_state_quota_fails_apart_from_rate_limits),
         cmocka_unit_test(test_state_budget_lease_reserve_settle),
         cmocka_unit_test(test_state_concurrent_spend_never_exceeds_grants),
         cmocka_unit_test(test_state_peek_set_and_carry),
