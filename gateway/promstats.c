@@ -13,7 +13,8 @@
  * `state` becomes `airouter_thing_health_state{thing=...,state="..."} 1`.
  * A family is emitted once with all its samples, as the format requires.
  * The `state` object (where limits keep their counts, docs/SCALING.md)
- * becomes `airouter_state_<member>` gauges (its counters `_total`), an
+ * becomes `airouter_state_<member>` gauges (its counters `_total`), its
+ * `fail` modes `airouter_state_fail_mode{limit,mode} 1`, an
  * `airouter_state_backend_info{backend=...} 1`, and its `leases` array the
  * per-lease families `airouter_lease_<member>{lease="client:alice:rpm"}`.
  */
@@ -239,6 +240,55 @@ emit_state(air_buf_t *b, const cJSON *st)
             air__buf_putc(b, '\n');
         } else if (cJSON_IsArray(m) && strlen(m->string) > 1) {
             emit_array(b, m->string, m);
+        } else if (cJSON_IsObject(m) && strcmp(m->string, "fail") == 0) {
+            /* {"rate_limits":"open",...}: one sample per limit type. */
+            air__buf_puts(b, "# HELP airouter_state_fail_mode What each limit type does while "
+                             "the state store is unreachable (1 for its mode).\n"
+                             "# TYPE airouter_state_fail_mode gauge\n");
+            for (const cJSON *f = m->child; f != NULL; f = f->next) {
+                if (!cJSON_IsString(f) || f->string == NULL)
+                    continue;
+                air__buf_puts(b, "airouter_state_fail_mode{limit=");
+                air__gw_prom_label(b, f->string);
+                air__buf_puts(b, ",mode=");
+                air__gw_prom_label(b, f->valuestring);
+                air__buf_puts(b, "} 1\n");
+            }
+        }
+    }
+}
+
+/* The engine's per-tag totals ({"team=a":{"requests":..,...}}): one family
+ * per figure, labelled by tag (at most 64 tags per worker plus "_other", so
+ * the label set stays bounded). */
+static void
+emit_tags(air_buf_t *b, const cJSON *tags)
+{
+    static const struct {
+        const char *field, *name, *type, *help;
+    } fams[] = {
+        {"requests", "airouter_tag_requests_total", "counter", "Requests finished, by tag."},
+        {"failed", "airouter_tag_failed_total", "counter", "Requests that failed, by tag."},
+        {"prompt_tokens", "airouter_tag_prompt_tokens_total", "counter",
+         "Prompt tokens, by tag."},
+        {"completion_tokens", "airouter_tag_completion_tokens_total", "counter",
+         "Completion tokens, by tag."},
+        {"cost_usd", "airouter_tag_cost_usd_total", "counter", "Cost in USD, by tag."},
+    };
+    if (tags->child == NULL)
+        return;
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        air__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help,
+                        fams[f].name, fams[f].type);
+        for (const cJSON *t = tags->child; t != NULL; t = t->next) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fams[f].field);
+            if (t->string == NULL || !is_num(v))
+                continue;
+            air__buf_printf(b, "%s{tag=", fams[f].name);
+            air__gw_prom_label(b, t->string);
+            air__buf_puts(b, "} ");
+            num(b, val(v));
+            air__buf_putc(b, '\n');
         }
     }
 }
@@ -287,6 +337,8 @@ air__gw_prom_engine_stats(air_buf_t *b, const char *stats_json)
             }
         } else if (cJSON_IsObject(it) && strcmp(it->string, "state") == 0) {
             emit_state(b, it);
+        } else if (cJSON_IsObject(it) && strcmp(it->string, "tags") == 0) {
+            emit_tags(b, it);
         } else if (cJSON_IsArray(it) && strlen(it->string) > 1) {
             emit_array(b, it->string, it);
         }

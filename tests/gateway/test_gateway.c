@@ -1088,6 +1088,15 @@ test_gateway_tags_header_counts_logs_and_stays_local(void **state)
     assert_non_null(cJSON_GetObjectItemCaseSensitive(tags, "feature=sum-7"));
     assert_int_equal(cJSON_GetArraySize(tags), 2);
     cJSON_Delete(st);
+    /* ... and on /metrics, one sample per tag. */
+    char *text0 = scrape(gw);
+    const char *why = prom_validate(text0);
+    if (why != NULL)
+        fail_msg("invalid Prometheus text: %s\n%s", why, text0);
+    assert_true(prom_sum(text0, "airouter_tag_requests_total{", "tag=\"team=search\"", NULL) == 1);
+    assert_true(prom_sum(text0, "airouter_tag_completion_tokens_total{", "tag=\"feature=sum-7\"",
+                         NULL) == 8);
+    free(text0);
 
     char many[1024] = "x-airouter-tags: ";
     for (int i = 0; i < 17; i++)

@@ -148,6 +148,12 @@ test_state_metrics_redis_backend_leases(void **state)
         fail_msg("invalid metrics: %s\n%s", why, b.data);
     assert_non_null(strstr(b.data, "airouter_state_backend_info{backend=\"redis\"} 1\n"));
     assert_non_null(strstr(b.data, "airouter_state_healthy 0\n"));
+    assert_non_null(
+        strstr(b.data, "airouter_state_fail_mode{limit=\"rate_limits\",mode=\"open\"} 1\n"));
+    assert_non_null(
+        strstr(b.data, "airouter_state_fail_mode{limit=\"budgets\",mode=\"closed\"} 1\n"));
+    assert_non_null(strstr(
+        b.data, "airouter_state_fail_mode{limit=\"deployment_quotas\",mode=\"open\"} 1\n"));
     assert_non_null(strstr(b.data, "airouter_state_since_sync_ms "));
     assert_non_null(strstr(b.data, "airouter_state_last_rtt_us "));
     assert_non_null(strstr(b.data, "# TYPE airouter_state_sync_errors_total counter\n"));
