@@ -762,6 +762,8 @@ air__gw_conf_json(const struct air__gw_conf *c)
     air__buf_printf(&b, ",\"max_body_bytes\":%llu,\"max_connections\":%u,\"client_timeout_ms\":%u",
                     (unsigned long long)c->max_body_bytes, c->max_connections,
                     c->client_timeout_ms);
+    air__buf_printf(&b, ",\"http_mode\":\"%s\"",
+                    c->http_mode == AIR_GW_HTTP_POOL ? "pool" : "workers");
     air__buf_puts(&b, ",\"keys\":[");
     for (size_t i = 0; i < c->nkeys; i++) {
         const struct air__gw_key *k = &c->keys[i];

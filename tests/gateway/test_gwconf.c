@@ -334,9 +334,15 @@ test_gwconf_http_mode_values(void **state)
     struct air__gw_conf *c = parse_ok("{\"http_mode\":\"pool\"," PROVIDERS "}");
     assert_int_equal(c->http_mode, AIR_GW_HTTP_POOL);
     assert_null(strstr(c->engine_json, "http_mode"));
+    char *js = air__gw_conf_json(c);
+    assert_non_null(strstr(js, "\"http_mode\":\"pool\""));
+    free(js);
     air__gw_conf_unref(c);
     c = parse_ok("{\"http_mode\":\"workers\"," PROVIDERS "}");
     assert_int_equal(c->http_mode, AIR_GW_HTTP_WORKERS);
+    js = air__gw_conf_json(c);
+    assert_non_null(strstr(js, "\"http_mode\":\"workers\""));
+    free(js);
     air__gw_conf_unref(c);
     expect_error("{\"http_mode\":\"threads\"}", "http_mode: expected \"workers\" or \"pool\"");
     expect_error("{\"http_mode\":1}", "http_mode: expected \"workers\" or \"pool\"");
