@@ -935,8 +935,8 @@ air_req_new(air_t *r, const char *body, size_t len, air_req_t **out, char *err, 
     q->body = cJSON_ParseWithLengthOpts(q->raw, len, &end, 0);
     air_status_t st;
     if (q->body == NULL) {
-        size_t off = (end != NULL && end >= q->raw && end <= q->raw + len) ? (size_t)(end - q->raw)
-                                                                          : 0;
+        size_t off =
+            (end != NULL && end >= q->raw && end <= q->raw + len) ? (size_t)(end - q->raw) : 0;
         unsigned line, col;
         line_col(q->raw, off, &line, &col);
         if (err != NULL && errlen > 0)
@@ -1266,8 +1266,8 @@ air__deliver(struct air *r, struct air_req *q, struct air_resp *resp)
     struct air_resp *head = atomic_load_explicit(&r->cq_head, memory_order_relaxed);
     do {
         resp->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&r->cq_head, &head, resp,
-                                                    memory_order_release, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&r->cq_head, &head, resp, memory_order_release,
+                                                    memory_order_relaxed));
     if (head == NULL) {
         /* The queue went from empty to non-empty: signal the host. */
         uint64_t one = 1;
@@ -1542,4 +1542,3 @@ air_resp_free(air_resp_t *p)
         air__free(p->tags[i]);
     air__free(p);
 }
-

@@ -1465,8 +1465,8 @@ reuseport_socket(const struct air__gw_addr *a, uint16_t port)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
     else
         ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-    socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                             : sizeof(struct sockaddr_in);
+    socklen_t len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
@@ -1506,19 +1506,20 @@ start_loop_daemons(struct air__gw *gw, const struct air__gw_addr *a, const struc
     unsigned timeout_s = (c->client_timeout_ms + 999) / 1000;
     /* Above the cap on_accept enforces (see there). */
     unsigned limit = (unsigned)c->max_connections + n;
-    uint16_t port = a->sa.ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port)
-                                                : ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+    uint16_t port = a->sa.ss_family == AF_INET6
+                        ? ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port)
+                        : ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
     for (uint32_t i = 0; i < n; i++) {
         int fd = reuseport_socket(a, port);
         if (fd < 0)
             return -1;
         if (i == 0)
             port = socket_port(fd);
-        struct MHD_Daemon *d = MHD_start_daemon(
-            flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_LISTEN_SOCKET, fd,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_NOTIFY_CONNECTION, on_conn,
-            gw, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-            MHD_OPTION_END);
+        struct MHD_Daemon *d =
+            MHD_start_daemon(flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_LISTEN_SOCKET, fd,
+                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
+                             MHD_OPTION_NOTIFY_CONNECTION, on_conn, gw, MHD_OPTION_CONNECTION_LIMIT,
+                             limit, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_END);
         if (d == NULL) {
             close(fd);
             return -1;

@@ -269,8 +269,7 @@ emit_tags(air_buf_t *b, const cJSON *tags)
     } fams[] = {
         {"requests", "airouter_tag_requests_total", "counter", "Requests finished, by tag."},
         {"failed", "airouter_tag_failed_total", "counter", "Requests that failed, by tag."},
-        {"prompt_tokens", "airouter_tag_prompt_tokens_total", "counter",
-         "Prompt tokens, by tag."},
+        {"prompt_tokens", "airouter_tag_prompt_tokens_total", "counter", "Prompt tokens, by tag."},
         {"completion_tokens", "airouter_tag_completion_tokens_total", "counter",
          "Completion tokens, by tag."},
         {"cost_usd", "airouter_tag_cost_usd_total", "counter", "Cost in USD, by tag."},
@@ -278,8 +277,8 @@ emit_tags(air_buf_t *b, const cJSON *tags)
     if (tags->child == NULL)
         return;
     for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
-        air__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help,
-                        fams[f].name, fams[f].type);
+        air__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fams[f].name, fams[f].help, fams[f].name,
+                        fams[f].type);
         for (const cJSON *t = tags->child; t != NULL; t = t->next) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fams[f].field);
             if (t->string == NULL || !is_num(v))

@@ -21,10 +21,10 @@ enum { JP_DROP = 1, JP_SET, JP_ADD };
 
 struct air__jp_edit {
     int op;
-    int dead;           /* JP_ADD dropped again */
-    const char *key;    /* JP_ADD */
-    const cJSON *val;   /* JP_SET, JP_ADD */
-    size_t next_add;    /* JP_ADD: the next add to the same object */
+    int dead;         /* JP_ADD dropped again */
+    const char *key;  /* JP_ADD */
+    const cJSON *val; /* JP_SET, JP_ADD */
+    size_t next_add;  /* JP_ADD: the next add to the same object */
 };
 
 struct air__jp_slot {

@@ -269,7 +269,8 @@ test_tags_totals_in_stats(void **state)
         assert_int_equal(air_resp_status(resp), AIR_OK);
         air_resp_free(resp);
     }
-    const char *fail_body = "{\"model\":\"f\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    const char *fail_body =
+        "{\"model\":\"f\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
     air_req_t *q = req_for(r, fail_body);
     add_tags(q, ab + 1, 1);
     air_resp_t *resp = NULL;

@@ -1104,9 +1104,10 @@ test_gateway_tags_header_counts_logs_and_stays_local(void **state)
     const char *const h2[] = {many, NULL};
     r = http_req("POST", URL(gw, "/v1/chat/completions"), gwt_plain_body, h2);
     cJSON *e = expect_error(&r, 400, "invalid_request");
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
-                            cJSON_GetObjectItemCaseSensitive(e, "error"), "param")->valuestring,
-                        "x-airouter-tags");
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "error"), "param")
+            ->valuestring,
+        "x-airouter-tags");
     cJSON_Delete(e);
     http_resp_free(&r);
     air__gw_stop(gw, 1000);
