@@ -2094,12 +2094,17 @@ air__worker_main(void *arg)
             int ready = 0;
             while (!ready && air__now_us() < until) {
                 int n = 0;
-                curl_multi_wait(w->multi, NULL, 0, 0, &n);
+                hfd.revents = 0;
+                curl_multi_wait(w->multi, nhfd ? &hfd : NULL, nhfd, 0, &n);
                 ready = n > 0 || ck_ring_size(&r->ingress) > 0 ||
                         ck_ring_size(&w->cancel_ring) > 0;
             }
-            if (ready)
+            if (ready) {
+                /* The host's source is polled while spinning too. */
+                if (w->hook_fn != NULL && (hfd.revents & CURL_WAIT_POLLIN))
+                    hook_run(w);
                 continue;
+            }
             atomic_store_explicit(&w->sleeping, 1, memory_order_seq_cst);
             atomic_thread_fence(memory_order_seq_cst);
             if (ck_ring_size(&r->ingress) > 0)

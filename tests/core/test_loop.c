@@ -82,8 +82,16 @@ src_run(void *ud)
     return s->every_ms;
 }
 
+static air_t *router_with_mock_extra(air_mock_t **mock, const char *extra);
+
 static air_t *
 router_with_mock(air_mock_t **mock)
+{
+    return router_with_mock_extra(mock, "");
+}
+
+static air_t *
+router_with_mock_extra(air_mock_t **mock, const char *extra)
 {
     air_mock_opts_t o;
     air_mock_opts_init(&o);
@@ -91,10 +99,10 @@ router_with_mock(air_mock_t **mock)
     assert_int_equal(air_mock_start(&o, mock, err, sizeof err), 0);
     char cfg[512];
     snprintf(cfg, sizeof cfg,
-             "{\"workers\":2,\"providers\":[{\"name\":\"p\",\"kind\":\"openai\","
+             "{%s\"workers\":2,\"providers\":[{\"name\":\"p\",\"kind\":\"openai\","
              "\"base_url\":\"http://127.0.0.1:%u/v1\"}],\"routes\":[{\"model\":\"m\","
              "\"targets\":[{\"provider\":\"p\",\"model\":\"up\"}]}]}",
-             air_mock_port(*mock));
+             extra, air_mock_port(*mock));
     air_t *r = NULL;
     assert_int_equal(air_new(cfg, &r, err, sizeof err), AIR_OK);
     return r;
@@ -135,6 +143,42 @@ test_loop_source_submits_and_callbacks_stay_on_its_thread(void **state)
     assert_int_equal(write(s.efd, &n, sizeof n), (ssize_t)sizeof n);
     nap_ms(50);
     assert_int_equal(atomic_load(&s.runs), runs);
+    air_free(r, 1000);
+    air_mock_stop(m);
+    close(s.efd);
+}
+
+/* With spin_us the worker busy-polls before sleeping; the host's fd is
+ * polled while it spins too, so a source is not starved by spinning. */
+static void
+test_loop_source_runs_while_the_worker_spins(void **state)
+{
+    (void)state;
+    air_mock_t *m = NULL;
+    air_t *r = router_with_mock_extra(&m, "\"spin_us\":200000,");
+    struct src s;
+    src_init(&s, r, -1);
+    atomic_store(&s.submits_left, 10);
+    assert_int_equal(air_worker_attach(r, 0, s.efd, src_run, &s), AIR_OK);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int round = 0; round < 10; round++) {
+        uint64_t one = 1;
+        assert_int_equal(write(s.efd, &one, sizeof one), (ssize_t)sizeof one);
+        for (int i = 0; i < 500 && atomic_load(&s.done_all) <= round; i++)
+            nap_ms(2);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(atomic_load(&s.submit_errors), 0);
+    assert_int_equal(atomic_load(&s.done_ok), 10);
+    assert_int_equal(atomic_load(&s.done_same_thread), 10);
+    /* Each round starts while the worker spins (200 ms after its last
+     * request): had the fd waited for the spin to end, 10 rounds would take
+     * about 2 s. */
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+    if (ms >= 1000)
+        fail_msg("10 rounds took %ld ms: the source waited for the spin", ms);
+    assert_int_equal(air_worker_detach(r, 0), AIR_OK);
     air_free(r, 1000);
     air_mock_stop(m);
     close(s.efd);
@@ -229,6 +273,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loop_source_submits_and_callbacks_stay_on_its_thread),
         cmocka_unit_test(test_loop_source_runs_on_its_timer),
+        cmocka_unit_test(test_loop_source_runs_while_the_worker_spins),
         cmocka_unit_test(test_loop_bad_calls_are_refused),
         cmocka_unit_test(test_loop_free_completes_locally_queued_requests),
     };
