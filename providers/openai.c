@@ -1015,18 +1015,26 @@ air__openai_encode(const void *state, const air_req_view_t *req, air_http_out_t 
         want = bm->valuestring;
     int differs = want != NULL && !(cJSON_IsString(bm) && strcmp(bm->valuestring, want) == 0);
     int need_usage = q->stream_usage && req->stream && !req->include_usage;
-    /* The quirks see the model and stream_options as they will be sent. */
+    /* Only a preset's rewrite needs the patch up front: it sees the model and
+     * stream_options as they will be sent. The plain path splices bytes. */
     struct air__jpatch jp = AIR_JPATCH_INIT;
-    patch_model_usage(req, differs ? want : NULL, need_usage, &jp);
-    size_t base_edits = air__jp_count(&jp);
-    if (q->rewrite_request != NULL && (st = q->rewrite_request(s, req, &jp, f)) != AIR_OK) {
-        air__jp_free(&jp);
-        goto fail;
+    int have_mu = 0, edited = 0;
+    if (q->rewrite_request != NULL) {
+        patch_model_usage(req, differs ? want : NULL, need_usage, &jp);
+        have_mu = 1;
+        size_t base_edits = air__jp_count(&jp);
+        if ((st = q->rewrite_request(s, req, &jp, f)) != AIR_OK) {
+            air__jp_free(&jp);
+            goto fail;
+        }
+        edited = air__jp_count(&jp) > base_edits;
     }
     st = AIR_E_INVAL;
-    if (air__jp_count(&jp) == base_edits && req->raw != NULL)
+    if (!edited && req->raw != NULL)
         st = splice_body(req, differs ? want : NULL, need_usage, out);
     if (st == AIR_E_INVAL) {
+        if (!have_mu)
+            patch_model_usage(req, differs ? want : NULL, need_usage, &jp);
         /* One "model" member goes out, even when the caller sent several. */
         if (want != NULL && !differs)
             air__jp_put(&jp, req->body, "model", air__jp_string(&jp, want));
