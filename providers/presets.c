@@ -869,72 +869,41 @@ static const struct air__openai_hdrkey openrouter_hdrs[] = {
     {NULL, NULL},
 };
 
-#define PRESET_Q(su, hk, fixes)                                                                    \
+#define PRESET_Q(su, hk, ...)                                                                      \
     {                                                                                              \
         .path = "/chat/completions", .auth_header = "Authorization", .auth_prefix = "Bearer ",     \
         .stream_usage = (su), .hdr_keys = (hk), .rewrite_request = preset_rewrite,                 \
-        .map_finish = preset_map_finish, fixes                                                     \
+        .map_finish = preset_map_finish, __VA_ARGS__                                               \
     }
 #define NO_FIXES .fix_response = NULL
+/* A preset: q with the response fixes, plain the same quirks without them
+ * (derived here, so the two cannot disagree). */
+#define PRESET(nm, su, hk, rq, rs, ...)                                                            \
+    {                                                                                              \
+        .q = PRESET_Q(su, hk, __VA_ARGS__), .name = (nm), .req = (rq), .resp = (rs),               \
+        .plain = PRESET_Q(su, hk, NO_FIXES)                                                        \
+    }
 
-static const struct preset p_deepseek = {
-    .q = PRESET_Q(1, NULL, PRESET_FIXES),
-    .name = "deepseek",
-    .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK | R_DEEPSEEK,
-    .resp = F_FINISH | F_CACHE,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
+static const struct preset p_deepseek =
+    PRESET("deepseek", 1, NULL, R_DEVELOPER | R_FOREIGN | R_MAXTOK | R_DEEPSEEK, F_FINISH | F_CACHE,
+           PRESET_FIXES);
 /* stream_options is an extra_forbidden field for Mistral; usage comes on the
  * last chunk anyway. */
-static const struct preset p_mistral = {
-    .q = PRESET_Q(0, NULL, PRESET_FIXES),
-    .name = "mistral",
-    .req = R_DEVELOPER | R_FOREIGN | R_MISTRAL,
-    .resp = F_FINISH,
-    .plain = PRESET_Q(0, NULL, NO_FIXES),
-};
-static const struct preset p_groq = {
-    .q = PRESET_Q(1, NULL, PRESET_FIXES),
-    .name = "groq",
-    .req = R_DEVELOPER | R_FOREIGN | R_GROQ,
-    .resp = F_FINISH | F_XGROQ,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
-static const struct preset p_together = {
-    .q = PRESET_Q(1, NULL, PRESET_FIXES),
-    .name = "together",
-    .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
-    .resp = F_FINISH,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
-static const struct preset p_openrouter = {
-    .q = PRESET_Q(1, openrouter_hdrs, PRESET_FIXES),
-    .name = "openrouter",
-    .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
-    .resp = F_FINISH | F_REASONING,
-    .plain = PRESET_Q(1, openrouter_hdrs, NO_FIXES),
-};
-static const struct preset p_xai = {
-    .q = PRESET_Q(1, NULL, NO_FIXES),
-    .name = "xai",
-    .req = R_DEVELOPER | R_FOREIGN | R_XAI,
-    .resp = 0,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
-static const struct preset p_ollama = {
-    .q = PRESET_Q(1, NULL, PRESET_FIXES),
-    .name = "ollama",
-    .req = R_DEVELOPER | R_FOREIGN | R_MAXTOK,
-    .resp = F_FINISH | F_REASONING,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
-static const struct preset p_vllm = {
-    .q = PRESET_Q(1, NULL, PRESET_FIXES),
-    .name = "vllm",
-    .req = R_DEVELOPER | R_FOREIGN,
-    .resp = F_FINISH | F_REASONING,
-    .plain = PRESET_Q(1, NULL, NO_FIXES),
-};
+static const struct preset p_mistral =
+    PRESET("mistral", 0, NULL, R_DEVELOPER | R_FOREIGN | R_MISTRAL, F_FINISH, PRESET_FIXES);
+static const struct preset p_groq =
+    PRESET("groq", 1, NULL, R_DEVELOPER | R_FOREIGN | R_GROQ, F_FINISH | F_XGROQ, PRESET_FIXES);
+static const struct preset p_together =
+    PRESET("together", 1, NULL, R_DEVELOPER | R_FOREIGN | R_MAXTOK, F_FINISH, PRESET_FIXES);
+static const struct preset p_openrouter =
+    PRESET("openrouter", 1, openrouter_hdrs, R_DEVELOPER | R_FOREIGN | R_MAXTOK,
+           F_FINISH | F_REASONING, PRESET_FIXES);
+static const struct preset p_xai =
+    PRESET("xai", 1, NULL, R_DEVELOPER | R_FOREIGN | R_XAI, 0, NO_FIXES);
+static const struct preset p_ollama = PRESET("ollama", 1, NULL, R_DEVELOPER | R_FOREIGN | R_MAXTOK,
+                                             F_FINISH | F_REASONING, PRESET_FIXES);
+static const struct preset p_vllm =
+    PRESET("vllm", 1, NULL, R_DEVELOPER | R_FOREIGN, F_FINISH | F_REASONING, PRESET_FIXES);
 
 #define CAPS_ALL (AIR_CAP_STREAM | AIR_CAP_TOOLS | AIR_CAP_IMAGES | AIR_CAP_JSON)
 
