@@ -1457,40 +1457,23 @@ loop_run(void *ud)
     return -1;
 }
 
+/* A listening socket on ss that shares its port (SO_REUSEPORT), or -1. */
 static int
-reuseport_socket(const struct air__gw_addr *a, uint16_t port)
+reuseport_socket(const struct sockaddr_storage *ss, socklen_t len)
 {
-    struct sockaddr_storage ss = a->sa;
-    if (ss.ss_family == AF_INET6)
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-    else
-        ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-    socklen_t len =
-        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
+        bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 1024) != 0) {
         int e = errno;
         close(fd);
         errno = e;
         return -1;
     }
     return fd;
-}
-
-static uint16_t
-socket_port(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-        return 0;
-    return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                          : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
 /* Start the per-worker listeners and attach them. 0, or -1 (errno). */
@@ -1506,15 +1489,21 @@ start_loop_daemons(struct air__gw *gw, const struct air__gw_addr *a, const struc
     unsigned timeout_s = (c->client_timeout_ms + 999) / 1000;
     /* Above the cap on_accept enforces (see there). */
     unsigned limit = (unsigned)c->max_connections + n;
-    uint16_t port = a->sa.ss_family == AF_INET6
-                        ? ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port)
-                        : ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+    /* The first socket binds as configured (port 0: any); the others bind
+     * to the address it got. */
+    struct sockaddr_storage ss = a->sa;
+    socklen_t len = a->len;
     for (uint32_t i = 0; i < n; i++) {
-        int fd = reuseport_socket(a, port);
+        int fd = reuseport_socket(&ss, len);
         if (fd < 0)
             return -1;
-        if (i == 0)
-            port = socket_port(fd);
+        if (i == 0) {
+            len = sizeof ss;
+            if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+                close(fd);
+                return -1;
+            }
+        }
         struct MHD_Daemon *d =
             MHD_start_daemon(flags, 0, on_accept, gw, on_access, gw, MHD_OPTION_LISTEN_SOCKET, fd,
                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
