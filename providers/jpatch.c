@@ -113,6 +113,7 @@ new_edit(struct air__jpatch *p, int op, const char *key, const cJSON *val)
         p->cap = ncap;
     }
     p->e[p->n] = (struct air__jp_edit){.op = op, .key = key, .val = val, .next_add = NONE};
+    p->edits++;
     return p->n++;
 }
 
@@ -130,7 +131,7 @@ air__jp_free(struct air__jpatch *p)
 size_t
 air__jp_count(const struct air__jpatch *p)
 {
-    return p->n;
+    return p->edits;
 }
 
 int
@@ -207,7 +208,7 @@ edit_member(struct air__jpatch *p, const cJSON *obj, const struct air__jp_member
             e->dead = 1;
         else
             e->val = val;
-        p->n++; /* counted as an edit, though it only amends one */
+        p->edits++; /* an edit, though it amends a record instead of adding one */
         return;
     }
     struct air__jp_slot *os = slot_get(p, obj);

@@ -36,8 +36,9 @@
 struct air__jp_slot; /* hash entries, private to jpatch.c */
 
 struct air__jpatch {
-    struct air__jp_edit *e; /* the edits */
+    struct air__jp_edit *e; /* the edit records */
     size_t n, cap;
+    size_t edits; /* edits made (an amended record counts again) */
     struct air__jp_slot *h; /* node pointer -> edit, open addressing */
     size_t hcap, hn;
     cJSON **own; /* values the patch frees */
@@ -45,7 +46,7 @@ struct air__jpatch {
     int oom;
 };
 
-#define AIR_JPATCH_INIT {NULL, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}
+#define AIR_JPATCH_INIT {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, 0, 0}
 
 /* One member of an object as the edits left it (see air__jp_next). */
 struct air__jp_member {

@@ -222,6 +222,34 @@ test_jpatch_many_edits_grow_the_table(void **state)
     cJSON_Delete(root);
 }
 
+/* Replacing an added member again and again amends its record: the count
+ * grows, the record array does not, and later edits still land in bounds
+ * (ASan checks the writes). */
+static void
+test_jpatch_amended_adds_count_but_do_not_grow(void **state)
+{
+    (void)state;
+    cJSON *root = cJSON_Parse("{}");
+    struct air__jpatch p = AIR_JPATCH_INIT;
+    air__jp_put(&p, root, "a", air__jp_own(&p, cJSON_CreateNumber(0)));
+    for (int i = 1; i <= 40; i++)
+        air__jp_put(&p, root, "a", air__jp_own(&p, cJSON_CreateNumber(i)));
+    assert_int_equal(air__jp_count(&p), 41);
+    static const char *const keys[] = {"b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
+                                       "l", "m", "n", "o", "p", "q", "r", "s", "t", "u"};
+    for (size_t i = 0; i < 20; i++)
+        air__jp_put(&p, root, keys[i], air__jp_own(&p, cJSON_CreateTrue()));
+    assert_int_equal(air__jp_count(&p), 61);
+    char *got = print_patched(&p, root);
+    assert_non_null(got);
+    const char *head = "{\"a\":40,\"b\":true,";
+    assert_true(strncmp(got, head, strlen(head)) == 0);
+    assert_non_null(strstr(got, ",\"u\":true}"));
+    air__free(got);
+    air__jp_free(&p);
+    cJSON_Delete(root);
+}
+
 static void
 test_jpatch_oom_sweep_is_clean(void **state)
 {
@@ -265,6 +293,7 @@ main(void)
         cmocka_unit_test(test_jpatch_nested_edits_leave_siblings_alone),
         cmocka_unit_test(test_jpatch_edit_inside_replacement_value),
         cmocka_unit_test(test_jpatch_many_edits_grow_the_table),
+        cmocka_unit_test(test_jpatch_amended_adds_count_but_do_not_grow),
         cmocka_unit_test(test_jpatch_oom_sweep_is_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
