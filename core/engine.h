@@ -188,7 +188,15 @@ struct air__wstats {
     _Atomic uint64_t by_class[AIR__ERR_LAST];
 };
 
-enum { AIR__HOOK_NONE = 0, AIR__HOOK_ATTACH, AIR__HOOK_RUNNING, AIR__HOOK_DETACH };
+/* Host source states: NONE -> CLAIMED (an attacher fills the *_p fields)
+ * -> ATTACH (the worker adopts them) -> RUNNING -> DETACH -> NONE. */
+enum {
+    AIR__HOOK_NONE = 0,
+    AIR__HOOK_CLAIMED,
+    AIR__HOOK_ATTACH,
+    AIR__HOOK_RUNNING,
+    AIR__HOOK_DETACH
+};
 
 /* Per-tag totals (air_stats_json "tags"): each worker keeps its own table,
  * written by that worker only; a reader sees an entry once `used` is set

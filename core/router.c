@@ -1152,12 +1152,15 @@ air_worker_attach(air_t *r, uint32_t worker, int fd, air_loop_fn fn, void *ud)
         return AIR_E_SHUTDOWN;
     struct air__worker *w = &r->workers[worker];
     int none = AIR__HOOK_NONE;
+    /* Claim first: only the claimant writes the pending fields, and the
+     * worker reads them only after ATTACH is published. */
+    if (!atomic_compare_exchange_strong_explicit(&w->hook_state, &none, AIR__HOOK_CLAIMED,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return AIR_E_BUSY;
     w->hook_fd_p = fd;
     w->hook_fn_p = fn;
     w->hook_ud_p = ud;
-    if (!atomic_compare_exchange_strong_explicit(&w->hook_state, &none, AIR__HOOK_ATTACH,
-                                                 memory_order_acq_rel, memory_order_acquire))
-        return AIR_E_BUSY;
+    atomic_store_explicit(&w->hook_state, AIR__HOOK_ATTACH, memory_order_release);
     air__worker_wake(w);
     while (atomic_load_explicit(&w->hook_state, memory_order_acquire) == AIR__HOOK_ATTACH &&
            !atomic_load_explicit(&w->exited, memory_order_acquire))
