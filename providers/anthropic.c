@@ -1907,20 +1907,15 @@ ev_from_tree(const cJSON *ev, struct ev *v)
 
 #define FAST_MAX_DEPTH 64
 
-static const char *
-skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
 /* The strict scanner lives in jscan.c (shared with the other adapters). */
 #define ESC_ANY AIR_JSCAN_ESC_ANY
 #define ESC_ODD AIR_JSCAN_ESC_ODD
 #define scan_str air__jscan_str
 #define scan_num air__jscan_num
 #define skip_value air__jscan_skip_value
+#define skip_ws air__jscan_ws
+#define scan_key air__jscan_key
+#define key_is air__jscan_key_is
 
 /* Scan a string value wanted as text. Returns the end, or NULL when the
  * fast path must give up (invalid, or escapes we would not copy as is). */
@@ -1937,32 +1932,6 @@ want_text(const char *p, const char *e, struct jtext *t)
     t->n = (size_t)(q - 1 - (p + 1));
     t->raw = 1;
     return q;
-}
-
-/* A member key, without escapes (an escaped key might decode to a name we
- * look for). Returns the byte after the ':' and its whitespace, or NULL. */
-static const char *
-scan_key(const char *p, const char *e, const char **key, size_t *klen)
-{
-    unsigned esc = 0;
-    if (p >= e || *p != '"')
-        return NULL;
-    const char *q = scan_str(p, e, &esc);
-    if (q == NULL || esc != 0)
-        return NULL;
-    *key = p + 1;
-    *klen = (size_t)(q - 1 - (p + 1));
-    q = skip_ws(q, e);
-    if (q >= e || *q != ':')
-        return NULL;
-    return skip_ws(q + 1, e);
-}
-
-static int
-key_is(const char *k, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && memcmp(k, lit, l) == 0;
 }
 
 /* The delta object's members. Returns the end, or NULL to give up. */

@@ -256,14 +256,6 @@ azure_fix_chunk(const struct air__openai *s, air_stream_ctx_t *sc, cJSON *chunk)
  */
 
 
-static const char *
-skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
 /* The strict scanner is jscan.c's. *uesc is set when a string holds a \u
  * (or \/) escape, which could decode to bytes written differently. */
 static const char *
@@ -277,46 +269,10 @@ scan_str(const char *p, const char *e, int *uesc)
 }
 
 #define skip_value air__jscan_skip_value
-
-/* A member key without escapes (an escaped key might decode to a name that
- * matters). Returns the byte after the ':' and its whitespace, or NULL. */
-static const char *
-scan_key(const char *p, const char *e, const char **key, size_t *klen)
-{
-    int uesc = 0;
-    if (p >= e || *p != '"')
-        return NULL;
-    const char *q = scan_str(p, e, &uesc);
-    if (q == NULL || memchr(p + 1, '\\', (size_t)(q - 1 - (p + 1))) != NULL)
-        return NULL;
-    *key = p + 1;
-    *klen = (size_t)(q - 1 - (p + 1));
-    q = skip_ws(q, e);
-    if (q >= e || *q != ':')
-        return NULL;
-    return skip_ws(q + 1, e);
-}
-
-static int
-key_is(const char *k, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && memcmp(k, lit, l) == 0;
-}
-
-/* After a value: the next member (p after ',') or, at `close`, *end set. */
-static const char *
-next_item(const char *p, const char *e, char close, const char **end)
-{
-    p = skip_ws(p, e);
-    if (p >= e)
-        return NULL;
-    if (*p == close) {
-        *end = p + 1;
-        return p + 1;
-    }
-    return *p == ',' ? skip_ws(p + 1, e) : NULL;
-}
+#define skip_ws air__jscan_ws
+#define scan_key air__jscan_key
+#define key_is air__jscan_key_is
+#define next_item air__jscan_next
 
 /* A string that cJSON reads as non-empty: no \u escape (one could decode to
  * nothing) and something between the quotes. */

@@ -2497,20 +2497,16 @@ put_fast_text(air_buf_t *b, const struct fast_cand *fc, int thought)
     air__buf_put1(b, '"');
 }
 
-static const char *
-skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
 /* The strict scanner lives in jscan.c (shared with the other adapters). */
 #define ESC_ANY AIR_JSCAN_ESC_ANY
 #define ESC_ODD AIR_JSCAN_ESC_ODD
 #define scan_str air__jscan_str
 #define scan_num air__jscan_num
 #define skip_value air__jscan_skip_value
+#define skip_ws air__jscan_ws
+#define scan_key air__jscan_key
+#define key_is air__jscan_key_is
+#define next_member air__jscan_next
 
 /* A string value kept as a span. plain = 1: no escape at all (the span is
  * the decoded text); 0: escapes that copy through unchanged are allowed. */
@@ -2545,49 +2541,6 @@ want_uint(const char *p, const char *e, int maxdig, uint64_t *v)
         return NULL;
     *v = n;
     return q;
-}
-
-/* A member key without escapes (an escaped key might decode to a name we
- * look for). Returns the byte after the ':' and its whitespace, or NULL. */
-static const char *
-scan_key(const char *p, const char *e, const char **key, size_t *klen)
-{
-    unsigned esc = 0;
-    if (p >= e || *p != '"')
-        return NULL;
-    const char *q = scan_str(p, e, &esc);
-    if (q == NULL || esc != 0)
-        return NULL;
-    *key = p + 1;
-    *klen = (size_t)(q - 1 - (p + 1));
-    q = skip_ws(q, e);
-    if (q >= e || *q != ':')
-        return NULL;
-    return skip_ws(q + 1, e);
-}
-
-static int
-key_is(const char *k, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && memcmp(k, lit, l) == 0;
-}
-
-/* After a member value: p at ',' (returns the next key) or at the closing
- * brace (sets *end). NULL: malformed. */
-static const char *
-next_member(const char *p, const char *e, char close, const char **end)
-{
-    p = skip_ws(p, e);
-    if (p >= e)
-        return NULL;
-    if (*p == close) {
-        *end = p + 1;
-        return p + 1;
-    }
-    if (*p != ',')
-        return NULL;
-    return skip_ws(p + 1, e);
 }
 
 /* One part object. */

@@ -86,16 +86,9 @@ scan_str(const char *p, const char *e, int *esc)
 }
 
 #define scan_num air__jscan_num
+#define skip_ws air__jscan_ws
 
 static const char *skip_value(const char *p, const char *e, int depth);
-
-static const char *
-skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
 
 static const char *
 scan_lit(const char *p, const char *e, const char *lit, size_t n)
