@@ -13,6 +13,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "fixed.h"
+
 #define MS_PER_DAY 86400000LL
 
 static const char *const wnames[] = {"minute", "hour", "day", "month"};
@@ -112,26 +114,6 @@ air__window_end(enum air__window w, int64_t now)
     return now;
 }
 
-static int64_t
-micro_up(double usd)
-{
-    if (!(usd > 0))
-        return 0;
-    if (usd > 9e12)
-        return INT64_MAX / 4;
-    return (int64_t)ceil(usd * 1e6 - 1e-9);
-}
-
-static int64_t
-micro_near(double usd)
-{
-    if (!(usd > 0))
-        return 0;
-    if (usd > 9e12)
-        return INT64_MAX / 4;
-    return llround(usd * 1e6);
-}
-
 void
 air__budget_init(struct air__budget *b, double limit_usd, enum air__window w, int64_t now)
 {
@@ -164,14 +146,14 @@ int
 air__budget_reserve(struct air__budget *b, double est_usd, int64_t now, int64_t *retry_after_ms)
 {
     roll(b, now);
-    int64_t e = micro_up(est_usd);
+    int64_t e = air__micro_up(est_usd);
     double limit = air__budget_limit(b);
     if (!(limit > 0)) {
         atomic_fetch_add_explicit(&b->committed_micro, e, memory_order_acq_rel);
         atomic_fetch_add_explicit(&b->reserved_micro, e, memory_order_acq_rel);
         return 0;
     }
-    int64_t lim = micro_near(limit);
+    int64_t lim = air__micro_near(limit);
     int64_t c = atomic_load_explicit(&b->committed_micro, memory_order_acquire);
     for (;;) {
         if (e > lim - c) {
@@ -196,8 +178,8 @@ void
 air__budget_settle(struct air__budget *b, double est_usd, double actual_usd, int64_t now)
 {
     roll(b, now);
-    int64_t e = micro_up(est_usd);
-    int64_t a = micro_near(actual_usd);
+    int64_t e = air__micro_up(est_usd);
+    int64_t a = air__micro_near(actual_usd);
     /* Order keeps spent + reserved <= committed at every instant (when
      * a <= e): release the reservation, add the spending, then move the
      * committed amount by the difference. */
@@ -246,9 +228,9 @@ air__budget_peek(struct air__budget *b, double est_usd, int64_t now, int64_t *re
     double limit = air__budget_limit(b);
     if (!(limit > 0))
         return 0;
-    int64_t e = micro_up(est_usd);
+    int64_t e = air__micro_up(est_usd);
     int64_t c = atomic_load_explicit(&b->committed_micro, memory_order_acquire);
-    if (e <= micro_near(limit) - c)
+    if (e <= air__micro_near(limit) - c)
         return 0;
     if (retry_after_ms) {
         int64_t ws = atomic_load_explicit(&b->window_start_ms, memory_order_acquire);

@@ -19,6 +19,8 @@
 
 #include <math.h>
 
+#include "fixed.h"
+
 void
 air__bucket_init(struct air__bucket *b, double per_minute, double burst, int64_t now_ms)
 {
@@ -92,16 +94,6 @@ refill(struct air__bucket *b, double r, int64_t now_ms)
 }
 
 static int64_t
-to_milli(double n)
-{
-    if (!(n > 0))
-        return 0;
-    if (n > 9e12)
-        return INT64_MAX / 4;
-    return (int64_t)ceil(n * 1000.0 - 1e-6);
-}
-
-static int64_t
 wait_for(int64_t have_at_least, int64_t t, double r)
 {
     double wait = ceil((double)(have_at_least - t) / r);
@@ -118,7 +110,7 @@ air__bucket_take(struct air__bucket *b, double n, int64_t now_ms)
     double r = rate_of(b);
     if (r <= 0)
         return 0;
-    int64_t need = to_milli(n);
+    int64_t need = air__to_milli(n);
     refill(b, r, now_ms);
     /* An oversized request needs a full bucket and leaves it in debt. */
     int64_t cap = burst_of(b);
@@ -138,7 +130,7 @@ air__bucket_peek(struct air__bucket *b, double n, int64_t now_ms)
     double r = rate_of(b);
     if (r <= 0)
         return 0;
-    int64_t need = to_milli(n);
+    int64_t need = air__to_milli(n);
     refill(b, r, now_ms);
     int64_t cap = burst_of(b);
     int64_t have_at_least = need > cap ? cap : need;
@@ -153,7 +145,7 @@ air__bucket_put(struct air__bucket *b, double n, int64_t now_ms)
     if (r <= 0 || n == 0 || n != n)
         return;
     refill(b, r, now_ms);
-    add(b, n > 0 ? to_milli(n) : -to_milli(-n));
+    add(b, n > 0 ? air__to_milli(n) : -air__to_milli(-n));
 }
 
 void

@@ -22,6 +22,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "fixed.h"
+
 static const struct air__state_ops local_ops = {.name = "local", .nudge = NULL};
 
 void
@@ -66,36 +68,6 @@ const char *
 air__state_name(const struct air__state *st)
 {
     return st->ops != NULL && st->ops->name != NULL ? st->ops->name : "local";
-}
-
-static int64_t
-to_milli(double n)
-{
-    if (!(n > 0))
-        return 0;
-    if (n > 9e12)
-        return INT64_MAX / 4;
-    return (int64_t)ceil(n * 1000.0 - 1e-6);
-}
-
-static int64_t
-micro_up(double usd)
-{
-    if (!(usd > 0))
-        return 0;
-    if (usd > 9e12)
-        return INT64_MAX / 4;
-    return (int64_t)ceil(usd * 1e6 - 1e-9);
-}
-
-static int64_t
-micro_near(double usd)
-{
-    if (!(usd > 0))
-        return 0;
-    if (usd > 9e12)
-        return INT64_MAX / 4;
-    return llround(usd * 1e6);
 }
 
 static void
@@ -191,7 +163,7 @@ air__slim_init_budget(struct air__slimit *l, struct air__state *st, char *key, d
     l->burst_milli = 0;
     air__bucket_init(&l->bucket, 0, 0, now_ms);
     air__budget_init(&l->budget, st->shared ? usd / (double)st->instances : usd, w, now_ms);
-    init_lease(l, micro_near(usd), 1, now_ms);
+    init_lease(l, air__micro_near(usd), 1, now_ms);
 }
 
 /* Take `need` units from the slice. A need above max_slice is granted
@@ -278,7 +250,7 @@ air__slim_take(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms
         *wait_ms = w;
         return AIR_SL_LIMIT;
     }
-    int64_t need = to_milli(n);
+    int64_t need = air__to_milli(n);
     if (need == 0 || lease_take(l, need))
         return AIR_SL_OK;
     lease_short(l, need);
@@ -305,7 +277,7 @@ air__slim_peek(struct air__slimit *l, double n, int64_t now_ms, int64_t *wait_ms
         *wait_ms = w;
         return w == 0 ? AIR_SL_OK : AIR_SL_LIMIT;
     }
-    int64_t need = to_milli(n);
+    int64_t need = air__to_milli(n);
     int64_t have_at_least = need > l->max_slice ? l->max_slice : need;
     if (need == 0 || atomic_load_explicit(&l->lease.avail, memory_order_acquire) >= have_at_least)
         return AIR_SL_OK;
@@ -331,7 +303,7 @@ air__slim_put(struct air__slimit *l, double n, int64_t now_ms)
     /* Always into the lease, whichever source the tokens came from: the
      * consumption reported to the store (granted - returned - avail +
      * fallback use) then nets out exactly. */
-    int64_t d = n > 0 ? to_milli(n) : -to_milli(-n);
+    int64_t d = n > 0 ? air__to_milli(n) : -air__to_milli(-n);
     atomic_fetch_add_explicit(&l->lease.avail, d, memory_order_acq_rel);
 }
 
@@ -346,7 +318,7 @@ air__slim_sync(struct air__slimit *l, double remaining, int64_t reset_in_ms, int
     }
     air__bucket_sync(&l->bucket, remaining / (double)l->st->instances, reset_in_ms, now_ms);
     struct air__lease *ls = &l->lease;
-    int64_t rem = remaining > 0 ? to_milli(remaining) : 0;
+    int64_t rem = remaining > 0 ? air__to_milli(remaining) : 0;
     /* This instance cannot hold more than the vendor has left; what is cut
      * goes back to the store (and is capped there too). */
     int64_t a = atomic_load_explicit(&ls->avail, memory_order_acquire);
@@ -373,7 +345,7 @@ shared_budget_room(const struct air__slimit *l, int64_t e, int64_t now_ms, int64
     int64_t end = atomic_load_explicit(&ls->win_end_ms, memory_order_relaxed);
     int64_t room = atomic_load_explicit(&ls->level, memory_order_relaxed);
     if (end > 0 && now_ms >= end)
-        room = micro_near(l->limit); /* a new window: the store will have it all */
+        room = air__micro_near(l->limit); /* a new window: the store will have it all */
     int64_t have_at_least = e > l->max_slice ? l->max_slice : e;
     if (room >= have_at_least) {
         if (retry_after_ms != NULL)
@@ -399,7 +371,7 @@ air__slim_reserve(struct air__slimit *l, double est_usd, int64_t now_ms, int64_t
         return air__budget_reserve(&l->budget, est_usd, now_ms, retry_after_ms) == 0
                    ? AIR_SL_OK
                    : AIR_SL_LIMIT;
-    int64_t e = micro_up(est_usd);
+    int64_t e = air__micro_up(est_usd);
     if (e == 0 || lease_take(l, e)) {
         *src = AIR_SRC_LEASE;
         return AIR_SL_OK;
@@ -425,7 +397,7 @@ air__slim_peek_reserve(struct air__slimit *l, double est_usd, int64_t now_ms,
         return air__budget_peek(&l->budget, est_usd, now_ms, retry_after_ms) == 0
                    ? AIR_SL_OK
                    : AIR_SL_LIMIT;
-    int64_t e = micro_up(est_usd);
+    int64_t e = air__micro_up(est_usd);
     int64_t have_at_least = e > l->max_slice ? l->max_slice : e;
     if (e == 0 || atomic_load_explicit(&l->lease.avail, memory_order_acquire) >= have_at_least)
         return AIR_SL_OK;
@@ -447,9 +419,9 @@ air__slim_settle(struct air__slimit *l, double est_usd, double actual_usd, int s
         air__budget_settle(&l->budget, est_usd, actual_usd, now_ms);
         return;
     }
-    int64_t a = micro_near(actual_usd);
+    int64_t a = air__micro_near(actual_usd);
     if (src == AIR_SRC_LEASE) {
-        atomic_fetch_add_explicit(&l->lease.avail, micro_up(est_usd) - a, memory_order_acq_rel);
+        atomic_fetch_add_explicit(&l->lease.avail, air__micro_up(est_usd) - a, memory_order_acq_rel);
     } else {
         /* Spent from the fail-open share while the store was away: it is
          * debt of the lease, so the next sync charges it to the window's
