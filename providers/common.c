@@ -318,8 +318,8 @@ parse_decimal(const char *s, int64_t scale, int64_t *out)
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
  * days_from_civil): no timegm, no TZ, no locale. */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
+int64_t
+air__days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -329,8 +329,8 @@ days_from_civil(int64_t y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
-static int
-parse_uint(const char **sp, int ndigits, int *out)
+int
+air__take_digits(const char **sp, int ndigits, int *out)
 {
     const char *s = *sp;
     int v = 0;
@@ -360,7 +360,7 @@ parse_http_date(const char *s, int64_t *out_ms)
     while (*s == ' ')
         s++;
     int day, year, hh, mm, ss, mon = -1;
-    if (parse_uint(&s, 2, &day) != 0 || *s++ != ' ')
+    if (air__take_digits(&s, 2, &day) != 0 || *s++ != ' ')
         return -1;
     for (int i = 0; i < 12; i++) {
         if (lower((unsigned char)s[0]) == months[i][0] &&
@@ -373,10 +373,10 @@ parse_http_date(const char *s, int64_t *out_ms)
     if (mon < 0)
         return -1;
     s += 3;
-    if (*s++ != ' ' || parse_uint(&s, 4, &year) != 0 || *s++ != ' ')
+    if (*s++ != ' ' || air__take_digits(&s, 4, &year) != 0 || *s++ != ' ')
         return -1;
-    if (parse_uint(&s, 2, &hh) != 0 || *s++ != ':' || parse_uint(&s, 2, &mm) != 0 || *s++ != ':' ||
-        parse_uint(&s, 2, &ss) != 0)
+    if (air__take_digits(&s, 2, &hh) != 0 || *s++ != ':' || air__take_digits(&s, 2, &mm) != 0 ||
+        *s++ != ':' || air__take_digits(&s, 2, &ss) != 0)
         return -1;
     while (*s == ' ')
         s++;
@@ -390,7 +390,7 @@ parse_http_date(const char *s, int64_t *out_ms)
         return -1;
     if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60)
         return -1;
-    int64_t days = days_from_civil(year, mon, day);
+    int64_t days = air__days_from_civil(year, mon, day);
     *out_ms = ((days * 24 + hh) * 60 + mm) * 60000 + (int64_t)ss * 1000;
     return 0;
 }

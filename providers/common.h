@@ -48,4 +48,11 @@ const cJSON *air__json_get(const cJSON *obj, const char *key);
 void air__http_out_clear(air_http_out_t *out);
 void air__decoded_clear(air_decoded_t *d);
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+ * days_from_civil): no timegm, no TZ variable, no locale. */
+int64_t air__days_from_civil(int64_t y, int m, int d);
+/* Exactly ndigits decimal digits at *sp into *out, advancing *sp. 0, or -1
+ * (nothing consumed) when one is not a digit. */
+int air__take_digits(const char **sp, int ndigits, int *out);
+
 #endif

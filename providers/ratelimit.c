@@ -19,6 +19,8 @@
 
 #include <string.h>
 
+#include "common.h"
+
 /* Largest value we represent (about 31 years in ms; far above any counter):
  * keeps every sum and product below int64 overflow. */
 #define RL_CAP ((int64_t)1000000000000000LL)
@@ -203,33 +205,6 @@ air__ratelimit_duration_ms(const char *s, int64_t *out_ms)
 /* ------------------------------------------------------------------------ */
 /* RFC 3339 times                                                            */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
- * days_from_civil): no timegm, no TZ variable, no locale. */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int
-take_fixed(const char **sp, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (!is_digit((*sp)[i]))
-            return -1;
-        v = v * 10 + ((*sp)[i] - '0');
-    }
-    *sp += n;
-    *out = v;
-    return 0;
-}
-
 static int
 take_char(const char **sp, const char *set)
 {
@@ -246,10 +221,10 @@ air__ratelimit_rfc3339_ms(const char *s, int64_t *out_ms)
         return -1;
     s = skip_blank(s);
     int y, mo, d, hh, mm, ss;
-    if (take_fixed(&s, 4, &y) || take_char(&s, "-") || take_fixed(&s, 2, &mo) ||
-        take_char(&s, "-") || take_fixed(&s, 2, &d) || take_char(&s, "Tt ") ||
-        take_fixed(&s, 2, &hh) || take_char(&s, ":") || take_fixed(&s, 2, &mm) ||
-        take_char(&s, ":") || take_fixed(&s, 2, &ss))
+    if (air__take_digits(&s, 4, &y) || take_char(&s, "-") || air__take_digits(&s, 2, &mo) ||
+        take_char(&s, "-") || air__take_digits(&s, 2, &d) || take_char(&s, "Tt ") ||
+        air__take_digits(&s, 2, &hh) || take_char(&s, ":") || air__take_digits(&s, 2, &mm) ||
+        take_char(&s, ":") || air__take_digits(&s, 2, &ss))
         return -1;
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60)
         return -1;
@@ -271,8 +246,8 @@ air__ratelimit_rfc3339_ms(const char *s, int64_t *out_ms)
         s++;
     } else if (*s == '+' || *s == '-') {
         int sign = *s++ == '-' ? -1 : 1, oh, om;
-        if (take_fixed(&s, 2, &oh) || take_char(&s, ":") || take_fixed(&s, 2, &om) || oh > 23 ||
-            om > 59)
+        if (air__take_digits(&s, 2, &oh) || take_char(&s, ":") || air__take_digits(&s, 2, &om) ||
+            oh > 23 || om > 59)
             return -1;
         offset_min = sign * (oh * 60 + om);
     } else {
@@ -280,7 +255,7 @@ air__ratelimit_rfc3339_ms(const char *s, int64_t *out_ms)
     }
     if (*skip_blank(s) != '\0')
         return -1;
-    int64_t days = days_from_civil(y, mo, d);
+    int64_t days = air__days_from_civil(y, mo, d);
     int64_t sec = ((days * 24 + hh) * 60 + mm) * 60 + ss - offset_min * 60;
     *out_ms = sec * 1000 + frac_ms;
     return 0;
