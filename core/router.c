@@ -359,11 +359,7 @@ air_new_file(const char *path, air_t **out, char *err, size_t errlen)
         return AIR_E_CONFIG;
     }
     air_buf_t b = AIR_BUF_INIT;
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        air__buf_append(&b, tmp, n);
-    int rerr = ferror(f);
+    int rerr = air__buf_read(&b, f) != 0 && !b.oom;
     fclose(f);
     if (rerr) {
         air__buf_free(&b);

@@ -1352,13 +1352,9 @@ read_file(const char *path, char *err, size_t errlen)
         return NULL;
     }
     air_buf_t b = AIR_BUF_INIT;
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        air__buf_append(&b, tmp, n);
-    int rerr = ferror(f);
+    int rerr = air__buf_read(&b, f);
     fclose(f);
-    if (rerr || b.oom) {
+    if (rerr != 0) {
         air__buf_free(&b);
         snprintf(err, errlen, "%s: read error", path);
         return NULL;

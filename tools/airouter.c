@@ -49,16 +49,6 @@ chat_usage(FILE *f)
                "the error message when the request fails, 2 on bad usage.\n");
 }
 
-static int
-read_all(FILE *f, air_buf_t *b)
-{
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        air__buf_append(b, tmp, n);
-    return ferror(f) || b->oom ? -1 : 0;
-}
-
 struct chat_state {
     int saw_text;
 };
@@ -158,7 +148,7 @@ air__cmd_chat(int argc, char **argv)
             fprintf(stderr, "airouter chat: %s: %s\n", body_path, strerror(errno));
             return 2;
         }
-        int rc = read_all(f, &b);
+        int rc = air__buf_read(&b, f);
         if (f != stdin)
             fclose(f);
         if (rc != 0) {

@@ -369,6 +369,16 @@ air__buf_cjson(air_buf_t *b, const struct cJSON *item)
     }
 }
 
+int
+air__buf_read(air_buf_t *b, FILE *f)
+{
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        air__buf_append(b, tmp, n);
+    return ferror(f) || b->oom ? -1 : 0;
+}
+
 void
 air__buf_reset(air_buf_t *b)
 {

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct air_buf {
@@ -37,6 +38,9 @@ void air__buf_json_num(air_buf_t *b, double d);
 struct cJSON;
 void air__buf_cjson(air_buf_t *b, const struct cJSON *item);
 void air__buf_reset(air_buf_t *b); /* len = 0, keeps memory */
+/* Append everything f has left (a file, stdin). 0, or -1 on a read error or
+ * a sticky OOM. Does not close f. */
+int air__buf_read(air_buf_t *b, FILE *f);
 
 /* air__buf_append / air__buf_putc with the common case (room left) inline,
  * for builders that append many small pieces (adapters' request and chunk
