@@ -339,30 +339,6 @@ put_cstr(air_buf_t *b, const char *s)
     air__buf_json_str(b, s, strlen(s));
 }
 
-/* "prefix[i]" (or "prefix.mid[i]") into dst, for error messages. */
-static void
-path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i)
-{
-    char num[16];
-    char *e = num + sizeof num, *p = e;
-    unsigned v = i < 0 ? 0 : (unsigned)i;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    size_t pl = strlen(prefix), ml = strlen(mid), nl = (size_t)(e - p);
-    if (pl + ml + nl + 3 > size) {
-        snprintf(dst, size, "%s%s[%d]", prefix, mid, i);
-        return;
-    }
-    memcpy(dst, prefix, pl);
-    memcpy(dst + pl, mid, ml);
-    dst[pl + ml] = '[';
-    memcpy(dst + pl + ml + 1, p, nl);
-    dst[pl + ml + 1 + nl] = ']';
-    dst[pl + ml + 2 + nl] = '\0';
-}
-
 static void
 text_block(struct blist *l, const char *text, const cJSON *part)
 {
@@ -480,7 +456,7 @@ content_blocks(struct enc *e, struct blist *l, const cJSON *content, unsigned al
     cJSON_ArrayForEach(part, content)
     {
         char pw[96];
-        path_idx(pw, sizeof pw, where, ".content", i++);
+        air__path_idx(pw, sizeof pw, where, ".content", i++);
         const char *type = cJSON_IsObject(part) ? json_str(part, "type") : NULL;
         if (type == NULL)
             return bad_request(e->f, 0, "%s: expected an object with a string \"type\"", pw);
@@ -575,7 +551,7 @@ tool_use_blocks(struct enc *e, struct blist *rest, const cJSON *calls, const cha
     cJSON_ArrayForEach(c, calls)
     {
         char cw[96];
-        path_idx(cw, sizeof cw, where, ".tool_calls", i++);
+        air__path_idx(cw, sizeof cw, where, ".tool_calls", i++);
         const cJSON *fn = cJSON_IsObject(c) ? air__json_get(c, "function") : NULL;
         const char *id = cJSON_IsObject(c) ? json_str(c, "id") : NULL;
         const char *type = cJSON_IsObject(c) ? json_str(c, "type") : NULL;
@@ -754,7 +730,7 @@ encode_messages(struct enc *e, const cJSON *msgs, air_buf_t *body)
     cJSON_ArrayForEach(m, msgs)
     {
         char where[48];
-        path_idx(where, sizeof where, "messages", "", i++);
+        air__path_idx(where, sizeof where, "messages", "", i++);
         const char *role = cJSON_IsObject(m) ? json_str(m, "role") : NULL;
         if (role == NULL) {
             st = bad_request(e->f, 0, "%s.role: expected a string", where);
@@ -1607,21 +1583,6 @@ struct ev {
 #define EMIT_STOP 1 /* core asked to stop */
 #define EMIT_OOM  2
 
-static void
-put_i64(air_buf_t *b, long long v)
-{
-    char tmp[24];
-    char *e = tmp + sizeof tmp, *p = e;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        *--p = '-';
-    air__buf_append(b, p, (size_t)(e - p));
-}
-
 /* The envelope of every chunk. It only changes when message_start sets id
  * and model, so it is built once per value of `started` and then copied. */
 static void
@@ -1637,7 +1598,7 @@ chunk_open(air_buf_t *b, struct sstate *s, const air_stream_ctx_t *sc)
     PUTS(b, "{\"id\":");
     put_cstr(b, id);
     PUTS(b, ",\"object\":\"chat.completion.chunk\",\"created\":");
-    put_i64(b, (long long)sc->req->now_unix);
+    air__buf_i64(b, (long long)sc->req->now_unix);
     PUTS(b, ",\"model\":");
     put_cstr(b, model);
     if (!b->oom && b->len - start <= sizeof s->head) {
@@ -1766,7 +1727,7 @@ emit_args(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, int32_t pos,
 {
     delta_open(b, s, sc, args->n);
     PUTS(b, "\"tool_calls\":[{\"index\":");
-    put_i64(b, pos);
+    air__buf_i64(b, pos);
     PUTS(b, ",\"function\":{\"arguments\":");
     put_jtext(b, args);
     PUTS(b, "}}]");
@@ -1824,7 +1785,7 @@ on_block_start(air_stream_ctx_t *sc, struct sstate *s, air_buf_t *b, const cJSON
             name = "";
         delta_open(b, s, sc, strlen(id) + strlen(name));
         PUTS(b, "\"tool_calls\":[{\"index\":");
-        put_i64(b, k->tool_pos);
+        air__buf_i64(b, k->tool_pos);
         PUTS(b, ",\"id\":");
         put_cstr(b, id);
         PUTS(b, ",\"type\":\"function\",\"function\":{\"name\":");

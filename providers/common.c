@@ -506,3 +506,27 @@ air__json_get(const cJSON *obj, const char *key)
     }
     return NULL;
 }
+
+/* "prefix[i]" (or "prefix.mid[i]") into dst, for error messages. */
+void
+air__path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i)
+{
+    char num[16];
+    char *e = num + sizeof num, *p = e;
+    unsigned v = i < 0 ? 0 : (unsigned)i;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    size_t pl = strlen(prefix), ml = strlen(mid), nl = (size_t)(e - p);
+    if (i < 0 || pl + ml + nl + 3 > size) {
+        snprintf(dst, size, "%s%s[%d]", prefix, mid, i);
+        return;
+    }
+    memcpy(dst, prefix, pl);
+    memcpy(dst + pl, mid, ml);
+    dst[pl + ml] = '[';
+    memcpy(dst + pl + ml + 1, p, nl);
+    dst[pl + ml + 1 + nl] = ']';
+    dst[pl + ml + 2 + nl] = '\0';
+}

@@ -54,5 +54,8 @@ int64_t air__days_from_civil(int64_t y, int m, int d);
 /* Exactly ndigits decimal digits at *sp into *out, advancing *sp. 0, or -1
  * (nothing consumed) when one is not a digit. */
 int air__take_digits(const char **sp, int ndigits, int *out);
+/* "<prefix><mid>[i]" into dst (size bytes), for error messages naming a
+ * JSON path ("messages" "[3]", "messages[3].content" "[0]"). */
+void air__path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i);
 
 #endif

@@ -878,31 +878,6 @@ clean_schema_write(const cJSON *schema, const char *where, air_fault_t *f, air_b
  * alternation), else it opens a new one.
  */
 
-/* "prefix<mid>[i]" into dst, for error messages (snprintf costs more than
- * the rest of a message's translation). */
-static void
-path_idx(char *dst, size_t size, const char *prefix, const char *mid, int i)
-{
-    char num[16];
-    char *e = num + sizeof num, *p = e;
-    unsigned v = i < 0 ? 0 : (unsigned)i;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    size_t pl = strlen(prefix), ml = strlen(mid), nl = (size_t)(e - p);
-    if (i < 0 || pl + ml + nl + 3 > size) {
-        snprintf(dst, size, "%s%s[%d]", prefix, mid, i);
-        return;
-    }
-    memcpy(dst, prefix, pl);
-    memcpy(dst + pl, mid, ml);
-    dst[pl + ml] = '[';
-    memcpy(dst + pl + ml + 1, p, nl);
-    dst[pl + ml + 1 + nl] = ']';
-    dst[pl + ml + 2 + nl] = '\0';
-}
-
 /* The contents array being written. */
 struct contents {
     air_buf_t b;      /* content objects, the last one left open */
@@ -1130,7 +1105,7 @@ content_parts(const cJSON *content, const char *role, const char *where, air_fau
     {
         j++;
         char w[96];
-        path_idx(w, sizeof w, where, ".content", j);
+        air__path_idx(w, sizeof w, where, ".content", j);
         const char *ty = get_str(e, "type");
         air_status_t st = AIR_OK;
         if (streq(ty, "text") || streq(ty, "refusal")) {
@@ -1225,7 +1200,7 @@ assistant_tool_calls(const cJSON *tcs, const char *where, air_fault_t *f, struct
     {
         j++;
         char w[96];
-        path_idx(w, sizeof w, where, ".tool_calls", j);
+        air__path_idx(w, sizeof w, where, ".tool_calls", j);
         const cJSON *fn = air__json_get(tc, "function");
         const char *name = get_str(fn, "name");
         if (name == NULL || name[0] == '\0')
@@ -1484,7 +1459,7 @@ tools_and_choice(const cJSON *body, air_fault_t *f, air_buf_t *root)
         const cJSON *params = air__json_get(fn, "parameters");
         if (!is_absent(params)) {
             char w[64];
-            path_idx(w, sizeof w, "tools", "", i);
+            air__path_idx(w, sizeof w, "tools", "", i);
             size_t wl = strlen(w);
             snprintf(w + wl, sizeof w - wl, ".function.parameters");
             struct schema_sum sum;
@@ -1552,7 +1527,7 @@ build_body(const struct gem_state *st, const cJSON *body, air_fault_t *f, air_bu
     {
         i++;
         char where[32];
-        path_idx(where, sizeof where, "messages", "", i);
+        air__path_idx(where, sizeof where, "messages", "", i);
         const char *role = get_str(m, "role");
         const cJSON *content = air__json_get(m, "content");
         if (streq(role, "system") || streq(role, "developer")) {
@@ -2218,21 +2193,6 @@ struct gem_stream {
 };
 
 static void
-put_int(air_buf_t *b, long long v)
-{
-    char tmp[24];
-    char *e = tmp + sizeof tmp, *p = e;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        *--p = '-';
-    air__buf_put(b, p, (size_t)(e - p));
-}
-
-static void
 chunk_head(air_buf_t *b, struct gem_stream *gs, const air_req_view_t *req)
 {
     air__buf_reset(b);
@@ -2248,7 +2208,7 @@ chunk_head(air_buf_t *b, struct gem_stream *gs, const air_req_view_t *req)
     memcpy(id + 9, gs->idsrc, il);
     air__buf_json_str(b, id, 9 + il);
     PUTS(b, ",\"object\":\"chat.completion.chunk\",\"created\":");
-    put_int(b, req != NULL ? (long long)req->now_unix : 0);
+    air__buf_i64(b, req != NULL ? (long long)req->now_unix : 0);
     PUTS(b, ",\"model\":");
     put_cstr(b, gs->model);
     PUTS(b, ",\"choices\":");
@@ -2285,7 +2245,7 @@ emit_role(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, int ci)
     gs->role_sent[ci] = 1;
     chunk_head(b, gs, sc->req);
     PUTS(b, "[{\"index\":");
-    put_int(b, ci);
+    air__buf_i64(b, ci);
     PUTS(b, ",\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}");
     return emit(sc, b, 0);
 }
@@ -2299,7 +2259,7 @@ emit_finish(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b, int ci, c
         air__strlcpy(sc->finish_reason, fin, sizeof sc->finish_reason);
     chunk_head(b, gs, sc->req);
     PUTS(b, "[{\"index\":");
-    put_int(b, ci);
+    air__buf_i64(b, ci);
     PUTS(b, ",\"delta\":{},\"finish_reason\":\"");
     air__buf_puts(b, fin); /* one of our own names: nothing to escape */
     PUTS(b, "\"}]}");
@@ -2334,7 +2294,7 @@ stream_candidate_delta(air_stream_ctx_t *sc, struct gem_stream *gs, air_buf_t *b
     if (rc == AIR_STREAM_MORE && has_delta) {
         chunk_head(b, gs, sc->req);
         PUTS(b, "[{\"index\":");
-        put_int(b, ci);
+        air__buf_i64(b, ci);
         PUTS(b, ",\"delta\":{");
         int sep = 0;
         if (d->has_text && d->text_len > 0) {

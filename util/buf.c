@@ -196,6 +196,17 @@ u64_digits(char *end, uint64_t v)
     return p;
 }
 
+void
+air__buf_i64(air_buf_t *b, long long v)
+{
+    char tmp[24];
+    char *e = tmp + sizeof tmp;
+    char *p = u64_digits(e, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v);
+    if (v < 0)
+        *--p = '-';
+    air__buf_put(b, p, (size_t)(e - p));
+}
+
 /*
  * The common case of a fraction, without printf: d is the double nearest to
  * a decimal m / 10^k with k <= 6 and fewer than 16 significant digits (0.2,

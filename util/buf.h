@@ -31,6 +31,8 @@ void air__buf_json_str(air_buf_t *b, const char *s, size_t n);
  * value d (%1.15g, or %1.17g when that does not read back; NaN and
  * infinities as null), mostly without printf. */
 void air__buf_json_num(air_buf_t *b, double d);
+/* Append v in decimal (no printf). */
+void air__buf_i64(air_buf_t *b, long long v);
 /* Append a cJSON value exactly as cJSON_PrintUnformatted renders it (key
  * order, number format, string escapes), without building a string first.
  * A value cJSON cannot print (a raw item without text, an invalid type)
