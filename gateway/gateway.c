@@ -783,8 +783,7 @@ on_ready(struct gwreq *q)
 static air_status_t
 add_tags(air_req_t *areq, const char *hdr, char *msg, size_t msglen)
 {
-    enum { MAX_TAGS = 16, MAX_TAG_LEN = 128 };
-    unsigned n = 0;
+    enum { MAX_TAG_LEN = 128 };
     for (const char *p = hdr; *p != '\0';) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
@@ -796,10 +795,6 @@ add_tags(air_req_t *areq, const char *hdr, char *msg, size_t msglen)
             end--;
         if (end == start)
             continue;
-        if (++n > MAX_TAGS) {
-            snprintf(msg, msglen, "x-airouter-tags: at most %d tags", MAX_TAGS);
-            return AIR_E_INVAL;
-        }
         if (end - start > MAX_TAG_LEN) {
             snprintf(msg, msglen, "x-airouter-tags: a tag is longer than %d bytes", MAX_TAG_LEN);
             return AIR_E_INVAL;
@@ -807,9 +802,14 @@ add_tags(air_req_t *areq, const char *hdr, char *msg, size_t msglen)
         char tag[MAX_TAG_LEN + 1];
         memcpy(tag, start, (size_t)(end - start));
         tag[end - start] = '\0';
+        /* The engine holds the count (16 per request, airouter.h). */
         air_status_t st = air_req_add_tag(areq, tag);
+        if (st == AIR_E_RANGE) {
+            snprintf(msg, msglen, "x-airouter-tags: at most 16 tags");
+            return AIR_E_INVAL;
+        }
         if (st != AIR_OK)
-            return st == AIR_E_RANGE ? AIR_E_INVAL : st;
+            return st;
     }
     return AIR_OK;
 }
